@@ -1,0 +1,95 @@
+"""The pipeline's settings: one typed object with safe offline defaults.
+
+Command-line flags, notebook parameters and (later) pipeline parameters map onto these
+dataclasses; environment variables are read only at entry points, never here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from crypto_pipeline.errors import ConfigError
+from crypto_pipeline.sample_data import SAMPLE_PATH
+from crypto_pipeline.schema import DATE_FORMATS, DateFormat
+
+
+@dataclass(frozen=True)
+class Split:
+    """Fractions of the kept rows, in date order, for train, eval and test."""
+
+    train: float = 0.70
+    eval: float = 0.15
+    test: float = 0.15
+
+    def __post_init__(self):
+        parts = (self.train, self.eval, self.test)
+        if any(not 0 < p < 1 for p in parts) or abs(sum(parts) - 1) > 1e-6:
+            raise ConfigError(
+                f"split {self.train},{self.eval},{self.test} is not three fractions "
+                "between 0 and 1 that add up to 1",
+                "pass --split like 0.7,0.15,0.15",
+            )
+
+    @classmethod
+    def parse(cls, text: str) -> Split:
+        """Reads ``"0.7,0.15,0.15"``.
+
+        Raises:
+            ConfigError: Not three numbers, or they do not make a split.
+        """
+        try:
+            train, eval_, test = (float(p) for p in text.split(","))
+        except ValueError:
+            raise ConfigError(
+                f"--split {text!r} is not three comma-separated numbers",
+                "pass --split like 0.7,0.15,0.15",
+            ) from None
+        return cls(train, eval_, test)
+
+    def __str__(self) -> str:
+        return f"{self.train:g},{self.eval:g},{self.test:g}"
+
+
+@dataclass(frozen=True)
+class TransformConfig:
+    """How the transform step reads, filters and splits the data.
+
+    Attributes:
+        coin: The ``slug`` of the coin to keep.
+        date_format: How to read slashed dates: ``auto`` decides from the file and
+            refuses when it cannot; ``iso``, ``dayfirst`` or ``monthfirst`` force it.
+        split: Chronological train/eval/test fractions.
+        beam_args: Apache Beam pipeline options, e.g. ``("--runner=DataflowRunner",
+            "--project=…", "--region=…", "--temp_location=gs://…")``. Empty: the local
+            DirectRunner.
+    """
+
+    coin: str = "bitcoin"
+    date_format: DateFormat = "auto"
+    split: Split = field(default_factory=Split)
+    beam_args: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.date_format not in DATE_FORMATS:
+            raise ConfigError(
+                f"unknown date format {self.date_format!r}",
+                "use one of: " + ", ".join(DATE_FORMATS),
+            )
+        if not self.coin.strip():
+            raise ConfigError("the coin is empty", "pass --coin bitcoin (a slug from the file)")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything one run of the pipeline needs.
+
+    Attributes:
+        source_uri: Where the raw CSV comes from: a path, ``file://``, ``http(s)://``,
+            ``gs://`` or ``s3://``. The default is the bundled synthetic sample.
+        runs_dir: Local folder that holds one folder per run.
+        transform: Settings of the transform step.
+    """
+
+    source_uri: str = str(SAMPLE_PATH)
+    runs_dir: str = "runs"
+    transform: TransformConfig = field(default_factory=TransformConfig)

@@ -1,0 +1,360 @@
+"""The ``crypto-markets.csv`` schema and the rules for parsing and validating one row.
+
+The original tutorial ingested ``crypto-markets.csv`` (daily market data for every coin
+listed on CoinMarketCap). Real copies of that file are messy: spreadsheets rewrote the
+dates day-first (``28/4/2013``) and some numbers in scientific notation (``1.23E+09``).
+This module is the one place that knows how to read such a row; the Beam transform and
+every later step call it.
+
+Validation happens in two steps so that the transform can work in parallel:
+``classify_date`` is a cheap look at one row's date that adds to the evidence for the
+file's date style, ``resolve_date_style`` turns the evidence of the whole file into one
+style (or refuses), and ``validate_row`` parses a row under that style.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from crypto_pipeline.errors import DateFormatError, SchemaError
+
+COLUMNS: tuple[str, ...] = (
+    "slug",
+    "symbol",
+    "name",
+    "date",
+    "ranknow",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "market",
+    "close_ratio",
+    "spread",
+)
+"""The columns of the original ``crypto-markets.csv``, in its order."""
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("slug", "date", "open", "high", "low", "close")
+"""Columns without which a file cannot be used; the others may be absent."""
+
+PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
+OPTIONAL_NUMBER_COLUMNS: tuple[str, ...] = ("ranknow", "volume", "market", "close_ratio", "spread")
+NON_NEGATIVE_COLUMNS: frozenset[str] = frozenset({"volume", "market", "spread"})
+
+MISSING_VALUES: frozenset[str] = frozenset({"", "NA", "N/A", "NaN", "nan", "null", "NULL"})
+"""Cell texts that mean "no value" (pandas reads the same set as missing)."""
+
+DateFormat = Literal["auto", "iso", "dayfirst", "monthfirst"]
+DATE_FORMATS: tuple[str, ...] = get_args(DateFormat)
+DateStyle = Literal["iso", "dayfirst", "monthfirst"]
+
+# Reasons a row is rejected; each becomes a count in stats.json and a rejects row.
+WRONG_FIELD_COUNT = "wrong_field_count"
+BAD_DATE = "bad_date"
+AMBIGUOUS_DATE = "ambiguous_date"
+MISSING_PRICE = "missing_price"
+NON_NUMERIC = "non_numeric"
+NON_FINITE = "non_finite"
+NON_POSITIVE_PRICE = "non_positive_price"
+NEGATIVE_VALUE = "negative_value"
+HIGH_BELOW_LOW = "high_below_low"
+OPEN_OUTSIDE_RANGE = "open_outside_low_high"
+CLOSE_OUTSIDE_RANGE = "close_outside_low_high"
+DUPLICATE_DATE = "duplicate_date"
+
+_ISO = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")
+_SLASHED = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
+
+
+@dataclass(frozen=True)
+class Header:
+    """Where each known column sits in a file's rows.
+
+    Attributes:
+        names: The header's column names, in file order.
+        index: Column name to position, for the known columns present.
+        extra: Names in the header that the schema does not know (kept, ignored).
+    """
+
+    names: tuple[str, ...]
+    index: Mapping[str, int]
+    extra: tuple[str, ...]
+
+
+def parse_header(names: Sequence[str]) -> Header:
+    """Checks a header row and maps the known columns to their positions.
+
+    Extra columns are accepted and ignored; the order of columns does not matter.
+
+    Args:
+        names: The cells of the file's first row.
+
+    Returns:
+        The header, with the position of every known column present.
+
+    Raises:
+        SchemaError: A required column is missing or a column name repeats.
+    """
+    cleaned = tuple(n.strip().lstrip("\ufeff") for n in names)
+    repeated = sorted({n for n in cleaned if cleaned.count(n) > 1})
+    if repeated:
+        raise SchemaError(
+            f"the header repeats column(s) {', '.join(repeated)}",
+            "give every column a unique name; the expected header is " + ",".join(COLUMNS),
+        )
+    missing = [c for c in REQUIRED_COLUMNS if c not in cleaned]
+    if missing:
+        shown = ",".join(cleaned)[:200]
+        raise SchemaError(
+            f"required column(s) missing: {', '.join(missing)} (the header is: {shown})",
+            "the first row must name the columns; the pipeline needs "
+            + ",".join(REQUIRED_COLUMNS)
+            + " and knows "
+            + ",".join(COLUMNS),
+        )
+    index = {name: i for i, name in enumerate(cleaned) if name in COLUMNS}
+    extra = tuple(n for n in cleaned if n not in COLUMNS)
+    return Header(names=cleaned, index=index, extra=extra)
+
+
+def classify_date(text: str) -> str:
+    """Says what one date cell tells about the file's date style.
+
+    Args:
+        text: A date cell as found in the file.
+
+    Returns:
+        ``"iso"`` (``yyyy-mm-dd``), ``"dayfirst"`` (``d/m/yyyy`` with a day above 12),
+        ``"monthfirst"`` (``m/d/yyyy`` with a day above 12), ``"slashed"`` (both parts
+        12 or less: either style fits) or ``"unknown"`` (neither shape).
+    """
+    text = text.strip()
+    m = _SLASHED.match(text)
+    if m:
+        first, second = int(m.group(1)), int(m.group(2))
+        if first > 12 >= second:
+            return "dayfirst"
+        if second > 12 >= first:
+            return "monthfirst"
+        return "slashed"
+    if _ISO.match(text):
+        return "iso"
+    return "unknown"
+
+
+def resolve_date_style(requested: DateFormat, evidence: Mapping[str, int]) -> DateStyle:
+    """Chooses how to read slashed dates, from the setting and the whole file's evidence.
+
+    ISO dates are unambiguous and always read as ISO. Slashed dates are read in the
+    requested style; with ``auto`` the style must follow from the file itself: at least
+    one date whose first part is above 12 (day-first) and none whose second part is
+    (month-first), or the other way round. Anything else is refused rather than guessed.
+
+    Args:
+        requested: ``auto``, ``iso``, ``dayfirst`` or ``monthfirst``.
+        evidence: Counts of ``classify_date`` results over every row of the file.
+
+    Returns:
+        The style in which to read slashed dates.
+
+    Raises:
+        DateFormatError: ``auto`` cannot decide: the slashed dates fit both styles, or
+            the file mixes day-first and month-first dates.
+    """
+    if requested not in DATE_FORMATS:
+        raise DateFormatError(
+            f"unknown date format {requested!r}",
+            "use one of: " + ", ".join(DATE_FORMATS),
+        )
+    if requested != "auto":
+        return requested
+    dayfirst = evidence.get("dayfirst", 0)
+    monthfirst = evidence.get("monthfirst", 0)
+    slashed = evidence.get("slashed", 0)
+    if dayfirst and monthfirst:
+        raise DateFormatError(
+            f"the file mixes day-first dates ({dayfirst} rows like 28/4/2013) and "
+            f"month-first dates ({monthfirst} rows like 4/28/2013)",
+            "clean the date column so that it uses one style, then pass "
+            "--date-format dayfirst or --date-format monthfirst",
+        )
+    if dayfirst:
+        return "dayfirst"
+    if monthfirst:
+        return "monthfirst"
+    if slashed:
+        raise DateFormatError(
+            f"{slashed} dates like 4/5/2013 could be day-first or month-first, and no date "
+            "in the file settles it (no part above 12)",
+            "pass --date-format dayfirst (d/m/yyyy, as in spreadsheet copies of "
+            "crypto-markets.csv) or --date-format monthfirst (m/d/yyyy)",
+        )
+    return "iso"
+
+
+def parse_date(text: str, style: DateStyle) -> dt.date:
+    """Parses one date cell.
+
+    Args:
+        text: ``yyyy-mm-dd`` (always accepted) or a slashed date.
+        style: How to read slashed dates: ``dayfirst`` (``d/m/yyyy``) or ``monthfirst``
+            (``m/d/yyyy``); with ``iso``, slashed dates are refused.
+
+    Returns:
+        The date.
+
+    Raises:
+        ValueError: The text is not a date in an accepted shape, or names no real day.
+    """
+    text = text.strip()
+    m = _ISO.match(text)
+    if m:
+        return dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    m = _SLASHED.match(text)
+    if m and style != "iso":
+        first, second, year = int(m.group(1)), int(m.group(2)), int(m.group(3))
+        day, month = (first, second) if style == "dayfirst" else (second, first)
+        return dt.date(year, month, day)
+    expected = "yyyy-mm-dd" if style == "iso" else f"yyyy-mm-dd or {_SLASH_SHAPE[style]}"
+    raise ValueError(f"{text!r} is not a date ({expected})")
+
+
+_SLASH_SHAPE = {"dayfirst": "d/m/yyyy", "monthfirst": "m/d/yyyy"}
+
+
+def parse_number(text: str) -> float | None:
+    """Parses a number cell; scientific notation is fine, missing values give ``None``.
+
+    Args:
+        text: The cell, e.g. ``"135.3"``, ``"1.23E+09"`` or ``"NA"``.
+
+    Returns:
+        The value, or ``None`` for an empty or ``NA`` cell. Infinities come back as
+        they are, for the caller to refuse.
+
+    Raises:
+        ValueError: The text is not a number.
+    """
+    text = text.strip()
+    if text in MISSING_VALUES:
+        return None
+    return float(text)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why one row cannot be used.
+
+    Attributes:
+        reason: A short code, e.g. ``high_below_low``; the keys of ``rejected_by_reason``.
+        detail: The values at fault, for a person to read.
+    """
+
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class MarketRow:
+    """One valid day of one coin, with the date parsed and the numbers as floats."""
+
+    slug: str
+    symbol: str
+    name: str
+    date: dt.date
+    ranknow: float | None
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float | None
+    market: float | None
+    close_ratio: float | None
+    spread: float | None
+
+    def to_csv_fields(self) -> list[str]:
+        """Returns the row in ``COLUMNS`` order: ISO date, numbers in round-trip form."""
+        return [_format_cell(getattr(self, c)) for c in COLUMNS]
+
+
+def _format_cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def validate_row(
+    fields: Sequence[str], header: Header, style: DateStyle
+) -> MarketRow | Rejection:
+    """Parses and checks one row.
+
+    A valid row has a real date, and open, high, low and close present, finite and
+    positive, with low <= open <= high and low <= close <= high. The other numbers may
+    be missing, but when present they must be finite numbers (volume, market cap and
+    spread not negative).
+
+    Args:
+        fields: The row's cells, already split, in the header's order.
+        header: The file's header.
+        style: How to read slashed dates (see ``resolve_date_style``).
+
+    Returns:
+        The parsed row, or the reason it cannot be used.
+    """
+    if len(fields) != len(header.names):
+        return Rejection(
+            WRONG_FIELD_COUNT, f"{len(fields)} fields, the header has {len(header.names)}"
+        )
+    idx = header.index
+
+    def cell(column: str) -> str:
+        i = idx.get(column)
+        return "" if i is None else fields[i]
+
+    try:
+        date = parse_date(cell("date"), style)
+    except ValueError as exc:
+        return Rejection(BAD_DATE, str(exc))
+
+    values: dict[str, float | None] = {}
+    for column in PRICE_COLUMNS + OPTIONAL_NUMBER_COLUMNS:
+        text = cell(column)
+        try:
+            value = parse_number(text)
+        except ValueError:
+            return Rejection(NON_NUMERIC, f"{column}={text!r} is not a number")
+        if value is None:
+            if column in PRICE_COLUMNS:
+                return Rejection(MISSING_PRICE, f"{column} is missing")
+        elif not math.isfinite(value):
+            return Rejection(NON_FINITE, f"{column}={text.strip()} is not finite")
+        elif column in PRICE_COLUMNS and value <= 0:
+            return Rejection(NON_POSITIVE_PRICE, f"{column}={text.strip()} is not positive")
+        elif column in NON_NEGATIVE_COLUMNS and value < 0:
+            return Rejection(NEGATIVE_VALUE, f"{column}={text.strip()} is negative")
+        values[column] = value
+
+    o, h, lo, c = values["open"], values["high"], values["low"], values["close"]
+    if h < lo:
+        return Rejection(HIGH_BELOW_LOW, f"high={h!r} < low={lo!r}")
+    if not lo <= o <= h:
+        return Rejection(OPEN_OUTSIDE_RANGE, f"open={o!r} outside [low={lo!r}, high={h!r}]")
+    if not lo <= c <= h:
+        return Rejection(CLOSE_OUTSIDE_RANGE, f"close={c!r} outside [low={lo!r}, high={h!r}]")
+    return MarketRow(
+        slug=cell("slug").strip(),
+        symbol=cell("symbol").strip(),
+        name=cell("name").strip(),
+        date=date,
+        **values,
+    )
