@@ -30,6 +30,7 @@ line number, reason and raw text, to the ``rejects`` output.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -94,7 +95,7 @@ def plan_ranges(path: str, target_bytes: int = _RANGE_BYTES) -> Iterator[tuple[i
             if line.strip():
                 break
         range_start, first_line, lines_in_range = position, lines + 1, 0
-        while block := f.read(_READ_BYTES):
+        while block := f.read(min(_READ_BYTES, target_bytes)):
             newlines = block.count(b"\n")
             if position + len(block) - range_start >= target_bytes and newlines:
                 end = position + block.rfind(b"\n") + 1
@@ -298,7 +299,7 @@ def build_pipeline(
     parsed = (
         p
         | "File" >> beam.Create([input_path])
-        | "PlanRanges" >> beam.FlatMap(plan_ranges)
+        | "PlanRanges" >> beam.FlatMap(plan_ranges, _RANGE_BYTES)
         | "Spread" >> beam.Reshuffle()
         | "ParseRange"
         >> beam.ParDo(ParseRange(input_path, header, config.coin)).with_outputs(
@@ -411,15 +412,22 @@ def _stats(
         "coins_in_file": len(coins),
         "top_coins": dict(coins.most_common(10)),
         "date_evidence": _evidence(counts),
-        "split_fractions": {"train": config.split.train, "eval": config.split.eval,
-                            "test": config.split.test},
+        "split_fractions": dataclasses.asdict(config.split),
         "splits": splits,
         "rejects_file": "rejects-00000-of-00001.csv",
         "runner": runner,
     }
 
 
-def _check(stats: dict[str, Any], counts: dict[str, Any], config: TransformConfig) -> None:
+def _first_rejects(rejects_path: str, limit: int = 3) -> list[str]:
+    with FileSystems.open(rejects_path) as f:
+        rows = list(csv.reader(io.TextIOWrapper(f, encoding="utf-8")))[1 : limit + 1]
+    return [f"line {line}: {reason}: {detail}" for line, reason, detail, _ in rows]
+
+
+def _check(
+    stats: dict[str, Any], counts: dict[str, Any], config: TransformConfig, work: str
+) -> None:
     """Raises the clear error for a run whose output cannot be used."""
     schema.resolve_date_style(config.date_format, _evidence(counts))
     if stats["rows_kept"] == 0:
@@ -430,11 +438,13 @@ def _check(stats: dict[str, Any], counts: dict[str, Any], config: TransformConfi
                 f"coin {config.coin!r} is not in the file; coins with the most rows: {listing}",
                 "pass --coin with one of those slugs (lower case, as in the slug column)",
             )
+        reasons = ", ".join(f"{k} {v:,}" for k, v in stats["rejected_by_reason"].items())
+        examples = "\n    ".join(_first_rejects(f"{work}/{stats['rejects_file']}"))
         raise CoinNotFoundError(
-            f"all {counts[_COIN + config.coin]:,} rows of coin {config.coin!r} were rejected: "
-            f"{stats['rejected_by_reason']}",
-            "look at the rejects file for the reason of each row, fix the data (or the "
-            "--date-format) and run again",
+            f"all {counts[_COIN + config.coin]:,} rows of coin {config.coin!r} were rejected "
+            f"({reasons}); for example:\n    {examples}",
+            "fix those rows in the data, or pass the --date-format that the file uses, "
+            "and run again",
         )
 
 
@@ -487,7 +497,7 @@ def transform(
         style = _style_or_none(counts, config.date_format) or "undecided"
         stats = _stats(counts, input_path, config, style, runner)
         stats["seconds"] = round(time.perf_counter() - started, 3)
-        _check(stats, counts, config)
+        _check(stats, counts, config, work)
         with FileSystems.create(f"{work}/{STATS_NAME}") as f:
             f.write(json.dumps(stats, indent=2).encode() + b"\n")
         if local:

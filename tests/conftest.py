@@ -1,0 +1,42 @@
+"""Shared helpers: small CSV files in the crypto-markets.csv schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crypto_pipeline.schema import COLUMNS
+
+HEADER = ",".join(COLUMNS)
+REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "crypto-markets-real-subset.csv"
+
+
+def row(date: str = "2013-04-28", o="135.3", h="135.98", lo="132.1", c="134.21", slug="bitcoin",
+        volume="0", market="1500520000") -> str:
+    """One data line; prices as text so tests can put anything in them."""
+    name = {"bitcoin": "Bitcoin"}.get(slug, slug.title())
+    return f"{slug},BTC,{name},{date},1,{o},{h},{lo},{c},{volume},{market},0.5438,3.88"
+
+
+def write_csv(path: Path, lines: list[str], header: str = HEADER) -> Path:
+    path.write_text("\n".join([header, *lines]) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def csv_file(tmp_path):
+    """Returns a function that writes data lines (under the schema's header) to a file."""
+
+    def make(lines: list[str], header: str = HEADER, name: str = "crypto-markets.csv") -> Path:
+        return write_csv(tmp_path / name, lines, header)
+
+    return make
+
+
+def days(n: int, start: str = "2013-04-28") -> list[str]:
+    """``n`` consecutive ISO dates."""
+    import datetime as dt
+
+    first = dt.date.fromisoformat(start)
+    return [(first + dt.timedelta(days=i)).isoformat() for i in range(n)]

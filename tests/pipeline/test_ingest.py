@@ -1,0 +1,132 @@
+import gzip
+import hashlib
+import json
+import socket
+
+import fsspec
+import pytest
+
+from conftest import HEADER, days, row
+from crypto_pipeline.errors import SchemaError, SourceError
+from crypto_pipeline.ingest import MANIFEST_NAME, RAW_FILE_NAME, ingest
+from crypto_pipeline.sample_data import SAMPLE_PATH
+
+GOOD = "\n".join([HEADER, *(row(d) for d in days(5))]) + "\n"
+
+
+def assert_copied(result, out, data: bytes, rows: int):
+    copy = out / RAW_FILE_NAME
+    assert copy.read_bytes() == data
+    assert result.sha256 == hashlib.sha256(data).hexdigest()
+    assert result.bytes == len(data)
+    assert result.rows == rows
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert manifest["sha256"] == result.sha256 and manifest["rows"] == rows
+    assert not list(out.glob(".*partial")), "no temporary files left behind"
+
+
+@pytest.mark.parametrize("form", ["path", "file_uri"])
+def test_local_copy_records_checksum_size_and_rows(tmp_path, form):
+    source = tmp_path / "in.csv"
+    source.write_text(GOOD)
+    uri = str(source) if form == "path" else f"file://{source}"
+    result = ingest(uri, tmp_path / "out")
+    assert_copied(result, tmp_path / "out", GOOD.encode(), 5)
+    assert result.synthetic is False
+    assert result.columns[:2] == ["slug", "symbol"]
+
+
+def test_gzip_source_is_decompressed(tmp_path):
+    source = tmp_path / "in.csv.gz"
+    source.write_bytes(gzip.compress(GOOD.encode()))
+    assert_copied(ingest(str(source), tmp_path / "out"), tmp_path / "out", GOOD.encode(), 5)
+
+
+def test_http_source(tmp_path, httpserver):
+    httpserver.expect_request("/crypto-markets.csv").respond_with_data(GOOD, content_type="text/csv")
+    result = ingest(httpserver.url_for("/crypto-markets.csv"), tmp_path / "out")
+    assert_copied(result, tmp_path / "out", GOOD.encode(), 5)
+
+
+def test_any_fsspec_filesystem(tmp_path):
+    """gs:// and s3:// go through the same fsspec call; memory:// proves the path offline."""
+    with fsspec.open("memory://bucket/crypto-markets.csv", "wb") as f:
+        f.write(GOOD.encode())
+    result = ingest("memory://bucket/crypto-markets.csv", tmp_path / "out")
+    assert_copied(result, tmp_path / "out", GOOD.encode(), 5)
+
+
+def test_bundled_sample_is_labelled_synthetic(tmp_path):
+    result = ingest(str(SAMPLE_PATH), tmp_path / "out")
+    assert result.synthetic is True
+    assert "SYNTHETIC" in result.describe()
+    assert result.rows > 7000
+
+
+def test_extra_columns_are_accepted_and_reported(tmp_path, csv_file):
+    source = csv_file([row() + ",hello"], header=HEADER + ",notes")
+    result = ingest(str(source), tmp_path / "out")
+    assert result.extra_columns == ["notes"]
+    assert "notes" in result.describe()
+
+
+def test_blank_lines_are_not_rows(tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text("\n" + HEADER + "\n" + row() + "\n\n" + row("2013-04-29") + "\n\n")
+    assert ingest(str(source), tmp_path / "out").rows == 2
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("make_source", "error", "problem", "fix"),
+    [
+        (lambda d: str(d / "missing.csv"), SourceError, "not found", "check the path"),
+        (lambda d: str(d), SourceError, "is a folder", "check the path"),
+        (lambda d: f"http://127.0.0.1:{_closed_port()}/crypto-markets.csv", SourceError,
+         "could not reach", "pass a local path"),
+        (lambda d: _write(d, b""), SourceError, "is empty", "header row"),
+        (lambda d: _write(d, b"  \n\n"), SourceError, "is empty", "header row"),
+        (lambda d: _write(d, (HEADER + "\n").encode()), SourceError, "no data rows", "at least one"),
+        (lambda d: _write(d, b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"), SourceError, "not a CSV",
+         "crypto-markets.csv file itself"),
+        (lambda d: _write(d, HEADER.encode() + b"\nbitcoin,\xff\xfe\n"), SourceError,
+         "not UTF-8", "UTF-8"),
+        (lambda d: _write(d, b"slug,date,open\nbitcoin,2013-04-28,1\n"), SchemaError,
+         "high, low, close", "slug,date,open,high,low,close"),
+    ],
+    ids=["missing", "folder", "unreachable", "empty", "whitespace", "header-only", "binary",
+         "not-utf8", "missing-columns"],
+)
+def test_bad_sources_fail_clearly_and_leave_nothing(tmp_path, make_source, error, problem, fix):
+    out = tmp_path / "out"
+    with pytest.raises(error) as err:
+        ingest(make_source(tmp_path), out)
+    assert problem in err.value.problem
+    assert fix in err.value.fix
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_http_404_is_not_found(tmp_path, httpserver):
+    with pytest.raises(SourceError, match="not found|could not reach"):
+        ingest(httpserver.url_for("/nothing.csv"), tmp_path / "out")
+
+
+def test_a_failed_ingest_keeps_the_previous_copy(tmp_path, csv_file):
+    out = tmp_path / "out"
+    ingest(str(csv_file([row()])), out)
+    before = (out / RAW_FILE_NAME).read_bytes()
+    with pytest.raises(SourceError):
+        ingest(_write(tmp_path, b"\x00\x01binary"), out)
+    assert (out / RAW_FILE_NAME).read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == [RAW_FILE_NAME, MANIFEST_NAME]
+
+
+def _write(directory, data: bytes) -> str:
+    path = directory / "source.csv"
+    path.write_bytes(data)
+    return str(path)

@@ -1,0 +1,231 @@
+import csv
+import datetime as dt
+import json
+
+import pandas as pd
+import pytest
+
+from conftest import HEADER, REAL_DATA, days, row
+from crypto_pipeline import schema, transform as transform_module
+from crypto_pipeline.config import Split, TransformConfig
+from crypto_pipeline.errors import CoinNotFoundError, DateFormatError, SchemaError, SourceError
+from crypto_pipeline.schema import COLUMNS
+from crypto_pipeline.transform import SPLITS, plan_ranges, split_path, transform
+
+BAD_ROWS = {
+    # line text -> reason it must be rejected with
+    row("2014-01-01", o="abc"): schema.NON_NUMERIC,
+    row("2014-01-02", o="-3"): schema.NON_POSITIVE_PRICE,
+    row("2014-01-03", c="0"): schema.NON_POSITIVE_PRICE,
+    row("2014-01-04", h="inf"): schema.NON_FINITE,
+    row("2014-01-05", lo="NA"): schema.MISSING_PRICE,
+    row("2014-01-06", o=""): schema.MISSING_PRICE,
+    row("2014-01-07", h="131", lo="132.1"): schema.HIGH_BELOW_LOW,
+    row("2014-01-08", o="140"): schema.OPEN_OUTSIDE_RANGE,
+    row("2014-01-09", c="131"): schema.CLOSE_OUTSIDE_RANGE,
+    row("2014-02-30"): schema.BAD_DATE,
+    row("someday"): schema.BAD_DATE,
+    row("2014-01-10", volume="-1"): schema.NEGATIVE_VALUE,
+    "bitcoin,BTC,Bitcoin,2014-01-11,1,135.3": schema.WRONG_FIELD_COUNT,
+    row("2014-01-12") + ",surplus": schema.WRONG_FIELD_COUNT,
+}
+
+
+@pytest.fixture
+def messy(csv_file):
+    """40 good bitcoin days, every kind of bad row, duplicates, other coins, blank lines."""
+    good = [row(d, market="1.5E+09") for d in days(40)]
+    other = [row(d, slug="litecoin") for d in days(7)]
+    duplicates = [row("2013-04-30", c="134"), row("2013-05-01")]
+    quoted = 'bitcoin,BTC,"Bitcoin, Inc.",2013-06-07,1,135.3,135.98,132.1,134.21,0,1,0.5,3.88'
+    lines = good[:20] + list(BAD_ROWS) + other + [""] + duplicates + good[20:] + [quoted, ""]
+    # 40 good + 1 quoted = 41 distinct dates kept
+    return csv_file(lines), lines
+
+
+def read_rejects(out):
+    with split_path(out, "rejects").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_every_row_is_accounted_for(messy, tmp_path):
+    path, lines = messy
+    out = tmp_path / "out"
+    stats = transform(path, out)
+    data_rows = sum(1 for line in lines if line)
+    assert stats["rows_read"] == data_rows
+    assert stats["rows_read"] == (
+        stats["rows_kept"] + stats["rows_rejected"] + stats["duplicates"] + stats["other_coins"]
+    )
+    assert stats["rows_kept"] == 41
+    assert stats["other_coins"] == 7
+    assert stats["duplicates"] == 2
+    assert stats["blank_lines"] == 2
+    expected = {}
+    for reason in BAD_ROWS.values():
+        expected[reason] = expected.get(reason, 0) + 1
+    assert stats["rejected_by_reason"] == dict(sorted(expected.items()))
+    assert stats["rows_rejected"] == len(BAD_ROWS)
+    assert json.loads((out / "stats.json").read_text()) == stats
+
+
+def test_rejects_carry_line_reason_and_raw_text(messy, tmp_path):
+    path, lines = messy
+    out = tmp_path / "out"
+    stats = transform(path, out)
+    rejects = read_rejects(out)
+    assert len(rejects) == stats["rows_rejected"] + stats["duplicates"]
+    file_lines = path.read_text().split("\n")
+    for reject in rejects:
+        assert reject["reason"] and reject["detail"]
+        assert file_lines[int(reject["line"]) - 1] == reject["raw"], "line number points at the row"
+        if reject["reason"] != schema.DUPLICATE_DATE:
+            assert BAD_ROWS[reject["raw"]] == reject["reason"]
+    duplicates = [r for r in rejects if r["reason"] == schema.DUPLICATE_DATE]
+    assert {r["raw"] for r in duplicates} == {row("2013-04-30", c="134"), row("2013-05-01")}
+    assert all("already on line" in r["detail"] for r in duplicates)
+
+
+def test_splits_are_chronological_contiguous_and_disjoint(messy, tmp_path):
+    path, _ = messy
+    out = tmp_path / "out"
+    stats = transform(path, out, TransformConfig(split=Split(0.6, 0.2, 0.2)))
+    frames = {name: pd.read_csv(split_path(out, name)) for name in SPLITS}
+    assert [len(frames[n]) for n in SPLITS] == [24, 8, 9]
+    for name, frame in frames.items():
+        assert tuple(frame.columns) == COLUMNS
+        assert frame["date"].is_monotonic_increasing and frame["date"].is_unique
+        assert stats["splits"][name]["rows"] == len(frame)
+        assert stats["splits"][name]["first_date"] == frame["date"].iloc[0]
+        assert stats["splits"][name]["last_date"] == frame["date"].iloc[-1]
+    assert frames["train"]["date"].iloc[-1] < frames["eval"]["date"].iloc[0]
+    assert frames["eval"]["date"].iloc[-1] < frames["test"]["date"].iloc[0]
+    every = pd.concat(frames.values())["date"].tolist()
+    assert every == sorted(every) and len(set(every)) == 41
+    # the first row of a repeated date is the one kept
+    assert frames["train"].set_index("date").loc["2013-04-30", "close"] == 134.21
+    # scientific notation and quoted commas come out as plain values
+    assert frames["train"]["market"].iloc[0] == 1.5e9
+    assert "Bitcoin, Inc." in frames["test"]["name"].tolist()
+
+
+def test_dayfirst_dates_are_detected(csv_file, tmp_path):
+    dates = [dt.date.fromisoformat(d) for d in days(30)]
+    lines = [row(f"{d.day}/{d.month}/{d.year}") for d in dates]
+    stats = transform(csv_file(lines), tmp_path / "out")
+    assert stats["date_format"]["used_for_slashed_dates"] == "dayfirst"
+    assert stats["rows_kept"] == 30
+    train = pd.read_csv(split_path(tmp_path / "out", "train"))
+    assert train["date"].iloc[0] == "2013-04-28"
+
+
+def test_ambiguous_dates_are_refused_unless_the_style_is_given(csv_file, tmp_path):
+    lines = [row(f"{d}/{m}/2014") for m in (1, 2) for d in range(1, 13)]
+    path = csv_file(lines)
+    with pytest.raises(DateFormatError) as err:
+        transform(path, tmp_path / "out")
+    assert "--date-format dayfirst" in err.value.fix
+    assert not (tmp_path / "out").exists()
+    stats = transform(path, tmp_path / "out", TransformConfig(date_format="dayfirst"))
+    assert stats["rows_kept"] == 24
+    assert stats["splits"]["train"]["first_date"] == "2014-01-01"
+    stats = transform(path, tmp_path / "out2", TransformConfig(date_format="monthfirst"))
+    assert stats["splits"]["train"]["first_date"] == "2014-01-01"
+    assert stats["splits"]["test"]["last_date"] == "2014-12-02"
+
+
+def test_evidence_from_other_coins_settles_the_style(csv_file, tmp_path):
+    lines = [row("3/4/2014")] + [row("25/4/2014", slug="dogecoin")]
+    stats = transform(csv_file(lines), tmp_path / "out")
+    assert stats["date_format"]["used_for_slashed_dates"] == "dayfirst"
+    assert stats["splits"]["test"]["first_date"] == "2014-04-03"
+
+
+def test_unknown_coin_lists_the_coins_in_the_file(messy, tmp_path):
+    path, _ = messy
+    with pytest.raises(CoinNotFoundError) as err:
+        transform(path, tmp_path / "out", TransformConfig(coin="bitconnect"))
+    assert "litecoin (7)" in err.value.problem and "--coin" in err.value.fix
+
+
+def test_a_coin_with_only_bad_rows_shows_examples(csv_file, tmp_path):
+    with pytest.raises(CoinNotFoundError) as err:
+        transform(csv_file([row(o="x"), row(c="-1")]), tmp_path / "out")
+    assert "line 2: non_numeric" in err.value.problem
+
+
+def test_a_failed_transform_keeps_the_previous_output(messy, csv_file, tmp_path):
+    path, _ = messy
+    out = tmp_path / "out"
+    transform(path, out)
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(CoinNotFoundError):
+        transform(path, out, TransformConfig(coin="nope"))
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert [p.name for p in tmp_path.iterdir() if "staging" in p.name] == []
+
+
+def test_bad_inputs_fail_before_running(tmp_path, csv_file):
+    with pytest.raises(SourceError, match="not found"):
+        transform(tmp_path / "missing.csv", tmp_path / "out")
+    with pytest.raises(SchemaError, match="close"):
+        transform(csv_file(["bitcoin,2014-01-01,1"], header="slug,date,open"), tmp_path / "out")
+
+
+def test_ranges_cover_every_line_once(tmp_path):
+    lines = [HEADER] + [row(d) for d in days(500)]
+    path = tmp_path / "f.csv"
+    data = ("\n".join(lines) + "\n").encode()
+    path.write_bytes(data)
+    ranges = list(plan_ranges(str(path), target_bytes=3000))
+    assert len(ranges) > 5
+    assert ranges[0][0] == len(lines[0]) + 1 and ranges[-1][1] == len(data)
+    for (s, e, first), (s2, _, first2) in zip(ranges, ranges[1:], strict=False):
+        assert e == s2 and first2 == first + data[s:e].count(b"\n")
+    for s, e, first in ranges:
+        assert data[s:e].decode().split("\n")[0] == lines[first - 1]
+
+
+def test_many_ranges_give_the_same_result(messy, tmp_path, monkeypatch):
+    path, _ = messy
+    one = transform(path, tmp_path / "one")
+    monkeypatch.setattr(transform_module, "_RANGE_BYTES", 256)
+    many = transform(path, tmp_path / "many")
+    for stats in (one, many):
+        stats.pop("seconds")
+    assert one == many
+    for name in SPLITS:
+        assert split_path(tmp_path / "one", name).read_text() == split_path(
+            tmp_path / "many", name
+        ).read_text()
+    assert sorted(map(str, read_rejects(tmp_path / "one"))) == sorted(
+        map(str, read_rejects(tmp_path / "many"))
+    )
+
+
+def test_crlf_line_endings(tmp_path):
+    path = tmp_path / "crlf.csv"
+    path.write_bytes(("\r\n".join([HEADER, *(row(d) for d in days(10))]) + "\r\n").encode())
+    stats = transform(path, tmp_path / "out")
+    assert stats["rows_kept"] == 10 and stats["rows_rejected"] == 0
+
+
+@pytest.mark.skipif(not REAL_DATA.exists(), reason=f"real data not present at {REAL_DATA}")
+def test_real_data_bitcoin_days(tmp_path):
+    stats = transform(REAL_DATA, tmp_path / "out")
+    assert stats["date_format"]["used_for_slashed_dates"] == "dayfirst"
+    assert stats["rows_kept"] == 1793
+    assert stats["splits"]["train"]["first_date"] == "2013-04-28"
+    assert stats["splits"]["test"]["last_date"] == "2018-03-25"
+    assert stats["rows_read"] == (
+        stats["rows_kept"] + stats["rows_rejected"] + stats["duplicates"] + stats["other_coins"]
+    )
+    train = pd.read_csv(split_path(tmp_path / "out", "train"))
+    first = train.iloc[0]
+    assert (first["date"], first["open"], first["close"]) == ("2013-04-28", 135.3, 134.21)
+    # 1.23E+09 in the file is a plain number after the transform
+    assert train.set_index("date").loc["2013-06-12", "market"] == 1.23e9
+    dates = pd.to_datetime(pd.concat(
+        pd.read_csv(split_path(tmp_path / "out", n))["date"] for n in SPLITS
+    ))
+    assert dates.diff().dropna().dt.days.eq(1).all(), "1,793 consecutive days, none mis-parsed"

@@ -1,0 +1,33 @@
+import pytest
+
+from crypto_pipeline.config import PipelineConfig, Split, TransformConfig
+from crypto_pipeline.errors import ConfigError
+from crypto_pipeline.sample_data import SAMPLE_PATH
+
+
+def test_defaults_are_the_offline_sample_and_bitcoin():
+    config = PipelineConfig()
+    assert config.source_uri == str(SAMPLE_PATH)
+    assert config.transform.coin == "bitcoin"
+    assert config.transform.date_format == "auto"
+    assert (config.transform.split.train, config.transform.split.eval) == (0.7, 0.15)
+
+
+def test_split_parses_and_prints():
+    split = Split.parse("0.8,0.1,0.1")
+    assert (split.train, split.eval, split.test) == (0.8, 0.1, 0.1)
+    assert str(split) == "0.8,0.1,0.1"
+
+
+@pytest.mark.parametrize("text", ["0.7,0.3", "a,b,c", "0.7,0.2,0.2", "1,0,0", "0.5,-0.1,0.6"])
+def test_bad_splits_say_how_to_fix(text):
+    with pytest.raises(ConfigError) as err:
+        Split.parse(text)
+    assert "--split" in err.value.fix
+
+
+def test_bad_transform_settings_are_refused():
+    with pytest.raises(ConfigError):
+        TransformConfig(date_format="american")
+    with pytest.raises(ConfigError):
+        TransformConfig(coin=" ")

@@ -1,0 +1,153 @@
+import datetime as dt
+import math
+
+import pytest
+
+from crypto_pipeline import schema
+from crypto_pipeline.errors import DateFormatError, SchemaError
+from crypto_pipeline.schema import COLUMNS, MarketRow, Rejection, parse_header, validate_row
+
+HEADER = parse_header(COLUMNS)
+
+
+def fields(**overrides):
+    values = dict(slug="bitcoin", symbol="BTC", name="Bitcoin", date="2013-04-28", ranknow="1",
+                  open="135.3", high="135.98", low="132.1", close="134.21", volume="0",
+                  market="1.23E+09", close_ratio="0.5438", spread="3.88")
+    values.update(overrides)
+    return [values[c] for c in COLUMNS]
+
+
+@pytest.mark.parametrize(
+    ("text", "style", "expected"),
+    [
+        ("2013-04-28", "iso", dt.date(2013, 4, 28)),
+        ("2013-4-8", "iso", dt.date(2013, 4, 8)),
+        ("28/4/2013", "dayfirst", dt.date(2013, 4, 28)),
+        ("4/5/2013", "dayfirst", dt.date(2013, 5, 4)),
+        ("4/5/2013", "monthfirst", dt.date(2013, 4, 5)),
+        ("2013-04-28", "dayfirst", dt.date(2013, 4, 28)),  # ISO is never ambiguous
+        (" 01/12/2017 ", "dayfirst", dt.date(2017, 12, 1)),
+    ],
+)
+def test_parse_date_both_styles(text, style, expected):
+    assert schema.parse_date(text, style) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "style"),
+    [("28/4/2013", "iso"), ("31/2/2013", "dayfirst"), ("4/28/2013", "dayfirst"),
+     ("2013-13-01", "iso"), ("yesterday", "dayfirst"), ("", "iso"), ("28/4/13", "dayfirst")],
+)
+def test_parse_date_refuses(text, style):
+    with pytest.raises(ValueError):
+        schema.parse_date(text, style)
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [("2013-04-28", "iso"), ("28/4/2013", "dayfirst"), ("4/28/2013", "monthfirst"),
+     ("4/5/2013", "slashed"), ("12/12/2013", "slashed"), ("soon", "unknown")],
+)
+def test_classify_date(text, kind):
+    assert schema.classify_date(text) == kind
+
+
+def test_resolve_detects_dayfirst_and_monthfirst():
+    assert schema.resolve_date_style("auto", {"dayfirst": 1, "slashed": 500}) == "dayfirst"
+    assert schema.resolve_date_style("auto", {"monthfirst": 3, "slashed": 5}) == "monthfirst"
+    assert schema.resolve_date_style("auto", {"iso": 10}) == "iso"
+    assert schema.resolve_date_style("auto", {}) == "iso"
+
+
+def test_resolve_refuses_ambiguous_files_with_the_fix():
+    with pytest.raises(DateFormatError) as err:
+        schema.resolve_date_style("auto", {"slashed": 12, "iso": 3})
+    assert "--date-format dayfirst" in err.value.fix
+    with pytest.raises(DateFormatError, match="mixes"):
+        schema.resolve_date_style("auto", {"dayfirst": 2, "monthfirst": 1})
+
+
+def test_explicit_style_wins_over_evidence():
+    assert schema.resolve_date_style("dayfirst", {"slashed": 12}) == "dayfirst"
+    with pytest.raises(DateFormatError):
+        schema.resolve_date_style("yearfirst", {})
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("135.3", 135.3), ("1.23E+09", 1.23e9), ("1.5e-3", 0.0015), (" 7 ", 7.0), ("-2", -2.0),
+     ("", None), ("NA", None), ("N/A", None), ("NaN", None)],
+)
+def test_parse_number(text, value):
+    assert schema.parse_number(text) == value
+
+
+def test_parse_number_keeps_infinity_and_refuses_text():
+    assert math.isinf(schema.parse_number("inf"))
+    with pytest.raises(ValueError):
+        schema.parse_number("12 USD")
+
+
+def test_valid_row_is_parsed():
+    result = validate_row(fields(), HEADER, "iso")
+    assert isinstance(result, MarketRow)
+    assert result.date == dt.date(2013, 4, 28)
+    assert result.market == 1.23e9 and result.volume == 0.0
+    assert result.to_csv_fields()[3] == "2013-04-28"
+    assert result.to_csv_fields()[10] == "1230000000"
+
+
+def test_missing_optional_values_are_fine():
+    result = validate_row(fields(volume="NA", market="", ranknow=""), HEADER, "iso")
+    assert isinstance(result, MarketRow) and result.volume is None and result.market is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"date": "28/4/2013"}, schema.BAD_DATE),
+        ({"date": "2013-02-30"}, schema.BAD_DATE),
+        ({"open": ""}, schema.MISSING_PRICE),
+        ({"close": "NA"}, schema.MISSING_PRICE),
+        ({"high": "abc"}, schema.NON_NUMERIC),
+        ({"volume": "lots"}, schema.NON_NUMERIC),
+        ({"low": "inf"}, schema.NON_FINITE),
+        ({"open": "-1"}, schema.NON_POSITIVE_PRICE),
+        ({"close": "0"}, schema.NON_POSITIVE_PRICE),
+        ({"volume": "-5"}, schema.NEGATIVE_VALUE),
+        ({"high": "130", "low": "132.1"}, schema.HIGH_BELOW_LOW),
+        ({"open": "140"}, schema.OPEN_OUTSIDE_RANGE),
+        ({"close": "131"}, schema.CLOSE_OUTSIDE_RANGE),
+    ],
+)
+def test_invalid_rows_are_rejected_with_a_reason(overrides, reason):
+    result = validate_row(fields(**overrides), HEADER, "iso")
+    assert isinstance(result, Rejection)
+    assert result.reason == reason
+    assert result.detail
+
+
+def test_wrong_field_count_is_rejected():
+    result = validate_row(fields()[:-1], HEADER, "iso")
+    assert isinstance(result, Rejection) and result.reason == schema.WRONG_FIELD_COUNT
+
+
+def test_header_accepts_extra_and_reordered_columns_and_a_bom():
+    header = parse_header(["\ufeffdate", "close", "low", "high", "open", "slug", "notes"])
+    assert header.index["date"] == 0 and header.index["slug"] == 5
+    assert header.extra == ("notes",)
+    row = validate_row(["2013-04-28", "2", "1", "3", "2", "bitcoin", "x"], header, "iso")
+    assert isinstance(row, MarketRow) and row.close == 2.0 and row.volume is None
+
+
+def test_header_missing_columns_names_them_and_the_fix():
+    with pytest.raises(SchemaError) as err:
+        parse_header(["slug", "date", "open"])
+    assert "high, low, close" in err.value.problem
+    assert "slug,date,open,high,low,close" in err.value.fix
+
+
+def test_header_with_repeated_names_is_refused():
+    with pytest.raises(SchemaError, match="repeats"):
+        parse_header([*COLUMNS, "close"])
