@@ -87,8 +87,11 @@ def pandas_transform(input_path: Path, output_dir: Path, coin: str = "bitcoin") 
     rejects = coin_rows[reason != ""].assign(reason=reason[reason != ""])
     n = len(kept)
     n_train, n_eval = int(n * 0.7), int(n * 0.15)
-    parts = {"train": kept[:n_train], "eval": kept[n_train : n_train + n_eval],
-             "test": kept[n_train + n_eval :]}
+    parts = {
+        "train": kept[:n_train],
+        "eval": kept[n_train : n_train + n_eval],
+        "test": kept[n_train + n_eval :],
+    }
     for name, part in parts.items():
         part[list(COLUMNS)].to_csv(output_dir / f"{name}.csv", index=False)
     rejects.to_csv(output_dir / "rejects.csv", index=False)
@@ -116,10 +119,14 @@ def main() -> None:
             pandas_s.append(time.perf_counter() - t0)
             assert stats["rows_read"] == args.rows and stats["rows_kept"] == kept, (stats, kept)
         b, p = statistics.median(beam_s), statistics.median(pandas_s)
-        print(f"beam   (DirectRunner): {b:6.2f} s  {args.rows / b:>10,.0f} rows/s  "
-              f"runs: {', '.join(f'{s:.2f}' for s in beam_s)}")
-        print(f"pandas               : {p:6.2f} s  {args.rows / p:>10,.0f} rows/s  "
-              f"runs: {', '.join(f'{s:.2f}' for s in pandas_s)}")
+        print(
+            f"beam   (DirectRunner): {b:6.2f} s  {args.rows / b:>10,.0f} rows/s  "
+            f"runs: {', '.join(f'{s:.2f}' for s in beam_s)}"
+        )
+        print(
+            f"pandas               : {p:6.2f} s  {args.rows / p:>10,.0f} rows/s  "
+            f"runs: {', '.join(f'{s:.2f}' for s in pandas_s)}"
+        )
         print(f"ratio beam/pandas    : {b / p:.2f}x (target: 3x or less)")
 
 

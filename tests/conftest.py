@@ -9,11 +9,24 @@ import pytest
 from crypto_pipeline.schema import COLUMNS
 
 HEADER = ",".join(COLUMNS)
-REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "crypto-markets-real-subset.csv"
+REAL_DATA = (
+    Path(__file__).resolve().parents[1].parent
+    / "shared"
+    / "data"
+    / "crypto-markets-real-subset.csv"
+)
 
 
-def row(date: str = "2013-04-28", o="135.3", h="135.98", lo="132.1", c="134.21", slug="bitcoin",
-        volume="0", market="1500520000") -> str:
+def row(
+    date: str = "2013-04-28",
+    o="135.3",
+    h="135.98",
+    lo="132.1",
+    c="134.21",
+    slug="bitcoin",
+    volume="0",
+    market="1500520000",
+) -> str:
     """One data line; prices as text so tests can put anything in them."""
     name = {"bitcoin": "Bitcoin"}.get(slug, slug.title())
     return f"{slug},BTC,{name},{date},1,{o},{h},{lo},{c},{volume},{market},0.5438,3.88"

@@ -56,7 +56,9 @@ def _beam_args(extra: Sequence[str]) -> tuple[str, ...]:
 
 def _add_transform_options(parser: argparse.ArgumentParser) -> None:
     defaults = TransformConfig()
-    parser.add_argument("--coin", default=defaults.coin, help="slug of the coin to keep (default: %(default)s)")
+    parser.add_argument(
+        "--coin", default=defaults.coin, help="slug of the coin to keep (default: %(default)s)"
+    )
     parser.add_argument(
         "--date-format",
         choices=DATE_FORMATS,

@@ -115,7 +115,9 @@ def _open_source(uri: str):
         import aiohttp
 
         options["client_kwargs"] = {
-            "timeout": aiohttp.ClientTimeout(sock_connect=_HTTP_TIMEOUT_S, sock_read=_HTTP_TIMEOUT_S)
+            "timeout": aiohttp.ClientTimeout(
+                sock_connect=_HTTP_TIMEOUT_S, sock_read=_HTTP_TIMEOUT_S
+            )
         }
     try:
         return fsspec.open(uri, mode="rb", compression="infer", **options).open()
@@ -165,8 +167,7 @@ def _copy_checked(source, target, uri: str) -> tuple[str, int]:
         nul = chunk.find(b"\x00")
         if nul >= 0:
             raise SourceError(
-                f"{uri} is not a CSV text file (it holds binary bytes near byte "
-                f"{size + nul:,})",
+                f"{uri} is not a CSV text file (it holds binary bytes near byte {size + nul:,})",
                 "pass the crypto-markets.csv file itself (compressed .gz/.bz2/.xz files "
                 "are fine; zip archives must be unpacked first)",
             )
@@ -191,9 +192,7 @@ def _read_header_and_count(path: Path, uri: str) -> tuple[list[str], int]:
                 first = line
                 break
         if not first:
-            raise SourceError(
-                f"{uri} is empty", "pass a CSV file with a header row and data rows"
-            )
+            raise SourceError(f"{uri} is empty", "pass a CSV file with a header row and data rows")
         rows = sum(1 for line in f if line.strip())
     header = next(csv.reader([first]))
     try:

@@ -8,7 +8,8 @@ For real data pass ``--source`` (see the README).
 How the prices are made, per coin and day:
 
 - daily log returns follow a GARCH(1,1) process with Student-t innovations (5 degrees
-  of freedom, capped at 7 standard deviations): heavy tails and volatility clustering, as in real crypto returns;
+  of freedom, capped at 7 standard deviations): heavy tails and volatility
+  clustering, as in real crypto returns;
 - the market trades around the clock, so each day opens at the previous close;
 - high and low lie above max(open, close) and below min(open, close) by random
   excursions that scale with the day's volatility, so low <= open, close <= high;
@@ -31,7 +32,9 @@ import numpy as np
 
 from crypto_pipeline.schema import COLUMNS
 
-SAMPLE_PATH = Path(str(resources.files("crypto_pipeline") / "data" / "crypto-markets-synthetic.csv"))
+SAMPLE_PATH = Path(
+    str(resources.files("crypto_pipeline") / "data" / "crypto-markets-synthetic.csv")
+)
 """The bundled sample, shipped inside the package so that it works offline."""
 
 SAMPLE_SEED = 2019
@@ -53,16 +56,55 @@ class _Coin:
 
 
 _COINS: tuple[_Coin, ...] = (
-    _Coin("bitcoin", "BTC", "Bitcoin", dt.date(2013, 4, 28), 135.30, 11.09e6, 1.6e-4,
-          0.0023, 0.035, 0.02),
-    _Coin("ethereum", "ETH", "Ethereum", dt.date(2015, 8, 7), 2.83, 72.0e6, 1.2e-4,
-          0.0040, 0.060, 0.03),
-    _Coin("ripple", "XRP", "XRP", dt.date(2013, 8, 4), 0.0056, 7.8e9, 3.0e-4,
-          0.0022, 0.055, 0.01),
-    _Coin("litecoin", "LTC", "Litecoin", dt.date(2013, 4, 28), 4.30, 17.0e6, 2.5e-4,
-          0.0013, 0.050, 0.04),
-    _Coin("dogecoin", "DOGE", "Dogecoin", dt.date(2013, 12, 15), 0.000205, 4.0e9, 6.0e-4,
-          0.0016, 0.065, 0.02),
+    _Coin(
+        "bitcoin",
+        "BTC",
+        "Bitcoin",
+        dt.date(2013, 4, 28),
+        135.30,
+        11.09e6,
+        1.6e-4,
+        0.0023,
+        0.035,
+        0.02,
+    ),
+    _Coin(
+        "ethereum",
+        "ETH",
+        "Ethereum",
+        dt.date(2015, 8, 7),
+        2.83,
+        72.0e6,
+        1.2e-4,
+        0.0040,
+        0.060,
+        0.03,
+    ),
+    _Coin("ripple", "XRP", "XRP", dt.date(2013, 8, 4), 0.0056, 7.8e9, 3.0e-4, 0.0022, 0.055, 0.01),
+    _Coin(
+        "litecoin",
+        "LTC",
+        "Litecoin",
+        dt.date(2013, 4, 28),
+        4.30,
+        17.0e6,
+        2.5e-4,
+        0.0013,
+        0.050,
+        0.04,
+    ),
+    _Coin(
+        "dogecoin",
+        "DOGE",
+        "Dogecoin",
+        dt.date(2013, 12, 15),
+        0.000205,
+        4.0e9,
+        6.0e-4,
+        0.0016,
+        0.065,
+        0.02,
+    ),
 )
 
 _GARCH_ALPHA = 0.07
@@ -100,7 +142,9 @@ def _simulate(coin: _Coin, rng: np.random.Generator) -> dict[str, np.ndarray]:
     up = rng.exponential(0.45 * sigma)
     down = rng.exponential(0.45 * sigma)
     high = np.maximum(_significant(np.maximum(open_, close) * np.exp(up)), np.maximum(open_, close))
-    low = np.minimum(_significant(np.minimum(open_, close) * np.exp(-down)), np.minimum(open_, close))
+    low = np.minimum(
+        _significant(np.minimum(open_, close) * np.exp(-down)), np.minimum(open_, close)
+    )
 
     supply = coin.start_supply * np.exp(coin.supply_growth * np.arange(days))
     market = np.round(close * supply)
@@ -141,13 +185,17 @@ def generate_sample(seed: int = SAMPLE_SEED) -> str:
     rng = np.random.default_rng(seed)
     simulated = [(coin, _simulate(coin, rng)) for coin in _COINS]
     final_caps = {coin.slug: sim["market"][-1] for coin, sim in simulated}
-    rank = {slug: i + 1 for i, slug in enumerate(sorted(final_caps, key=final_caps.get, reverse=True))}
+    rank = {
+        slug: i + 1 for i, slug in enumerate(sorted(final_caps, key=final_caps.get, reverse=True))
+    }
     lines = [",".join(COLUMNS)]
     for coin, sim in simulated:
         name = f"{coin.name} (synthetic)"
         for i, date in enumerate(sim["date"]):
             numbers = [_fmt(sim[c][i]) for c in COLUMNS[5:]]
-            lines.append(",".join([coin.slug, coin.symbol, name, date, str(rank[coin.slug]), *numbers]))
+            lines.append(
+                ",".join([coin.slug, coin.symbol, name, date, str(rank[coin.slug]), *numbers])
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -293,9 +293,7 @@ def _format_cell(value: object) -> str:
     return str(value)
 
 
-def validate_row(
-    fields: Sequence[str], header: Header, style: DateStyle
-) -> MarketRow | Rejection:
+def validate_row(fields: Sequence[str], header: Header, style: DateStyle) -> MarketRow | Rejection:
     """Parses and checks one row.
 
     A valid row has a real date, and open, high, low and close present, finite and

@@ -369,7 +369,8 @@ def read_header(input_path: str) -> Header:
     if not FileSystems.exists(input_path):
         raise SourceError(
             f"transform input not found: {input_path}",
-            "pass the crypto-markets.csv written by the ingest step (--input DIR/crypto-markets.csv)",
+            "pass the crypto-markets.csv written by the ingest step "
+            "(--input DIR/crypto-markets.csv)",
         )
     with FileSystems.open(input_path) as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")

@@ -43,7 +43,9 @@ def test_gzip_source_is_decompressed(tmp_path):
 
 
 def test_http_source(tmp_path, httpserver):
-    httpserver.expect_request("/crypto-markets.csv").respond_with_data(GOOD, content_type="text/csv")
+    httpserver.expect_request("/crypto-markets.csv").respond_with_data(
+        GOOD, content_type="text/csv"
+    )
     result = ingest(httpserver.url_for("/crypto-markets.csv"), tmp_path / "out")
     assert_copied(result, tmp_path / "out", GOOD.encode(), 5)
 
@@ -87,20 +89,50 @@ def _closed_port() -> int:
     [
         (lambda d: str(d / "missing.csv"), SourceError, "not found", "check the path"),
         (lambda d: str(d), SourceError, "is a folder", "check the path"),
-        (lambda d: f"http://127.0.0.1:{_closed_port()}/crypto-markets.csv", SourceError,
-         "could not reach", "pass a local path"),
+        (
+            lambda d: f"http://127.0.0.1:{_closed_port()}/crypto-markets.csv",
+            SourceError,
+            "could not reach",
+            "pass a local path",
+        ),
         (lambda d: _write(d, b""), SourceError, "is empty", "header row"),
         (lambda d: _write(d, b"  \n\n"), SourceError, "is empty", "header row"),
-        (lambda d: _write(d, (HEADER + "\n").encode()), SourceError, "no data rows", "at least one"),
-        (lambda d: _write(d, b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"), SourceError, "not a CSV",
-         "crypto-markets.csv file itself"),
-        (lambda d: _write(d, HEADER.encode() + b"\nbitcoin,\xff\xfe\n"), SourceError,
-         "not UTF-8", "UTF-8"),
-        (lambda d: _write(d, b"slug,date,open\nbitcoin,2013-04-28,1\n"), SchemaError,
-         "high, low, close", "slug,date,open,high,low,close"),
+        (
+            lambda d: _write(d, (HEADER + "\n").encode()),
+            SourceError,
+            "no data rows",
+            "at least one",
+        ),
+        (
+            lambda d: _write(d, b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"),
+            SourceError,
+            "not a CSV",
+            "crypto-markets.csv file itself",
+        ),
+        (
+            lambda d: _write(d, HEADER.encode() + b"\nbitcoin,\xff\xfe\n"),
+            SourceError,
+            "not UTF-8",
+            "UTF-8",
+        ),
+        (
+            lambda d: _write(d, b"slug,date,open\nbitcoin,2013-04-28,1\n"),
+            SchemaError,
+            "high, low, close",
+            "slug,date,open,high,low,close",
+        ),
     ],
-    ids=["missing", "folder", "unreachable", "empty", "whitespace", "header-only", "binary",
-         "not-utf8", "missing-columns"],
+    ids=[
+        "missing",
+        "folder",
+        "unreachable",
+        "empty",
+        "whitespace",
+        "header-only",
+        "binary",
+        "not-utf8",
+        "missing-columns",
+    ],
 )
 def test_bad_sources_fail_clearly_and_leave_nothing(tmp_path, make_source, error, problem, fix):
     out = tmp_path / "out"

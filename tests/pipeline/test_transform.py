@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from conftest import HEADER, REAL_DATA, days, row
-from crypto_pipeline import schema, transform as transform_module
+from crypto_pipeline import schema
+from crypto_pipeline import transform as transform_module
 from crypto_pipeline.config import Split, TransformConfig
 from crypto_pipeline.errors import CoinNotFoundError, DateFormatError, SchemaError, SourceError
 from crypto_pipeline.schema import COLUMNS
@@ -195,9 +196,10 @@ def test_many_ranges_give_the_same_result(messy, tmp_path, monkeypatch):
         stats.pop("seconds")
     assert one == many
     for name in SPLITS:
-        assert split_path(tmp_path / "one", name).read_text() == split_path(
-            tmp_path / "many", name
-        ).read_text()
+        assert (
+            split_path(tmp_path / "one", name).read_text()
+            == split_path(tmp_path / "many", name).read_text()
+        )
     assert sorted(map(str, read_rejects(tmp_path / "one"))) == sorted(
         map(str, read_rejects(tmp_path / "many"))
     )
@@ -225,7 +227,7 @@ def test_real_data_bitcoin_days(tmp_path):
     assert (first["date"], first["open"], first["close"]) == ("2013-04-28", 135.3, 134.21)
     # 1.23E+09 in the file is a plain number after the transform
     assert train.set_index("date").loc["2013-06-12", "market"] == 1.23e9
-    dates = pd.to_datetime(pd.concat(
-        pd.read_csv(split_path(tmp_path / "out", n))["date"] for n in SPLITS
-    ))
+    dates = pd.to_datetime(
+        pd.concat(pd.read_csv(split_path(tmp_path / "out", n))["date"] for n in SPLITS)
+    )
     assert dates.diff().dropna().dt.days.eq(1).all(), "1,793 consecutive days, none mis-parsed"

@@ -11,9 +11,21 @@ HEADER = parse_header(COLUMNS)
 
 
 def fields(**overrides):
-    values = dict(slug="bitcoin", symbol="BTC", name="Bitcoin", date="2013-04-28", ranknow="1",
-                  open="135.3", high="135.98", low="132.1", close="134.21", volume="0",
-                  market="1.23E+09", close_ratio="0.5438", spread="3.88")
+    values = dict(
+        slug="bitcoin",
+        symbol="BTC",
+        name="Bitcoin",
+        date="2013-04-28",
+        ranknow="1",
+        open="135.3",
+        high="135.98",
+        low="132.1",
+        close="134.21",
+        volume="0",
+        market="1.23E+09",
+        close_ratio="0.5438",
+        spread="3.88",
+    )
     values.update(overrides)
     return [values[c] for c in COLUMNS]
 
@@ -36,8 +48,15 @@ def test_parse_date_both_styles(text, style, expected):
 
 @pytest.mark.parametrize(
     ("text", "style"),
-    [("28/4/2013", "iso"), ("31/2/2013", "dayfirst"), ("4/28/2013", "dayfirst"),
-     ("2013-13-01", "iso"), ("yesterday", "dayfirst"), ("", "iso"), ("28/4/13", "dayfirst")],
+    [
+        ("28/4/2013", "iso"),
+        ("31/2/2013", "dayfirst"),
+        ("4/28/2013", "dayfirst"),
+        ("2013-13-01", "iso"),
+        ("yesterday", "dayfirst"),
+        ("", "iso"),
+        ("28/4/13", "dayfirst"),
+    ],
 )
 def test_parse_date_refuses(text, style):
     with pytest.raises(ValueError):
@@ -46,8 +65,14 @@ def test_parse_date_refuses(text, style):
 
 @pytest.mark.parametrize(
     ("text", "kind"),
-    [("2013-04-28", "iso"), ("28/4/2013", "dayfirst"), ("4/28/2013", "monthfirst"),
-     ("4/5/2013", "slashed"), ("12/12/2013", "slashed"), ("soon", "unknown")],
+    [
+        ("2013-04-28", "iso"),
+        ("28/4/2013", "dayfirst"),
+        ("4/28/2013", "monthfirst"),
+        ("4/5/2013", "slashed"),
+        ("12/12/2013", "slashed"),
+        ("soon", "unknown"),
+    ],
 )
 def test_classify_date(text, kind):
     assert schema.classify_date(text) == kind
@@ -76,8 +101,17 @@ def test_explicit_style_wins_over_evidence():
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("135.3", 135.3), ("1.23E+09", 1.23e9), ("1.5e-3", 0.0015), (" 7 ", 7.0), ("-2", -2.0),
-     ("", None), ("NA", None), ("N/A", None), ("NaN", None)],
+    [
+        ("135.3", 135.3),
+        ("1.23E+09", 1.23e9),
+        ("1.5e-3", 0.0015),
+        (" 7 ", 7.0),
+        ("-2", -2.0),
+        ("", None),
+        ("NA", None),
+        ("N/A", None),
+        ("NaN", None),
+    ],
 )
 def test_parse_number(text, value):
     assert schema.parse_number(text) == value

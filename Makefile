@@ -1,0 +1,53 @@
+# Kubeflow for Poets: the verbs. `make pipeline` and `make test` set everything up.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+UV_VERSION := 0.13.9
+
+.PHONY: help setup pipeline test lint format bench sample lock clean
+
+help:  ## list the verbs
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
+
+setup: $(INSTALLED)  ## create .venv with the locked dependencies (idempotent)
+
+$(INSTALLED): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
+	  || { echo "error: needs Python 3.11 as '$(PYTHON)' (set PYTHON=/path/to/python3.11)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+pipeline: setup  ## run the pipeline on the bundled synthetic sample (offline)
+	$(BIN)/crypto-pipeline run
+
+test: lint  ## lint, then run every test
+	$(BIN)/pytest
+
+lint: setup  ## ruff lint and format check; environment.yml matches the lock
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/render_environment.py --check
+
+format: setup  ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: setup  ## benchmark the Beam transform against pandas on 1,000,000 rows
+	$(BIN)/python scripts/bench_transform.py
+
+sample: setup  ## regenerate the bundled synthetic sample
+	$(BIN)/crypto-pipeline sample
+
+lock:  ## re-resolve requirements.lock from pyproject.toml, then environment.yml
+	test -x .tools/lock/bin/uv || { $(PYTHON) -m venv .tools/lock && .tools/lock/bin/pip install --quiet uv==$(UV_VERSION); }
+	.tools/lock/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" \
+	  --quiet -o requirements.lock
+	$(PYTHON) scripts/render_environment.py
+
+clean:  ## remove run folders (keeps .venv)
+	rm -rf runs
