@@ -93,9 +93,8 @@ def _print_transform(stats: dict, output_dir: str) -> None:
         reasons = ", ".join(f"{k} {v:,}" for k, v in stats["rejected_by_reason"].items())
         print(f"  rejected by reason: {reasons}")
     for name, split in stats["splits"].items():
-        print(
-            f"  {name:<5} {split['rows']:>6,} rows  {split['first_date']} .. {split['last_date']}"
-        )
+        period = f"{split['first_date']} .. {split['last_date']}" if split["rows"] else "(empty)"
+        print(f"  {name:<5} {split['rows']:>6,} rows  {period}")
     print(f"  wrote splits, rejects and stats.json to {output_dir} ({stats['seconds']:.1f} s)")
 
 

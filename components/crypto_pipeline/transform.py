@@ -173,24 +173,16 @@ class ParseRange(beam.DoFn):
         yield beam.pvalue.TaggedOutput("counts", dict(+counts))
 
 
-class MergeCounts(beam.CombineFn):
-    """Adds up count dicts."""
-
-    def create_accumulator(self) -> Counter[str]:
-        return Counter()
-
-    def add_input(self, acc: Counter[str], counts: dict[str, int]) -> Counter[str]:
-        acc.update(counts)
-        return acc
-
-    def merge_accumulators(self, accs: Iterable[Counter[str]]) -> Counter[str]:
-        total: Counter[str] = Counter()
-        for acc in accs:
-            total.update(acc)
-        return total
-
-    def extract_output(self, acc: Counter[str]) -> dict[str, int]:
-        return dict(acc)
+def _merge_counts(dicts: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Adds numbers and keeps the (single) value of text entries such as split dates."""
+    total: dict[str, Any] = {}
+    for d in dicts:
+        for key, value in d.items():
+            if isinstance(value, str):
+                total[key] = value
+            else:
+                total[key] = total.get(key, 0) + value
+    return total
 
 
 def _evidence(counts: dict[str, int]) -> dict[str, int]:
@@ -306,7 +298,7 @@ def build_pipeline(
             "rejects", "counts", main="rows"
         )
     )
-    parse_counts = parsed.counts | "SumParseCounts" >> beam.CombineGlobally(MergeCounts())
+    parse_counts = parsed.counts | "SumParseCounts" >> beam.CombineGlobally(_merge_counts)
     style = parse_counts | "DateStyle" >> beam.Map(_style_or_none, config.date_format)
     validated = parsed.rows | "Validate" >> beam.ParDo(
         ValidateRow(header), style=beam.pvalue.AsSingleton(style)
@@ -338,25 +330,13 @@ def build_pipeline(
     _ = (
         (parse_counts, validated.counts, splits.split_counts)
         | "AllCounts" >> beam.Flatten()
-        | "SumCounts" >> beam.CombineGlobally(_merge_any)
+        | "SumCounts" >> beam.CombineGlobally(_merge_counts)
         | "CountsToJson" >> beam.Map(json.dumps, sort_keys=True)
         | "WriteCounts"
         >> beam.io.WriteToText(
             f"{out_dir}/{_COUNTS_NAME}", file_name_suffix=".json", shard_name_template=""
         )
     )
-
-
-def _merge_any(dicts: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Adds numbers and keeps the (single) value of text entries such as split dates."""
-    total: dict[str, Any] = {}
-    for d in dicts:
-        for key, value in d.items():
-            if isinstance(value, str):
-                total[key] = value
-            else:
-                total[key] = total.get(key, 0) + value
-    return total
 
 
 def read_header(input_path: str) -> Header:

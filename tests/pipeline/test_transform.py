@@ -110,6 +110,18 @@ def test_splits_are_chronological_contiguous_and_disjoint(messy, tmp_path):
     assert "Bitcoin, Inc." in frames["test"]["name"].tolist()
 
 
+def test_an_empty_split_is_a_header_only_file(csv_file, tmp_path):
+    stats = transform(csv_file([row(d) for d in days(2)]), tmp_path / "out")
+    assert stats["splits"]["eval"] == {
+        "rows": 0,
+        "first_date": None,
+        "last_date": None,
+        "file": "eval-00000-of-00001.csv",
+    }
+    assert split_path(tmp_path / "out", "eval").read_text() == HEADER + "\n"
+    assert len(pd.read_csv(split_path(tmp_path / "out", "train"))) == 1
+
+
 def test_dayfirst_dates_are_detected(csv_file, tmp_path):
     dates = [dt.date.fromisoformat(d) for d in days(30)]
     lines = [row(f"{d.day}/{d.month}/{d.year}") for d in dates]
