@@ -12,6 +12,9 @@ from crypto_pipeline.errors import ConfigError
 from crypto_pipeline.sample_data import SAMPLE_PATH
 from crypto_pipeline.schema import DATE_FORMATS, DateFormat
 
+DEFAULT_TRAINING_IMAGE = "localhost:5001/kubeflow-for-poets/train:0.1.0"
+"""The training image that Katib trials run: a local kind registry by default."""
+
 
 @dataclass(frozen=True)
 class Split:
@@ -80,6 +83,53 @@ class TransformConfig:
 
 
 @dataclass(frozen=True)
+class TuneConfig:
+    """How the local hyperparameter search runs (Katib uses the same search space).
+
+    Attributes:
+        trials: Hyperparameter settings to try.
+        epochs: Most epochs per trial (early stopping and pruning end most sooner).
+        patience: Epochs without improvement on eval before a trial stops.
+        seed: Seeds the sampler and every trial's training.
+    """
+
+    trials: int = 12
+    epochs: int = 40
+    patience: int = 6
+    seed: int = 42
+
+    def __post_init__(self):
+        _positive(trials=self.trials, epochs=self.epochs, patience=self.patience)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the final model trains with the best hyperparameters.
+
+    Attributes:
+        epochs: Most epochs (early stopping on the eval split ends it sooner).
+        patience: Epochs without improvement on eval before stopping.
+        seed: Seeds weights and shuffling: the same seed gives the same metrics.
+    """
+
+    epochs: int = 150
+    patience: int = 15
+    seed: int = 42
+
+    def __post_init__(self):
+        _positive(epochs=self.epochs, patience=self.patience)
+
+
+def _positive(**values: int) -> None:
+    for name, value in values.items():
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(
+                f"{name}={value!r} must be a whole number of at least 1",
+                f"pass --{name} with a positive integer",
+            )
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """Everything one run of the pipeline needs.
 
@@ -88,8 +138,12 @@ class PipelineConfig:
             ``gs://`` or ``s3://``. The default is the bundled synthetic sample.
         runs_dir: Local folder that holds one folder per run.
         transform: Settings of the transform step.
+        tune: Settings of the hyperparameter search.
+        train: Settings of the final training.
     """
 
     source_uri: str = str(SAMPLE_PATH)
     runs_dir: str = "runs"
     transform: TransformConfig = field(default_factory=TransformConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)

@@ -35,3 +35,11 @@ class CoinNotFoundError(PipelineError):
 
 class ConfigError(PipelineError):
     """A setting is out of range or malformed."""
+
+
+class DataError(PipelineError):
+    """The data cannot be used as it is (too few rows, an empty split)."""
+
+
+class TrainingError(PipelineError):
+    """Training went wrong (the loss diverged); no model was exported."""

@@ -1,0 +1,297 @@
+"""Step 4, train: the final model with the best hyperparameters, judged against baselines.
+
+Training stops early on the eval split; the test split, the most recent days, is used
+once, for the metrics. A model is only worth serving if it beats simple rules on the
+same test rows, so ``metrics.json`` puts three baselines beside it:
+
+- ``open``: the close equals the open (tomorrow looks like today);
+- ``midpoint``: the close is halfway between high and low;
+- ``least_squares``: ordinary least squares on the same features, fit on the train split.
+
+Outputs in the output folder: ``metrics.json``, ``history.json``, three plots
+(``loss.png``, ``test_predictions.png``, ``residuals.png``) and ``model/``, a TensorFlow
+SavedModel (``model.export``) whose serving signature takes raw ``[open, high, low]``
+prices (float32, shape ``(n, 3)``) and returns the predicted close, with
+``model/metadata.json`` (parameters, data checksums, library versions, seed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import uuid
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from crypto_pipeline import features
+from crypto_pipeline.config import TrainConfig
+from crypto_pipeline.errors import ConfigError, DataError
+from crypto_pipeline.model import FitResult, Params, Standardizer, build_serving, fit
+from crypto_pipeline.transform import SPLITS, split_path
+
+MIN_ROWS = {"train": 30, "eval": 5, "test": 5}
+"""Fewest rows per split that training accepts."""
+
+METRICS_NAME = "metrics.json"
+MODEL_DIR_NAME = "model"
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The three splits of a transform output folder, with their file checksums."""
+
+    train: pd.DataFrame
+    eval: pd.DataFrame
+    test: pd.DataFrame
+    sha256: dict[str, str]
+
+    def xy(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Features and target of one split."""
+        frame = getattr(self, name)
+        return features.feature_matrix(frame), features.target_vector(frame)
+
+
+def load_splits(data_dir: str | os.PathLike[str]) -> Splits:
+    """Reads train, eval and test from a transform output folder.
+
+    Raises:
+        SourceError: The folder is not a transform output.
+        DataError: A split has fewer rows than ``MIN_ROWS`` asks.
+    """
+    frames, checksums = {}, {}
+    for name in SPLITS:
+        path = split_path(data_dir, name)
+        frame = pd.read_csv(path)
+        if len(frame) < MIN_ROWS[name]:
+            raise DataError(
+                f"the {name} split in {data_dir} has {len(frame)} rows; training needs at "
+                f"least {MIN_ROWS[name]} (and {MIN_ROWS['train']} train, "
+                f"{MIN_ROWS['eval']} eval, {MIN_ROWS['test']} test rows in all)",
+                "use a source with more days of the coin, or give that split a larger "
+                "fraction with --split",
+            )
+        frames[name] = frame
+        checksums[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return Splits(frames["train"], frames["eval"], frames["test"], checksums)
+
+
+def read_params(path: str | os.PathLike[str]) -> Params:
+    """Reads a params file (``best_params.json``) and checks it against the search space.
+
+    Raises:
+        ConfigError: The file is missing, not JSON, or its values are missing or out of
+            range.
+    """
+    try:
+        values = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"params file not found: {path}",
+            "pass the best_params.json written by the tune step (crypto-pipeline tune)",
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"params file {path} is not JSON: {exc}", "fix the file") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"params file {path} is not a JSON object", "fix the file")
+    return Params.from_dict(values)
+
+
+def regression_metrics(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:
+    """RMSE and MAE in price units, and MAPE in percent."""
+    error = np.asarray(predicted, np.float64).ravel() - np.asarray(actual, np.float64).ravel()
+    return {
+        "rmse": float(np.sqrt(np.mean(error**2))),
+        "mae": float(np.mean(np.abs(error))),
+        "mape": float(np.mean(np.abs(error) / np.abs(actual)) * 100),
+    }
+
+
+def baseline_predictions(splits: Splits) -> dict[str, np.ndarray]:
+    """The close predicted by each baseline on the test rows."""
+    test = splits.test
+    x_train, y_train = splits.xy("train")
+    design = np.column_stack([x_train, np.ones(len(x_train))])
+    coef, *_ = np.linalg.lstsq(design, y_train, rcond=None)
+    x_test = np.column_stack([features.feature_matrix(test), np.ones(len(test))])
+    return {
+        "open": test["open"].to_numpy(np.float64),
+        "midpoint": ((test["high"] + test["low"]) / 2).to_numpy(np.float64),
+        "least_squares": features.close_from_return(test["open"].to_numpy(), x_test @ coef),
+    }
+
+
+def _library_versions() -> dict[str, str]:
+    names = ("tensorflow-cpu", "keras", "numpy", "pandas", "apache-beam", "optuna")
+    versions = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _plot(result: FitResult, test: pd.DataFrame, predicted: np.ndarray, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dates = pd.to_datetime(test["date"])
+    names = []
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    epochs = range(1, len(result.history["loss"]) + 1)
+    ax.plot(epochs, result.history["loss"], label="train")
+    ax.plot(epochs, result.history["val_loss"], label="eval")
+    ax.axvline(result.best_epoch, color="grey", linestyle=":", label="best epoch (kept)")
+    ax.set(
+        xlabel="epoch",
+        ylabel="loss (MSE of standardized return)",
+        yscale="log",
+        title="Training and eval loss",
+    )
+    ax.legend()
+    names.append(_save(fig, out / "loss.png"))
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    ax.plot(dates, test["close"], label="actual close", color="black", linewidth=1)
+    ax.plot(dates, predicted, label="predicted close", color="tab:orange", linewidth=1)
+    ax.set(xlabel="date", ylabel="price", title="Test period: predicted and actual close")
+    ax.legend()
+    fig.autofmt_xdate()
+    names.append(_save(fig, out / "test_predictions.png"))
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    residuals = predicted - test["close"].to_numpy()
+    left.plot(dates, residuals, linewidth=0.8)
+    left.axhline(0, color="black", linewidth=0.5)
+    left.set(xlabel="date", ylabel="predicted - actual", title="Residuals over the test period")
+    right.hist(residuals, bins=40)
+    right.set(xlabel="predicted - actual", ylabel="days", title="Residual distribution")
+    fig.autofmt_xdate()
+    names.append(_save(fig, out / "residuals.png"))
+    return names
+
+
+def _save(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def train(
+    data_dir: str | os.PathLike[str],
+    params: Params,
+    output_dir: str | os.PathLike[str],
+    config: TrainConfig | None = None,
+) -> dict[str, Any]:
+    """Trains, evaluates against the baselines, plots and exports the model.
+
+    Args:
+        data_dir: A transform output folder.
+        params: Hyperparameters (``best_params.json`` from the tune step).
+        output_dir: Folder for the metrics, plots and ``model/``.
+        config: Epochs, patience and seed.
+
+    Returns:
+        The contents of ``metrics.json``.
+
+    Raises:
+        SourceError, DataError: The splits are missing or too small.
+        TrainingError: The loss diverged; nothing is exported.
+    """
+    config = config or TrainConfig()
+    splits = load_splits(data_dir)
+    x_train, y_train = splits.xy("train")
+    scaler = Standardizer.fit(x_train, y_train)
+    result = fit(
+        params,
+        scaler,
+        (x_train, y_train),
+        splits.xy("eval"),
+        config.epochs,
+        config.patience,
+        config.seed,
+    )
+    serving = build_serving(result.core, scaler)
+    test = splits.test
+    predicted = serving.predict(features.price_matrix(test), verbose=0).ravel()
+    actual = test["close"].to_numpy(np.float64)
+    model_metrics = regression_metrics(predicted, actual)
+    eval_predicted = serving.predict(features.price_matrix(splits.eval), verbose=0).ravel()
+    baselines = {
+        name: regression_metrics(values, actual)
+        for name, values in baseline_predictions(splits).items()
+    }
+    metrics = {
+        **{f"test_{k}": v for k, v in model_metrics.items()},
+        "test_rows": len(test),
+        "test_first_date": str(test["date"].iloc[0]),
+        "test_last_date": str(test["date"].iloc[-1]),
+        "eval_rmse": regression_metrics(eval_predicted, splits.eval["close"].to_numpy())["rmse"],
+        "baselines": baselines,
+        "rmse_vs_midpoint": model_metrics["rmse"] / baselines["midpoint"]["rmse"],
+        "rmse_vs_least_squares": model_metrics["rmse"] / baselines["least_squares"]["rmse"],
+        "epochs_run": len(result.history["loss"]),
+        "best_epoch": result.best_epoch,
+        "params": params.to_dict(),
+        "seed": config.seed,
+    }
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics["plots"] = _plot(result, test, predicted, out)
+    (out / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")
+    _export(
+        serving,
+        out / MODEL_DIR_NAME,
+        {
+            "params": params.to_dict(),
+            "seed": config.seed,
+            "inputs": list(features.INPUTS),
+            "output": "close",
+            "features": list(features.FEATURES),
+            "standardizer": scaler.__dict__,
+            "data_sha256": splits.sha256,
+            "train_rows": len(splits.train),
+            "test_metrics": model_metrics,
+            "libraries": _library_versions(),
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        },
+    )
+    (out / METRICS_NAME).write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def _export(serving, model_dir: Path, meta: dict[str, Any]) -> None:
+    """Exports the SavedModel next to its final place, then swaps it in."""
+    staging = model_dir.with_name(f".{model_dir.name}.staging-{uuid.uuid4().hex[:8]}")
+    try:
+        serving.export(str(staging), format="tf_saved_model", verbose=False)
+        (staging / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        os.replace(staging, model_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
+def load_model(model_dir: str | os.PathLike[str]):
+    """Loads an exported model; call ``.serve(prices)`` on what it returns."""
+    import tensorflow as tf
+
+    return tf.saved_model.load(str(model_dir))
