@@ -53,3 +53,11 @@ def days(n: int, start: str = "2013-04-28") -> list[str]:
 
     first = dt.date.fromisoformat(start)
     return [(first + dt.timedelta(days=i)).isoformat() for i in range(n)]
+
+
+def pytest_configure(config):
+    """TensorFlow settings the command line also sets: deterministic, quiet."""
+    import os
+
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

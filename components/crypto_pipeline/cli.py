@@ -28,7 +28,7 @@ from crypto_pipeline.config import (
     TuneConfig,
 )
 from crypto_pipeline.errors import ConfigError, PipelineError
-from crypto_pipeline.model import SEARCH_SPACE
+from crypto_pipeline.hyperparameters import SEARCH_SPACE
 from crypto_pipeline.sample_data import SAMPLE_PATH, write_sample
 from crypto_pipeline.schema import DATE_FORMATS
 
@@ -199,7 +199,7 @@ def _cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> None:
 
 
 def _cmd_trial(args: argparse.Namespace, extra: Sequence[str]) -> None:
-    from crypto_pipeline.model import SEARCH_SPACE, Params
+    from crypto_pipeline.hyperparameters import Params
     from crypto_pipeline.tune import OBJECTIVE_METRIC, trial
 
     _beam_args_refused(extra)
@@ -423,8 +423,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.ERROR, format="%(levelname)s %(message)s"
     )
+    # Read before TensorFlow loads: oneDNN's reordered float operations would make runs
+    # differ in the last digits, and TensorFlow's C++ start-up logs are noise here.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     if not args.verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         args.func(args, extra)
     except PipelineError as exc:

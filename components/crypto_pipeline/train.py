@@ -35,7 +35,8 @@ import pandas as pd
 from crypto_pipeline import features
 from crypto_pipeline.config import TrainConfig
 from crypto_pipeline.errors import ConfigError, DataError
-from crypto_pipeline.model import FitResult, Params, Standardizer, build_serving, fit
+from crypto_pipeline.hyperparameters import Params
+from crypto_pipeline.model import FitResult, Standardizer, build_serving, fit
 from crypto_pipeline.transform import SPLITS, split_path
 
 MIN_ROWS = {"train": 30, "eval": 5, "test": 5}

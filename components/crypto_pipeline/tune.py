@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from crypto_pipeline.config import DEFAULT_TRAINING_IMAGE, TuneConfig
-from crypto_pipeline.model import SEARCH_SPACE, Params, Standardizer, fit
+from crypto_pipeline.hyperparameters import SEARCH_SPACE, Params
+from crypto_pipeline.model import Standardizer, fit
 from crypto_pipeline.train import load_splits
 
 OBJECTIVE_METRIC = "eval_loss"
