@@ -7,8 +7,9 @@ import pytest
 
 from conftest import REAL_DATA, days, row
 from crypto_pipeline.cli import main
+from crypto_pipeline.sample_data import SAMPLE_PATH
 
-COMMANDS = ["run", "ingest", "transform", "sample"]
+COMMANDS = ["run", "ingest", "transform", "tune", "train", "trial", "sample"]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -78,7 +79,94 @@ def test_bad_choice_is_a_usage_error():
     assert result.returncode == 2 and "invalid choice" in result.stderr
 
 
-def test_run_on_the_bundled_sample(tmp_path, capsys):
+def test_tune_train_and_trial_commands(tmp_path):
+    data = tmp_path / "data"
+    assert cli("transform", "--input", str(SAMPLE_PATH), "--output-dir", str(data)).returncode == 0
+    result = cli(
+        "tune",
+        "--data-dir",
+        str(data),
+        "--output-dir",
+        str(tmp_path / "tune"),
+        "--trials",
+        "2",
+        "--epochs",
+        "2",
+        "--seed",
+        "3",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "tuned 2 trials" in result.stdout
+    result = cli(
+        "train",
+        "--data-dir",
+        str(data),
+        "--params",
+        str(tmp_path / "tune" / "best_params.json"),
+        "--output-dir",
+        str(tmp_path / "train"),
+        "--epochs",
+        "3",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "baseline: least_squares" in result.stdout
+    assert (tmp_path / "train" / "model" / "saved_model.pb").exists()
+    result = cli(
+        "trial",
+        "--data-dir",
+        str(data),
+        "--epochs",
+        "3",
+        "--num-layers",
+        "2",
+        "--first-layer-size",
+        "16",
+        "--layer-size-scale",
+        "0.5",
+        "--learning-rate",
+        "0.003",
+        "--batch-size",
+        "64",
+    )
+    assert result.returncode == 0, result.stderr
+    reported = [line for line in result.stdout.splitlines() if "eval_loss=" in line]
+    assert len(reported) == 4  # one per epoch, then the best, for Katib's collector
+
+
+def test_trial_refuses_out_of_range_params(tmp_path):
+    result = cli(
+        "trial",
+        "--data-dir",
+        str(tmp_path),
+        "--num-layers",
+        "7",
+        "--first-layer-size",
+        "16",
+        "--layer-size-scale",
+        "0.5",
+        "--learning-rate",
+        "0.003",
+        "--batch-size",
+        "64",
+    )
+    assert result.returncode == 1
+    assert "num_layers=7" in result.stderr and "integer from 1 to 4" in result.stderr
+
+
+def check_run(summary: dict) -> None:
+    rows = summary["rows"]
+    assert rows["train"] + rows["eval"] + rows["test"] == rows["valid"] - rows["duplicates"]
+    assert set(summary["durations_s"]) == {"ingest", "transform", "tune", "train"}
+    metrics = summary["metrics"]
+    baselines = metrics["baselines"]
+    # The quality bar: the tuned model clearly beats the midpoint rule and is at least
+    # about as good as least squares on the same features.
+    assert metrics["test_rmse"] <= 0.85 * baselines["midpoint"]["rmse"]
+    assert metrics["test_rmse"] <= 1.10 * baselines["least_squares"]["rmse"]
+    assert Path(summary["model_dir"], "saved_model.pb").exists()
+
+
+def test_run_on_the_bundled_sample_with_defaults(tmp_path, capsys):
     assert main(["run", "--runs-dir", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
     assert "SYNTHETIC" in out and "still to come" in out
@@ -86,15 +174,14 @@ def test_run_on_the_bundled_sample(tmp_path, capsys):
     assert latest.is_symlink()
     summary = json.loads((latest / "summary.json").read_text())
     assert summary["synthetic"] is True
-    rows = summary["rows"]
-    assert rows["train"] + rows["eval"] + rows["test"] == rows["valid"] - rows["duplicates"]
-    assert rows["train"] >= 1000
-    assert set(summary["durations_s"]) == {"ingest", "transform"}
+    assert summary["rows"]["train"] >= 1000
+    check_run(summary)
 
 
 @pytest.mark.skipif(not REAL_DATA.exists(), reason=f"real data not present at {REAL_DATA}")
-def test_run_on_real_data(tmp_path):
+def test_run_on_real_data_with_defaults(tmp_path):
     result = cli("run", "--source", str(REAL_DATA), "--runs-dir", str(tmp_path / "runs"))
     assert result.returncode == 0, result.stderr
     assert "kept 1,793 rows of bitcoin" in result.stdout
     assert "SYNTHETIC" not in result.stdout
+    check_run(json.loads((tmp_path / "runs" / "latest" / "summary.json").read_text()))
