@@ -146,6 +146,7 @@ def _plot(result: FitResult, test: pd.DataFrame, predicted: np.ndarray, out: Pat
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     dates = pd.to_datetime(test["date"])
     names = []
@@ -161,13 +162,20 @@ def _plot(result: FitResult, test: pd.DataFrame, predicted: np.ndarray, out: Pat
         yscale="log",
         title="Training and eval loss",
     )
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.legend()
     names.append(_save(fig, out / "loss.png"))
 
     fig, ax = plt.subplots(figsize=(9, 4))
     ax.plot(dates, test["close"], label="actual close", color="black", linewidth=1)
     ax.plot(dates, predicted, label="predicted close", color="tab:orange", linewidth=1)
-    ax.set(xlabel="date", ylabel="price", title="Test period: predicted and actual close")
+    coin_names = test["name"].dropna()  # "Bitcoin (synthetic)" on the sample
+    coin = str(coin_names.iloc[0]) if len(coin_names) else ""
+    ax.set(
+        xlabel="date",
+        ylabel="price",
+        title=f"{coin} test period: predicted and actual close".strip(),
+    )
     ax.legend()
     fig.autofmt_xdate()
     names.append(_save(fig, out / "test_predictions.png"))
