@@ -288,6 +288,43 @@ def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> None:
     )
 
 
+def _cmd_serve(args: argparse.Namespace, extra: Sequence[str]) -> None:
+    from crypto_pipeline.serve import MODEL_NAME, serve
+
+    _beam_args_refused(extra)
+    model_dir = Path(args.model)
+    if not (model_dir / "saved_model.pb").exists():
+        raise ConfigError(
+            f"no SavedModel in {model_dir} (saved_model.pb is missing)",
+            "pass the model/ folder written by the train step, e.g. "
+            "--model runs/latest/train/model (run `make pipeline` first)",
+        )
+    print(
+        f"serving {model_dir} as '{MODEL_NAME}' on http://127.0.0.1:{args.port}\n"
+        f"  try: crypto-pipeline predict --url http://127.0.0.1:{args.port} "
+        "--open 100 --high 104 --low 97",
+        flush=True,
+    )
+    serve(model_dir, args.port)
+
+
+def _cmd_predict(args: argparse.Namespace, extra: Sequence[str]) -> None:
+    from crypto_pipeline.serve import RequestError, predict
+
+    _beam_args_refused(extra)
+    try:
+        (close,) = predict(args.url, [[args.open, args.high, args.low]])
+    except (RequestError, ConnectionError) as exc:
+        raise ConfigError(
+            str(exc),
+            "start a server with `make serve` (or crypto-pipeline serve --model DIR) and "
+            "check --url; prices must be positive with low <= open <= high",
+        ) from None
+    print(
+        f"predicted close: {close:,.2f} (open {args.open:g}, high {args.high:g}, low {args.low:g})"
+    )
+
+
 def _cmd_sample(args: argparse.Namespace, extra: Sequence[str]) -> None:
     _beam_args_refused(extra)
     path = write_sample(Path(args.output))
@@ -405,6 +442,27 @@ def build_parser() -> argparse.ArgumentParser:
         kind = {"int": int, "float": float}.get(h.kind, int)
         p.add_argument(f"--{h.flag}", dest=h.name, type=kind, required=True, help=h.help)
     p.set_defaults(func=_cmd_trial)
+
+    p = sub.add_parser(
+        "serve",
+        help="serve a trained model over KServe's V1 REST protocol",
+        description="Starts a KServe ModelServer on 127.0.0.1:PORT: POST "
+        '/v1/models/crypto:predict with {"instances": [[open, high, low], ...]} returns '
+        '{"predictions": [close, ...]}.',
+    )
+    p.add_argument("--model", required=True, help="a SavedModel folder (train's model/)")
+    p.add_argument("--port", type=int, default=8080, help="default: %(default)s")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser(
+        "predict",
+        help="ask a running server for one day's close",
+        description="Sends one instance to a V1 server and prints the predicted close.",
+    )
+    p.add_argument("--url", default="http://127.0.0.1:8080", help="default: %(default)s")
+    for price in ("open", "high", "low"):
+        p.add_argument(f"--{price}", type=float, required=True)
+    p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser(
         "sample",

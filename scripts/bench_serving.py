@@ -1,0 +1,139 @@
+"""Benchmark: latency of the local KServe model server, on loopback only.
+
+Starts `crypto-pipeline serve` on 127.0.0.1, waits until the model is ready, then:
+
+- sends single-instance requests from 8 concurrent clients (2,000 in all by default) and
+  prints p50, p90, p99 and max latency, throughput and the error count;
+- sends one 1,000-instance request several times and prints its median latency.
+
+Every request has a timeout and the run has a time limit; the server is stopped at the end.
+
+    .venv/bin/python scripts/bench_serving.py --model runs/latest/train/model
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import requests
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(base: str, process: subprocess.Popen, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}")
+        try:
+            if requests.get(f"{base}/v1/models/crypto", timeout=1).json().get("ready"):
+                return
+        except (requests.ConnectionError, ValueError):
+            pass
+        time.sleep(0.2)
+    raise TimeoutError("the server was not ready in time")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="runs/latest/train/model")
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--time-limit", type=float, default=120.0, help="seconds for the load")
+    args = parser.parse_args()
+    if not Path(args.model, "saved_model.pb").exists():
+        print(f"no SavedModel in {args.model}: run `make pipeline` first", file=sys.stderr)
+        return 1
+
+    port = free_port()
+    base = f"http://{HOST}:{port}"
+    url = f"{base}/v1/models/crypto:predict"
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "crypto_pipeline.cli",
+            "serve",
+            "--model",
+            args.model,
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_ready(base, server)
+        rng = np.random.default_rng(0)
+        bodies = []
+        for _ in range(args.requests):
+            low = float(rng.uniform(50, 60000))
+            high = low * float(1 + rng.uniform(0, 0.1))
+            bodies.append({"instances": [[float(rng.uniform(low, high)), high, low]]})
+        deadline = time.monotonic() + args.time_limit
+        local = threading.local()  # one connection (session) per client thread
+
+        def one(i: int) -> tuple[float, bool]:
+            if time.monotonic() > deadline:
+                return 0.0, False
+            session = getattr(local, "session", None) or requests.Session()
+            local.session = session
+            start = time.perf_counter()
+            try:
+                ok = session.post(url, json=bodies[i], timeout=5).status_code == 200
+            except requests.RequestException:
+                ok = False
+            return (time.perf_counter() - start) * 1000, ok
+
+        for i in range(20):  # warm up
+            one(i)
+        start = time.perf_counter()
+        with ThreadPoolExecutor(args.clients) as pool:
+            results = list(pool.map(one, range(args.requests)))
+        wall = time.perf_counter() - start
+        latencies = np.array([ms for ms, ok in results if ok])
+        errors = sum(1 for _, ok in results if not ok)
+        p50, p90, p99 = np.percentile(latencies, [50, 90, 99])
+        print(
+            f"single-instance requests: {len(results):,} from {args.clients} clients in "
+            f"{wall:.1f} s ({len(results) / wall:,.0f} req/s), errors: {errors}"
+        )
+        print(
+            f"  latency ms: p50 {p50:.1f}  p90 {p90:.1f}  p99 {p99:.1f}  "
+            f"max {latencies.max():.1f}  (targets: p50 <= 15, p99 <= 60)"
+        )
+
+        big = {"instances": [b["instances"][0] for b in bodies[:1000]]}
+        times = []
+        for _ in range(10):
+            t0 = time.perf_counter()
+            response = requests.post(url, json=big, timeout=10)
+            times.append((time.perf_counter() - t0) * 1000)
+            assert response.status_code == 200 and len(response.json()["predictions"]) == 1000
+        print(
+            f"1,000-instance request: median {statistics.median(times):.1f} ms, "
+            f"max {max(times):.1f} ms over 10 (target: <= 200)"
+        )
+        return 0 if errors == 0 else 1
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
