@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from crypto_pipeline.config import TrainConfig
+from crypto_pipeline.sample_data import SAMPLE_PATH
 from crypto_pipeline.schema import COLUMNS
 
 HEADER = ",".join(COLUMNS)
@@ -30,6 +32,30 @@ def row(
     """One data line; prices as text so tests can put anything in them."""
     name = {"bitcoin": "Bitcoin"}.get(slug, slug.title())
     return f"{slug},BTC,{name},{date},1,{o},{h},{lo},{c},{volume},{market},0.5438,3.88"
+
+
+QUICK_TRAIN = TrainConfig(epochs=6, patience=3, seed=7)
+"""A few epochs: enough for a real model, quick enough for tests."""
+
+
+@pytest.fixture(scope="session")
+def sample_data(tmp_path_factory):
+    """The transform output of the bundled sample."""
+    from crypto_pipeline.transform import transform
+
+    out = tmp_path_factory.mktemp("sample") / "transform"
+    transform(SAMPLE_PATH, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained(sample_data, tmp_path_factory):
+    """A model trained quickly on the sample: ``(output_dir, metrics)``."""
+    from crypto_pipeline.hyperparameters import Params
+    from crypto_pipeline.train import train
+
+    out = tmp_path_factory.mktemp("train")
+    return out, train(sample_data, Params(), out, QUICK_TRAIN)
 
 
 def write_csv(path: Path, lines: list[str], header: str = HEADER) -> Path:

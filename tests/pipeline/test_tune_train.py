@@ -5,30 +5,14 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from conftest import days, row
-from crypto_pipeline.config import TrainConfig, TuneConfig
+from conftest import QUICK_TRAIN, days, row
+from crypto_pipeline.config import TuneConfig
 from crypto_pipeline.errors import ConfigError, DataError
 from crypto_pipeline.features import price_matrix
 from crypto_pipeline.hyperparameters import SEARCH_SPACE, Params
-from crypto_pipeline.sample_data import SAMPLE_PATH
 from crypto_pipeline.train import MIN_ROWS, load_model, read_params, train
 from crypto_pipeline.transform import split_path, transform
 from crypto_pipeline.tune import tune
-
-QUICK = TrainConfig(epochs=6, patience=3, seed=7)
-
-
-@pytest.fixture(scope="module")
-def sample_data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sample") / "transform"
-    transform(SAMPLE_PATH, out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def trained(sample_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("train")
-    return out, train(sample_data, Params(), out, QUICK)
 
 
 def test_tiny_tune_records_every_trial_and_the_best(sample_data, tmp_path):
@@ -75,7 +59,7 @@ def test_plots_and_metadata_are_written(trained):
     for name in ("loss.png", "test_predictions.png", "residuals.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     meta = json.loads((out / "model" / "metadata.json").read_text())
-    assert meta["params"] == Params().to_dict() and meta["seed"] == QUICK.seed
+    assert meta["params"] == Params().to_dict() and meta["seed"] == QUICK_TRAIN.seed
     assert set(meta["data_sha256"]) == {
         "train-00000-of-00001.csv",
         "eval-00000-of-00001.csv",
@@ -128,7 +112,7 @@ def test_serving_signature_refuses_the_wrong_type(trained, bad):
 
 
 def test_the_same_seed_gives_the_same_metrics(sample_data, trained, tmp_path):
-    again = train(sample_data, Params(), tmp_path, QUICK)
+    again = train(sample_data, Params(), tmp_path, QUICK_TRAIN)
     first = trained[1]
     for key in ("test_rmse", "test_mae", "test_mape", "eval_rmse"):
         assert again[key] == pytest.approx(first[key], rel=1e-9), key
@@ -137,7 +121,7 @@ def test_the_same_seed_gives_the_same_metrics(sample_data, trained, tmp_path):
 def test_too_few_rows_names_the_minimum(csv_file, tmp_path):
     transform(csv_file([row(d) for d in days(20)]), tmp_path / "data")
     with pytest.raises(DataError) as err:
-        train(tmp_path / "data", Params(), tmp_path / "out", QUICK)
+        train(tmp_path / "data", Params(), tmp_path / "out", QUICK_TRAIN)
     assert f"at least {MIN_ROWS['train']}" in err.value.problem
     assert "--split" in err.value.fix
 
