@@ -1,0 +1,254 @@
+"""Step 5, deploy: register the model version, prove it answers, describe it for KServe.
+
+Locally (the default) deploy:
+
+1. registers the SavedModel as the next version of the model, ``<registry>/crypto/<n>/``
+   (whole numbers, because TensorFlow Serving, the runtime KServe uses for TensorFlow
+   models, serves the highest numbered subfolder of ``storageUri``);
+2. loads the registered copy with the serving code and answers a smoke request;
+3. writes a KServe ``InferenceService`` (``serving.kserve.io/v1beta1``, TensorFlow model
+   format) whose ``storageUri`` points at the model's folder.
+
+With the cluster target it also applies that manifest through the Kubernetes API (the
+credentials come from the environment: the pod's service account in a cluster, the
+kubeconfig on a workstation). The registry may be a bucket (``gs://…``, ``s3://…``) so that
+the cluster can read what was registered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+from crypto_pipeline.errors import ConfigError
+from crypto_pipeline.serve import MODEL_NAME, make_model
+
+MANIFEST_NAME = "inferenceservice.yaml"
+DEPLOYMENT_NAME = "deployment.json"
+SMOKE_INSTANCE = {"open": 100.0, "high": 104.0, "low": 97.0}
+LOCAL_STORAGE_URI = f"pvc://crypto-models/{MODEL_NAME}"
+"""Where the manifest of a local registry points: a PersistentVolumeClaim named crypto-models."""
+KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What deploy did, as recorded in ``deployment.json``."""
+
+    model_name: str
+    version: int
+    version_uri: str
+    storage_uri: str
+    smoke_request: dict[str, Any]
+    smoke_response: dict[str, Any]
+    manifest_path: str
+    applied: bool
+
+
+def _next_version(fs, model_uri: str) -> int:
+    if not fs.exists(model_uri):
+        return 1
+    numbers = [
+        int(name)
+        for name in (Path(p.rstrip("/")).name for p in fs.ls(model_uri, detail=False))
+        if re.fullmatch(r"\d+", name)
+    ]
+    return max(numbers, default=0) + 1
+
+
+def register(
+    model_dir: str | os.PathLike[str], registry_uri: str, name: str = MODEL_NAME
+) -> tuple[int, str]:
+    """Copies a SavedModel to ``<registry_uri>/<name>/<next version>/``.
+
+    The copy lands in a hidden folder first and is renamed into place, so a version
+    folder is either complete or absent.
+
+    Returns:
+        The version number and the version's URI.
+
+    Raises:
+        ConfigError: ``model_dir`` holds no SavedModel.
+    """
+    model_dir = Path(model_dir)
+    if not (model_dir / "saved_model.pb").exists():
+        raise ConfigError(
+            f"no SavedModel in {model_dir}",
+            "pass the model/ folder written by the train step",
+        )
+    fs, root = fsspec.core.url_to_fs(registry_uri)
+    model_uri = f"{root.rstrip('/')}/{name}"
+    fs.makedirs(model_uri, exist_ok=True)
+    version = _next_version(fs, model_uri)
+    staging = f"{model_uri}/.staging-{uuid.uuid4().hex[:8]}"
+    fs.put(str(model_dir), staging, recursive=True)
+    target = f"{model_uri}/{version}"
+    fs.mv(staging, target, recursive=True)
+    return version, fs.unstrip_protocol(target) if "://" in registry_uri else target
+
+
+def smoke_test(version_uri: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Loads a registered version with the serving code and answers one request.
+
+    Returns:
+        The request and the response, as a client would send and get them.
+    """
+    request = {"instances": [SMOKE_INSTANCE]}
+    model = make_model(version_uri)
+    response = asyncio.run(model.predict(asyncio.run(model.preprocess(request))))
+    return request, response
+
+
+def inference_service(
+    storage_uri: str,
+    name: str = MODEL_NAME,
+    namespace: str = "kubeflow",
+    service_account: str | None = None,
+) -> dict[str, Any]:
+    """The KServe InferenceService that serves the model with KServe's TensorFlow runtime.
+
+    Args:
+        storage_uri: The folder holding the numbered versions (``gs://``, ``s3://``,
+            ``pvc://`` …); KServe's storage initializer downloads it.
+        name: The service's name; requests go to ``/v1/models/<name>:predict``.
+        namespace: The namespace to deploy into.
+        service_account: A Kubernetes service account with read access to the storage
+            (workload identity); none means the namespace's default.
+    """
+    predictor: dict[str, Any] = {
+        "minReplicas": 1,
+        "model": {
+            "modelFormat": {"name": "tensorflow"},
+            "storageUri": storage_uri,
+            "resources": {
+                "requests": {"cpu": "100m", "memory": "512Mi"},
+                "limits": {"cpu": "1", "memory": "1Gi"},
+            },
+        },
+    }
+    if service_account:
+        predictor["serviceAccountName"] = service_account
+    return {
+        "apiVersion": f"{KSERVE_GROUP}/{KSERVE_VERSION}",
+        "kind": "InferenceService",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"predictor": predictor},
+    }
+
+
+def manifest_yaml(manifest: dict[str, Any]) -> str:
+    """The manifest as YAML, with a header that says it is generated."""
+    import yaml
+
+    return (
+        "# Generated by the deploy step (crypto_pipeline.deploy): a KServe InferenceService\n"
+        "# for the registered model. Apply with `kubectl apply -f` or the deploy step's\n"
+        "# cluster target.\n" + yaml.safe_dump(manifest, sort_keys=False)
+    )
+
+
+def apply(manifest: dict[str, Any], api_client=None) -> dict[str, Any]:
+    """Creates the InferenceService, or replaces it when it exists.
+
+    Args:
+        manifest: From ``inference_service``.
+        api_client: A ``kubernetes.client.ApiClient``; by default one configured from the
+            environment (in-cluster service account, else the kubeconfig).
+
+    Returns:
+        The object the API server answered with.
+    """
+    from kubernetes import client, config
+
+    if api_client is None:
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        api_client = client.ApiClient()
+    api = client.CustomObjectsApi(api_client)
+    namespace = manifest["metadata"]["namespace"]
+    name = manifest["metadata"]["name"]
+    try:
+        return api.create_namespaced_custom_object(
+            KSERVE_GROUP, KSERVE_VERSION, namespace, KSERVE_PLURAL, manifest
+        )
+    except client.ApiException as exc:
+        if exc.status != 409:  # 409: it exists already
+            raise
+    current = api.get_namespaced_custom_object(
+        KSERVE_GROUP, KSERVE_VERSION, namespace, KSERVE_PLURAL, name
+    )
+    updated = {
+        **manifest,
+        "metadata": {
+            **manifest["metadata"],
+            "resourceVersion": current["metadata"]["resourceVersion"],
+        },
+    }
+    return api.replace_namespaced_custom_object(
+        KSERVE_GROUP, KSERVE_VERSION, namespace, KSERVE_PLURAL, name, updated
+    )
+
+
+def deploy(
+    model_dir: str | os.PathLike[str],
+    registry_uri: str,
+    output_dir: str | os.PathLike[str],
+    storage_uri: str = "",
+    namespace: str = "kubeflow",
+    target: str = "local",
+    api_client=None,
+) -> Deployment:
+    """Registers, smoke-tests and describes the model; applies it with ``target="cluster"``.
+
+    Args:
+        model_dir: The SavedModel (train's ``model/``).
+        registry_uri: Where versions are kept (a folder or a bucket URI).
+        output_dir: Folder for ``inferenceservice.yaml`` and ``deployment.json``.
+        storage_uri: What the cluster reads the versions from; by default the registry's
+            model folder when the registry is a bucket, else ``LOCAL_STORAGE_URI``.
+        namespace: The InferenceService's namespace.
+        target: ``local`` or ``cluster``.
+        api_client: For ``cluster``: a Kubernetes API client (default: from the
+            environment).
+
+    Returns:
+        What was deployed.
+    """
+    if target not in ("local", "cluster"):
+        raise ConfigError(f"unknown deploy target {target!r}", "use --target local or cluster")
+    version, version_uri = register(model_dir, registry_uri)
+    request, response = smoke_test(version_uri)
+    model_uri = version_uri.rsplit("/", 1)[0]
+    # A cluster cannot read this machine's folders: a local registry is described as the
+    # volume that the README copies it into.
+    storage = storage_uri or (model_uri if "://" in model_uri else LOCAL_STORAGE_URI)
+    manifest = inference_service(storage, namespace=namespace)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST_NAME).write_text(manifest_yaml(manifest))
+    applied = False
+    if target == "cluster":
+        apply(manifest, api_client)
+        applied = True
+    result = Deployment(
+        MODEL_NAME,
+        version,
+        version_uri,
+        storage,
+        request,
+        response,
+        str(out / MANIFEST_NAME),
+        applied,
+    )
+    (out / DEPLOYMENT_NAME).write_text(json.dumps(asdict(result), indent=2) + "\n")
+    return result
