@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 UV_VERSION := 0.13.9
 
-.PHONY: help setup pipeline test lint format bench sample lock clean
+.PHONY: help setup pipeline serve compile test lint format bench bench-serving sample lock clean
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -21,8 +21,14 @@ $(INSTALLED): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
-pipeline: setup  ## run the pipeline on the bundled synthetic sample (offline)
+pipeline: setup  ## run the pipeline locally (kfp.local) on the bundled synthetic sample, offline
 	$(BIN)/crypto-pipeline run
+
+serve: setup  ## serve the latest run's model on http://127.0.0.1:8080 (KServe V1 protocol)
+	$(BIN)/crypto-pipeline serve
+
+compile: setup  ## regenerate crypto_pipeline.yaml, the pipeline for Kubeflow Pipelines
+	$(BIN)/crypto-pipeline compile -o crypto_pipeline.yaml
 
 test: lint  ## lint, then run every test
 	$(BIN)/pytest
@@ -38,6 +44,9 @@ format: setup  ## apply ruff's fixes and formatting
 
 bench: setup  ## benchmark the Beam transform against pandas on 1,000,000 rows
 	$(BIN)/python scripts/bench_transform.py
+
+bench-serving: setup  ## latency of the model server (needs a finished `make pipeline`)
+	$(BIN)/python scripts/bench_serving.py
 
 sample: setup  ## regenerate the bundled synthetic sample
 	$(BIN)/crypto-pipeline sample

@@ -8,7 +8,6 @@ pipeline options on ``transform`` and ``run`` (``--runner=DataflowRunner`` and s
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import os
@@ -20,6 +19,8 @@ from pathlib import Path
 
 from crypto_pipeline import __version__
 from crypto_pipeline.config import (
+    DEFAULT_REGISTRY,
+    DEFAULT_TAG,
     DEFAULT_TRAINING_IMAGE,
     PipelineConfig,
     Split,
@@ -31,8 +32,6 @@ from crypto_pipeline.errors import ConfigError, PipelineError
 from crypto_pipeline.hyperparameters import SEARCH_SPACE
 from crypto_pipeline.sample_data import SAMPLE_PATH, write_sample
 from crypto_pipeline.schema import DATE_FORMATS
-
-STEPS_TO_COME = ("deploy",)
 
 _BEAM_HELP = (
     "Any other --option is passed to Apache Beam as a pipeline option, e.g. "
@@ -210,81 +209,109 @@ def _cmd_trial(args: argparse.Namespace, extra: Sequence[str]) -> None:
 
 
 def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> None:
-    from crypto_pipeline.ingest import RAW_FILE_NAME, ingest
-    from crypto_pipeline.transform import transform
+    import shlex
+
+    from crypto_pipeline.pipeline import PIPELINE_NAME, format_summary, run_local, summarize
 
     defaults = PipelineConfig()
     config = PipelineConfig(
         source_uri=args.source,
-        runs_dir=args.runs_dir,
+        pipeline_root=args.pipeline_root,
         transform=_transform_config(args, extra),
         tune=TuneConfig(
             trials=args.trials, epochs=args.epochs or defaults.tune.epochs, seed=args.seed
         ),
         train=TrainConfig(epochs=args.epochs or defaults.train.epochs, seed=args.seed),
     )
-    runs = Path(config.runs_dir)
-    run_dir = runs / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    while run_dir.exists():  # two runs in one second
-        run_dir = run_dir.with_name(run_dir.name + "x")
-    durations: dict[str, float] = {}
-
-    print(f"run folder: {run_dir}")
-    print("[1/4] ingest")
+    root = Path(config.pipeline_root).resolve()
+    arguments = {
+        "source_uri": config.source_uri,
+        "coin": config.transform.coin,
+        "date_format": config.transform.date_format,
+        "split": str(config.transform.split),
+        "beam_args": shlex.join(config.transform.beam_args),
+        "trials": config.tune.trials,
+        "tune_epochs": config.tune.epochs,
+        "train_epochs": config.train.epochs,
+        "seed": config.tune.seed,
+        "registry_uri": str(root / "models"),
+        "deploy_target": "local",
+    }
+    print(f"running the {PIPELINE_NAME} pipeline locally (kfp.local), artifacts in {root}")
     started = time.perf_counter()
-    result = ingest(config.source_uri, run_dir / "ingest")
-    durations["ingest"] = time.perf_counter() - started
-    print(result.describe())
-
-    print("[2/4] transform (Apache Beam)")
-    started = time.perf_counter()
-    stats = transform(run_dir / "ingest" / RAW_FILE_NAME, run_dir / "transform", config.transform)
-    durations["transform"] = time.perf_counter() - started
-    _print_transform(stats, str(run_dir / "transform"))
-
-    from crypto_pipeline.train import train
-    from crypto_pipeline.tune import tune
-
-    print(f"[3/4] tune ({config.tune.trials} trials, Optuna)")
-    started = time.perf_counter()
-    tuned = tune(run_dir / "transform", run_dir / "tune", config.tune)
-    durations["tune"] = time.perf_counter() - started
-    _print_tune(tuned, str(run_dir / "tune"))
-
-    print("[4/4] train (Keras)")
-    started = time.perf_counter()
-    metrics = train(run_dir / "transform", tuned.best_params, run_dir / "train", config.train)
-    durations["train"] = time.perf_counter() - started
-    _print_train(metrics, str(run_dir / "train"))
-
-    latest = runs / "latest"
+    try:
+        run = run_local(arguments, root, enable_caching=not args.no_cache)
+    except RuntimeError as exc:  # kfp.local: a task failed; its log says why
+        raise PipelineError(
+            str(exc).strip().splitlines()[0],
+            f"read the failing step's output in the newest {root}/.*.log or "
+            "run that step alone (crypto-pipeline <step> --help)",
+        ) from None
+    summary = summarize(run, time.perf_counter() - started)
+    (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    latest = root / "latest"
     if latest.is_symlink() or latest.exists():
         latest.unlink()
-    latest.symlink_to(run_dir.name)
-    summary = {
-        "source_uri": config.source_uri,
-        "synthetic": result.synthetic,
-        "rows": {
-            "raw": stats["rows_read"],
-            "valid": stats["rows_valid"],
-            "rejected": stats["rows_rejected"],
-            "duplicates": stats["duplicates"],
-            **{name: s["rows"] for name, s in stats["splits"].items()},
-        },
-        "test_period": {
-            "first_date": metrics["test_first_date"],
-            "last_date": metrics["test_last_date"],
-        },
-        "best_params": tuned.best_params.to_dict(),
-        "metrics": {k: metrics[k] for k in ("test_rmse", "test_mae", "test_mape", "baselines")},
-        "model_dir": str(run_dir / "train" / "model"),
-        "durations_s": {k: round(v, 3) for k, v in durations.items()},
-        "steps_to_come": list(STEPS_TO_COME),
-    }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    latest.symlink_to(run.run_dir.name)
+    print(format_summary(summary))
+    print(f"summary    {run.run_dir / 'summary.json'} (runs/latest points at this run)")
+
+
+def _cmd_compile(args: argparse.Namespace, extra: Sequence[str]) -> None:
+    from crypto_pipeline.pipeline import compile_pipeline
+
+    _beam_args_refused(extra)
+    path = compile_pipeline(args.output, registry=args.registry, tag=args.tag)
+    print(f"wrote {path} (images {args.registry}/<step>:{args.tag})")
+
+
+def _cmd_submit(args: argparse.Namespace, extra: Sequence[str]) -> None:
+    from crypto_pipeline.pipeline import submit
+
+    _beam_args_refused(extra)
+    package = Path(args.package)
+    if not package.exists():
+        raise ConfigError(
+            f"no compiled pipeline at {package}",
+            "run `crypto-pipeline compile -o crypto_pipeline.yaml` first",
+        )
+    arguments = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(
+                f"--param {item!r} is not KEY=VALUE",
+                "pass e.g. --param source_uri=gs://bucket/crypto-markets.csv",
+            )
+        arguments[key] = int(value) if value.lstrip("-").isdigit() else value
+    try:
+        result = submit(package, args.host, args.experiment, arguments)
+    except Exception as exc:  # the KFP client raises many types for an unreachable host
+        raise PipelineError(
+            f"could not submit to {args.host}: {type(exc).__name__}: {exc}",
+            "check --host (e.g. http://localhost:8080 after `kubectl port-forward -n kubeflow "
+            "svc/ml-pipeline-ui 8080:80`) and that Kubeflow Pipelines runs there",
+        ) from None
+    print(f"submitted run {result.run_id} to {args.host} (experiment {args.experiment})")
+
+
+def _cmd_deploy(args: argparse.Namespace, extra: Sequence[str]) -> None:
+    from crypto_pipeline.deploy import deploy
+
+    _beam_args_refused(extra)
+    result = deploy(
+        args.model,
+        args.registry,
+        args.output_dir,
+        storage_uri=args.storage_uri,
+        namespace=args.namespace,
+        target=args.target,
+    )
     print(
-        f"done in {sum(durations.values()):.1f} s; {latest} -> {run_dir.name}\n"
-        f"steps still to come in this pipeline: {', '.join(STEPS_TO_COME)}"
+        f"registered version {result.version} at {result.version_uri}\n"
+        f"  smoke request {result.smoke_request} -> {result.smoke_response}\n"
+        f"  wrote {result.manifest_path}"
+        + ("; applied it to the cluster" if result.applied else "")
     )
 
 
@@ -292,7 +319,16 @@ def _cmd_serve(args: argparse.Namespace, extra: Sequence[str]) -> None:
     from crypto_pipeline.serve import MODEL_NAME, serve
 
     _beam_args_refused(extra)
-    model_dir = Path(args.model)
+    if args.model:
+        model_dir = Path(args.model)
+    else:
+        summary = Path(args.pipeline_root, "latest", "summary.json")
+        if not summary.exists():
+            raise ConfigError(
+                f"no --model given and no finished run at {summary}",
+                "run the pipeline first (make pipeline), or pass --model DIR",
+            )
+        model_dir = Path(json.loads(summary.read_text())["model_dir"])
     if not (model_dir / "saved_model.pb").exists():
         raise ConfigError(
             f"no SavedModel in {model_dir} (saved_model.pb is missing)",
@@ -352,16 +388,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run",
         help="run the pipeline end to end into a new run folder",
-        description="Runs every step into RUNS_DIR/<timestamp>/ and points RUNS_DIR/latest "
-        "at it. " + _BEAM_HELP,
+        description="Runs the Kubeflow pipeline locally with kfp.local: ingest, transform, "
+        "tune, train, deploy. Unchanged steps come from the cache. Writes summary.json in the "
+        "run folder and points PIPELINE_ROOT/latest at it. " + _BEAM_HELP,
     )
     p.add_argument(
         "--source",
         default=PipelineConfig().source_uri,
-        help="CSV to ingest: path, file://, http(s)://, gs:// or s3:// "
-        "(default: the bundled synthetic sample)",
+        help="CSV to ingest: path, file://, http(s)://, gs:// or s3://; "
+        "'sample' (the default) is the bundled synthetic sample",
     )
-    p.add_argument("--runs-dir", default=PipelineConfig().runs_dir, help="default: %(default)s")
+    p.add_argument(
+        "--pipeline-root",
+        default=PipelineConfig().pipeline_root,
+        help="folder for run folders, artifacts, the cache and registered models "
+        "(default: %(default)s)",
+    )
+    p.add_argument("--no-cache", action="store_true", help="run every step, even unchanged ones")
     _add_transform_options(p)
     p.add_argument("--trials", type=int, default=TuneConfig().trials, help="default: %(default)s")
     p.add_argument(
@@ -444,13 +487,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_trial)
 
     p = sub.add_parser(
+        "deploy",
+        help="step 5: register a model version, smoke-test it, write/apply KServe's manifest",
+        description="Copies the SavedModel to REGISTRY/crypto/<n>/, answers a smoke request "
+        "with it, and writes OUTPUT_DIR/inferenceservice.yaml; --target cluster also applies "
+        "it with the Kubernetes credentials of the environment.",
+    )
+    p.add_argument("--model", required=True, help="a SavedModel folder (train's model/)")
+    p.add_argument("--registry", default="runs/models", help="folder or bucket URI of versions")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--storage-uri", default="", help="what the cluster reads (default: derived)")
+    p.add_argument("--namespace", default="kubeflow", help="default: %(default)s")
+    p.add_argument("--target", choices=("local", "cluster"), default="local")
+    p.set_defaults(func=_cmd_deploy)
+
+    p = sub.add_parser(
+        "compile",
+        help="write the pipeline as Kubeflow Pipelines IR YAML",
+        description="Compiles the pipeline with its components set to run in "
+        "REGISTRY/<step image>:TAG (the images scripts/ builds).",
+    )
+    p.add_argument("-o", "--output", default="crypto_pipeline.yaml", help="default: %(default)s")
+    p.add_argument("--registry", default=DEFAULT_REGISTRY, help="default: %(default)s")
+    p.add_argument("--tag", default=DEFAULT_TAG, help="default: %(default)s")
+    p.set_defaults(func=_cmd_compile)
+
+    p = sub.add_parser(
+        "submit",
+        help="upload a compiled pipeline to Kubeflow Pipelines and start a run",
+        description="Creates a run of the compiled pipeline on a KFP host with kfp.Client.",
+    )
+    p.add_argument("--host", required=True, help="the KFP API, e.g. http://localhost:8080")
+    p.add_argument("--package", default="crypto_pipeline.yaml", help="default: %(default)s")
+    p.add_argument("--experiment", default="crypto", help="default: %(default)s")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a pipeline parameter, e.g. source_uri=gs://… (repeatable)",
+    )
+    p.set_defaults(func=_cmd_submit)
+
+    p = sub.add_parser(
         "serve",
         help="serve a trained model over KServe's V1 REST protocol",
         description="Starts a KServe ModelServer on 127.0.0.1:PORT: POST "
         '/v1/models/crypto:predict with {"instances": [[open, high, low], ...]} returns '
         '{"predictions": [close, ...]}.',
     )
-    p.add_argument("--model", required=True, help="a SavedModel folder (train's model/)")
+    p.add_argument("--model", help="a SavedModel folder (default: the latest run's model)")
+    p.add_argument(
+        "--pipeline-root",
+        default=PipelineConfig().pipeline_root,
+        help="where to look for the latest run (default: %(default)s)",
+    )
     p.add_argument("--port", type=int, default=8080, help="default: %(default)s")
     p.set_defaults(func=_cmd_serve)
 

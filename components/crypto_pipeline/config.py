@@ -9,11 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from crypto_pipeline.errors import ConfigError
-from crypto_pipeline.sample_data import SAMPLE_PATH
 from crypto_pipeline.schema import DATE_FORMATS, DateFormat
 
-DEFAULT_TRAINING_IMAGE = "localhost:5001/kubeflow-for-poets/train:0.1.0"
-"""The training image that Katib trials run: a local kind registry by default."""
+DEFAULT_REGISTRY = "localhost:5001/kubeflow-for-poets"
+"""Where the component images live: by default a local registry beside a kind cluster."""
+DEFAULT_TAG = "0.1.0"
+DEFAULT_TRAINING_IMAGE = f"{DEFAULT_REGISTRY}/train:{DEFAULT_TAG}"
+"""The image that tune and train (and Katib's trials) run in."""
 
 
 @dataclass(frozen=True)
@@ -135,15 +137,16 @@ class PipelineConfig:
 
     Attributes:
         source_uri: Where the raw CSV comes from: a path, ``file://``, ``http(s)://``,
-            ``gs://`` or ``s3://``. The default is the bundled synthetic sample.
-        runs_dir: Local folder that holds one folder per run.
+            ``gs://`` or ``s3://``. The default, ``sample``, is the bundled synthetic sample.
+        pipeline_root: Local folder for run folders, artifacts, the step cache and the
+            registered models.
         transform: Settings of the transform step.
         tune: Settings of the hyperparameter search.
         train: Settings of the final training.
     """
 
-    source_uri: str = str(SAMPLE_PATH)
-    runs_dir: str = "runs"
+    source_uri: str = "sample"
+    pipeline_root: str = "runs"
     transform: TransformConfig = field(default_factory=TransformConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -101,8 +101,14 @@ def _fix_for(uri: str) -> str:
     return "check the path, or leave --source out to use the bundled sample"
 
 
+SAMPLE_SOURCE = "sample"
+"""The source URI that means the bundled synthetic sample."""
+
+
 def _open_source(uri: str):
     """Opens the source for binary reading, with errors that say how to fix them."""
+    if uri == SAMPLE_SOURCE:
+        uri = str(SAMPLE_PATH)
     if not _has_scheme(uri) or uri.startswith("file://"):
         path = Path(uri.removeprefix("file://")).expanduser()
         if not path.exists():
@@ -225,7 +231,8 @@ def ingest(source_uri: str, output_dir: str | os.PathLike[str]) -> IngestResult:
 
     Args:
         source_uri: A local path or a ``file://``, ``http(s)://``, ``gs://`` or ``s3://``
-            URI of a CSV in the ``crypto-markets.csv`` schema.
+            URI of a CSV in the ``crypto-markets.csv`` schema; ``sample`` for the bundled
+            synthetic sample.
         output_dir: Local folder for the copy; created if missing.
 
     Returns:

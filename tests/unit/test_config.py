@@ -2,12 +2,11 @@ import pytest
 
 from crypto_pipeline.config import PipelineConfig, Split, TransformConfig
 from crypto_pipeline.errors import ConfigError
-from crypto_pipeline.sample_data import SAMPLE_PATH
 
 
 def test_defaults_are_the_offline_sample_and_bitcoin():
     config = PipelineConfig()
-    assert config.source_uri == str(SAMPLE_PATH)
+    assert config.source_uri == "sample"
     assert config.transform.coin == "bitcoin"
     assert config.transform.date_format == "auto"
     assert (config.transform.split.train, config.transform.split.eval) == (0.7, 0.15)
