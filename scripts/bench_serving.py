@@ -14,6 +14,7 @@ Every request has a timeout and the run has a time limit; the server is stopped 
 from __future__ import annotations
 
 import argparse
+import json
 import socket
 import statistics
 import subprocess
@@ -51,12 +52,16 @@ def wait_ready(base: str, process: subprocess.Popen, timeout_s: float = 120) -> 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="runs/latest/train/model")
+    parser.add_argument("--model", help="a SavedModel folder (default: the latest run's model)")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--time-limit", type=float, default=120.0, help="seconds for the load")
     args = parser.parse_args()
-    if not Path(args.model, "saved_model.pb").exists():
+    if args.model is None:
+        summary = Path("runs/latest/summary.json")
+        if summary.exists():
+            args.model = json.loads(summary.read_text())["model_dir"]
+    if not args.model or not Path(args.model, "saved_model.pb").exists():
         print(f"no SavedModel in {args.model}: run `make pipeline` first", file=sys.stderr)
         return 1
 

@@ -11,6 +11,7 @@ from crypto_pipeline.sample_data import SAMPLE_PATH
 from crypto_pipeline.schema import COLUMNS
 
 HEADER = ",".join(COLUMNS)
+SCHEMAS = Path(__file__).resolve().parents[1].parent / "shared" / "schemas"
 REAL_DATA = (
     Path(__file__).resolve().parents[1].parent
     / "shared"
@@ -87,3 +88,23 @@ def pytest_configure(config):
 
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def strict_schema(node):
+    """Forbids unknown fields wherever a published schema lists the fields of an object.
+
+    Katib's and KServe's CRDs would accept (or silently prune) a misspelt field; a strict
+    check against the published schema is what catches it before a cluster sees it.
+    """
+    if isinstance(node, dict):
+        node = {k: strict_schema(v) for k, v in node.items()}
+        if (
+            "properties" in node
+            and "additionalProperties" not in node
+            and not node.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            node["additionalProperties"] = False
+        return node
+    if isinstance(node, list):
+        return [strict_schema(v) for v in node]
+    return node

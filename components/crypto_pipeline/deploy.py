@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import re
+import tempfile
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -92,7 +93,7 @@ def register(
     fs.put(str(model_dir), staging, recursive=True)
     target = f"{model_uri}/{version}"
     fs.mv(staging, target, recursive=True)
-    return version, fs.unstrip_protocol(target) if "://" in registry_uri else target
+    return version, f"{registry_uri.rstrip('/')}/{name}/{version}"
 
 
 def smoke_test(version_uri: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -102,8 +103,14 @@ def smoke_test(version_uri: str) -> tuple[dict[str, Any], dict[str, Any]]:
         The request and the response, as a client would send and get them.
     """
     request = {"instances": [SMOKE_INSTANCE]}
-    model = make_model(version_uri)
-    response = asyncio.run(model.predict(asyncio.run(model.preprocess(request))))
+    with tempfile.TemporaryDirectory() as tmp:
+        local_dir = version_uri
+        if "://" in version_uri:  # a bucket: fetch the registered copy, as a server would
+            fs, path = fsspec.core.url_to_fs(version_uri)
+            local_dir = os.path.join(tmp, "model")
+            fs.get(path, local_dir, recursive=True)
+        model = make_model(local_dir)
+        response = asyncio.run(model.predict(asyncio.run(model.preprocess(request))))
     return request, response
 
 

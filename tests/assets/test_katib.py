@@ -2,43 +2,26 @@
 
 import copy
 import json
-from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
 
+from conftest import SCHEMAS, strict_schema
 from crypto_pipeline.cli import build_parser, main
 from crypto_pipeline.config import TuneConfig
 from crypto_pipeline.hyperparameters import SEARCH_SPACE, Params
 from crypto_pipeline.tune import katib_experiment
 
-SCHEMAS = Path(__file__).resolve().parents[2].parent / "shared" / "schemas"
 KATIB_SPEC = SCHEMAS / "katib-v1beta1-openapi.json"
 needs_spec = pytest.mark.skipif(
     not KATIB_SPEC.exists(), reason=f"Katib's OpenAPI spec not present at {KATIB_SPEC}"
 )
 
 
-def strict(node):
-    """Forbids unknown fields wherever the spec lists the fields of an object.
-
-    Katib's CRD preserves unknown fields, so a cluster would accept a misspelt field
-    silently; a strict check of the published spec is what catches it.
-    """
-    if isinstance(node, dict):
-        node = {k: strict(v) for k, v in node.items()}
-        if "properties" in node and "additionalProperties" not in node:
-            node["additionalProperties"] = False
-        return node
-    if isinstance(node, list):
-        return [strict(v) for v in node]
-    return node
-
-
 def validator():
     spec = json.loads(KATIB_SPEC.read_text())
-    document = {"components": {"schemas": strict(spec["components"]["schemas"])}}
+    document = {"components": {"schemas": strict_schema(spec["components"]["schemas"])}}
     schema = {"$ref": "#/components/schemas/v1beta1.Experiment", **document}
     return jsonschema.Draft202012Validator(schema)
 
