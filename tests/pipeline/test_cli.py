@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,20 @@ from conftest import REAL_DATA, days, row
 from crypto_pipeline.cli import main
 from crypto_pipeline.sample_data import SAMPLE_PATH
 
-COMMANDS = ["run", "ingest", "transform", "tune", "train", "trial", "sample"]
+COMMANDS = [
+    "run",
+    "ingest",
+    "transform",
+    "tune",
+    "train",
+    "trial",
+    "deploy",
+    "compile",
+    "submit",
+    "serve",
+    "predict",
+    "sample",
+]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -64,6 +78,10 @@ def test_ingest_then_transform(tmp_path, csv_file):
             ["ingest", "--source", "a", "--output-dir", "b", "--runner=DirectRunner"],
             "unknown option",
         ),
+        (["serve", "--pipeline-root", "/no/such/runs"], "no finished run"),
+        (["submit", "--host", "http://127.0.0.1:9", "--package", "/no/such.yaml"], "no compiled"),
+        (["submit", "--host", "http://127.0.0.1:9", "--param", "trials"], "KEY=VALUE"),
+        (["deploy", "--model", "/no/such", "--output-dir", "x"], "no SavedModel"),
     ],
 )
 def test_errors_name_the_problem_and_the_fix_and_exit_non_zero(tmp_path, args, message):
@@ -156,7 +174,14 @@ def test_trial_refuses_out_of_range_params(tmp_path):
 def check_run(summary: dict) -> None:
     rows = summary["rows"]
     assert rows["train"] + rows["eval"] + rows["test"] == rows["valid"] - rows["duplicates"]
-    assert set(summary["durations_s"]) == {"ingest", "transform", "tune", "train"}
+    assert set(summary["durations_s"]) == {
+        "ingest",
+        "transform",
+        "tune",
+        "train",
+        "deploy",
+        "total",
+    }
     metrics = summary["metrics"]
     baselines = metrics["baselines"]
     # The quality bar: the tuned model clearly beats the midpoint rule and is at least
@@ -164,24 +189,46 @@ def check_run(summary: dict) -> None:
     assert metrics["test_rmse"] <= 0.85 * baselines["midpoint"]["rmse"]
     assert metrics["test_rmse"] <= 1.10 * baselines["least_squares"]["rmse"]
     assert Path(summary["model_dir"], "saved_model.pb").exists()
+    assert all(Path(p).exists() for p in summary["plots"])
+    (close,) = summary["deployment"]["smoke_response"]["predictions"]
+    assert 90 < close < 110  # the smoke request is a day at 100 / 104 / 97
+    assert Path(summary["deployment"]["version_uri"], "saved_model.pb").exists()
 
 
-def test_run_on_the_bundled_sample_with_defaults(tmp_path, capsys):
-    assert main(["run", "--runs-dir", str(tmp_path / "runs")]) == 0
+def test_run_on_the_bundled_sample_with_defaults_then_from_cache(tmp_path, capsys):
+    root = tmp_path / "runs"
+    assert main(["run", "--pipeline-root", str(root)]) == 0
     out = capsys.readouterr().out
-    assert "SYNTHETIC" in out and "still to come" in out
-    latest = tmp_path / "runs" / "latest"
-    assert latest.is_symlink()
-    summary = json.loads((latest / "summary.json").read_text())
-    assert summary["synthetic"] is True
+    assert "SYNTHETIC" in out and "no step served from cache" in out
+    summary = json.loads((root / "latest" / "summary.json").read_text())
+    assert summary["synthetic"] is True and summary["cache_hits"] == []
     assert summary["rows"]["train"] >= 1000
     check_run(summary)
+
+    started = time.perf_counter()
+    assert main(["run", "--pipeline-root", str(root)]) == 0
+    assert time.perf_counter() - started < 15
+    again = json.loads((root / "latest" / "summary.json").read_text())
+    assert again["cache_hits"] == ["ingest", "transform", "tune", "train", "deploy"]
+    assert again["metrics"] == summary["metrics"]
+    assert again["run_dir"] != summary["run_dir"]
+
+
+def test_no_cache_runs_every_step(tmp_path):
+    root = tmp_path / "runs"
+    quick = ["run", "--pipeline-root", str(root), "--trials", "2", "--epochs", "2"]
+    assert cli(*quick).returncode == 0
+    result = cli(*quick, "--no-cache")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((root / "latest" / "summary.json").read_text())
+    assert summary["cache_hits"] == []
+    assert summary["deployment"]["version"] == 2
 
 
 @pytest.mark.skipif(not REAL_DATA.exists(), reason=f"real data not present at {REAL_DATA}")
 def test_run_on_real_data_with_defaults(tmp_path):
-    result = cli("run", "--source", str(REAL_DATA), "--runs-dir", str(tmp_path / "runs"))
+    result = cli("run", "--source", str(REAL_DATA), "--pipeline-root", str(tmp_path / "runs"))
     assert result.returncode == 0, result.stderr
-    assert "kept 1,793 rows of bitcoin" in result.stdout
+    assert "kept 1,793 of bitcoin" in result.stdout
     assert "SYNTHETIC" not in result.stdout
     check_run(json.loads((tmp_path / "runs" / "latest" / "summary.json").read_text()))
