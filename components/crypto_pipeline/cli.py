@@ -254,7 +254,7 @@ def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> None:
         latest.unlink()
     latest.symlink_to(run.run_dir.name)
     print(format_summary(summary))
-    print(f"summary    {run.run_dir / 'summary.json'} (runs/latest points at this run)")
+    print(f"summary    {run.run_dir / 'summary.json'} ({latest} points at this run)")
 
 
 def _cmd_compile(args: argparse.Namespace, extra: Sequence[str]) -> None:
