@@ -162,6 +162,10 @@ def make_model(model_dir: str | os.PathLike[str], name: str = MODEL_NAME):
 
 def serve(model_dir: str | os.PathLike[str], port: int = 8080) -> None:
     """Serves the model on ``port`` until interrupted (KServe handles SIGINT/SIGTERM)."""
+    import warnings
+
+    # kserve's own use of a FastAPI class that FastAPI now deprecates: not the user's concern.
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
     kserve = _import_kserve()
     model = make_model(model_dir)
     kserve.ModelServer(http_port=port, enable_grpc=False, workers=1).start([model])
