@@ -1,0 +1,105 @@
+"""Dockerfiles, shell scripts and Kubernetes manifests, checked with the real tools."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+SKIP = {".venv", ".tools", "runs", ".git", "__pycache__", ".pytest_cache", ".ruff_cache"}
+K8S = ROOT / "kubernetes-intro"
+
+
+def repo_files(pattern: str) -> list[Path]:
+    return sorted(p for p in ROOT.rglob(pattern) if not SKIP & set(p.relative_to(ROOT).parts))
+
+
+def test_every_dockerfile_is_clean_under_hadolint():
+    dockerfiles = repo_files("Dockerfile")
+    assert dockerfiles, "no Dockerfile found"
+    result = subprocess.run(
+        [BIN / "hadolint", "--format", "json", *dockerfiles], capture_output=True, text=True
+    )
+    findings = json.loads(result.stdout or "[]")
+    assert findings == [], "\n".join(
+        f"{f['file']}:{f['line']} {f['code']} {f['level']}: {f['message']}" for f in findings
+    )
+
+
+def test_every_shell_script_is_clean_under_shellcheck():
+    scripts = repo_files("*.sh")
+    assert scripts, "no shell script found"
+    result = subprocess.run(
+        [BIN / "shellcheck", "--external-sources", *scripts], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout
+
+
+def test_kubernetes_manifests_validate_against_the_schema():
+    manifests = [p for p in K8S.glob("*.yaml") if p.name != "kind-cluster.yaml"]
+    assert manifests
+    result = subprocess.run(
+        [BIN / "kubernetes-validate", "--strict", *manifests], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def load_deployment():
+    docs = list(yaml.safe_load_all((K8S / "deployment.yaml").read_text()))
+    return {d["kind"]: d for d in docs}
+
+
+def test_deployment_keeps_the_originals_shape_and_is_hardened():
+    objects = load_deployment()
+    deployment, service = objects["Deployment"], objects["Service"]
+    assert deployment["apiVersion"] == "apps/v1" and deployment["spec"]["replicas"] == 5
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"] == labels == service["spec"]["selector"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert {"readinessProbe", "livenessProbe"} <= set(container)
+    assert {"requests", "limits"} <= set(container["resources"])
+    assert not container["image"].endswith(":latest") and ":" in container["image"]
+    # The image and port are those of the Docker chapter's nginx-server.
+    dockerfile = (ROOT / "docker-intro" / "nginx-server" / "Dockerfile").read_text()
+    assert f"docker build -t {container['image']} " in dockerfile
+    (port,) = container["ports"]
+    assert f"EXPOSE {port['containerPort']}" in dockerfile
+    assert service["spec"]["type"] == "NodePort"
+    assert service["spec"]["ports"][0]["nodePort"] == 30001
+
+
+def test_kind_config_maps_the_node_port_to_the_host():
+    config = yaml.safe_load((K8S / "kind-cluster.yaml").read_text())
+    assert config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    (mapping,) = config["nodes"][0]["extraPortMappings"]
+    node_port = load_deployment()["Service"]["spec"]["ports"][0]["nodePort"]
+    assert mapping["containerPort"] == mapping["hostPort"] == node_port
+
+
+def test_dockerfiles_pin_their_base_images():
+    for dockerfile in repo_files("Dockerfile"):
+        for base in re.findall(r"^FROM\s+(\S+)", dockerfile.read_text(), re.MULTILINE):
+            assert ":" in base and not base.endswith(":latest"), f"{dockerfile}: {base}"
+
+
+def test_no_secrets_in_the_tree():
+    """detect-secrets over the whole tree finds nothing, and the baseline says so too."""
+    baseline = json.loads((ROOT / ".secrets.baseline").read_text())
+    assert baseline["results"] == {}
+    result = subprocess.run(
+        [BIN / "detect-secrets", "scan", "--exclude-files", r"(^|/)(\.venv|\.tools|runs)/"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["results"] == {}
