@@ -53,7 +53,7 @@ sample: setup  ## regenerate the bundled synthetic sample
 
 lock:  ## re-resolve requirements.lock from pyproject.toml, then environment.yml
 	test -x .tools/lock/bin/uv || { $(PYTHON) -m venv .tools/lock && .tools/lock/bin/pip install --quiet uv==$(UV_VERSION); }
-	.tools/lock/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+	.tools/lock/bin/uv pip compile pyproject.toml --all-extras --python-version 3.11 \
 	  --python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" \
 	  --quiet -o requirements.lock
 	$(PYTHON) scripts/render_environment.py

@@ -37,7 +37,7 @@ from crypto_pipeline.config import TrainConfig
 from crypto_pipeline.errors import ConfigError, DataError
 from crypto_pipeline.hyperparameters import Params
 from crypto_pipeline.model import FitResult, Standardizer, build_serving, fit
-from crypto_pipeline.transform import SPLITS, split_path
+from crypto_pipeline.splits import SPLITS, split_path
 
 MIN_ROWS = {"train": 30, "eval": 5, "test": 5}
 """Fewest rows per split that training accepts."""

@@ -51,8 +51,8 @@ from crypto_pipeline import schema
 from crypto_pipeline.config import TransformConfig
 from crypto_pipeline.errors import CoinNotFoundError, DateFormatError, SourceError
 from crypto_pipeline.schema import COLUMNS, Header, MarketRow, Rejection
+from crypto_pipeline.splits import SPLITS
 
-SPLITS: tuple[str, ...] = ("train", "eval", "test")
 STATS_NAME = "stats.json"
 REJECTS_HEADER = "line,reason,detail,raw"
 _COUNTS_NAME = "_counts"
@@ -489,19 +489,3 @@ def transform(
         if local and Path(work).exists():
             shutil.rmtree(work)
     return stats
-
-
-def split_path(data_dir: str | os.PathLike[str], split: str) -> Path:
-    """The CSV file of one split in a transform output folder.
-
-    Raises:
-        SourceError: The folder holds no such split.
-    """
-    matches = sorted(Path(data_dir).glob(f"{split}-*.csv"))
-    if len(matches) != 1:
-        raise SourceError(
-            f"no single {split} split in {data_dir} (found {len(matches)} files)",
-            "pass the output folder of the transform step (it holds train-*.csv, "
-            "eval-*.csv and test-*.csv)",
-        )
-    return matches[0]

@@ -11,7 +11,8 @@ from crypto_pipeline import transform as transform_module
 from crypto_pipeline.config import Split, TransformConfig
 from crypto_pipeline.errors import CoinNotFoundError, DateFormatError, SchemaError, SourceError
 from crypto_pipeline.schema import COLUMNS
-from crypto_pipeline.transform import SPLITS, plan_ranges, split_path, transform
+from crypto_pipeline.splits import SPLITS, split_path
+from crypto_pipeline.transform import plan_ranges, transform
 
 BAD_ROWS = {
     # line text -> reason it must be rejected with

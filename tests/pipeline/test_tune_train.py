@@ -10,8 +10,9 @@ from crypto_pipeline.config import TuneConfig
 from crypto_pipeline.errors import ConfigError, DataError
 from crypto_pipeline.features import price_matrix
 from crypto_pipeline.hyperparameters import SEARCH_SPACE, Params
+from crypto_pipeline.splits import split_path
 from crypto_pipeline.train import MIN_ROWS, load_model, read_params, train
-from crypto_pipeline.transform import split_path, transform
+from crypto_pipeline.transform import transform
 from crypto_pipeline.tune import tune
 
 
