@@ -103,3 +103,29 @@ def test_no_secrets_in_the_tree():
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["results"] == {}
+
+
+def test_one_image_per_step_as_the_pipeline_names_them():
+    from crypto_pipeline.config import DEFAULT_REGISTRY, DEFAULT_TAG
+    from crypto_pipeline.pipeline import STEP_IMAGES
+
+    with_dockerfile = {p.parent.name for p in (ROOT / "components").glob("*/Dockerfile")}
+    assert with_dockerfile == set(STEP_IMAGES.values())
+    result = subprocess.run(
+        ["bash", ROOT / "scripts" / "build_images.sh", "--dry-run"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    built = re.findall(r"^\+ docker build .* -t (\S+) \.$", result.stdout, re.MULTILINE)
+    assert sorted(built) == sorted(
+        f"{DEFAULT_REGISTRY}/{image}:{DEFAULT_TAG}" for image in with_dockerfile
+    )
+
+
+def test_images_hold_no_credentials():
+    """Nothing that looks like a key file is copied in; the build context excludes secrets."""
+    for dockerfile in repo_files("Dockerfile"):
+        text = dockerfile.read_text().lower()
+        for word in ("service_account", "credentials.json", ".pem", "id_rsa", "token"):
+            assert word not in text, f"{dockerfile} mentions {word}"
