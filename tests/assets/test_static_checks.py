@@ -129,3 +129,40 @@ def test_images_hold_no_credentials():
         text = dockerfile.read_text().lower()
         for word in ("service_account", "credentials.json", ".pem", "id_rsa", "token"):
             assert word not in text, f"{dockerfile} mentions {word}"
+
+
+def cluster(*args, **env):
+    import os
+
+    return subprocess.run(
+        ["bash", ROOT / "scripts" / "cluster.sh", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=30,
+    )
+
+
+def test_cluster_script_dry_runs_print_pinned_commands():
+    expected = {
+        "kind": "kind create cluster --name poets --image kindest/node:v",
+        "minikube": "minikube start --profile poets",
+        "kfp": "pipelines/manifests/kustomize/env/platform-agnostic?ref=",
+        "katib": "katib-standalone?ref=v",
+        "kserve": "kserve/releases/download/v",
+        "down": "kind delete cluster --name poets",
+    }
+    for command, text in expected.items():
+        result = cluster("--dry-run", command)
+        assert result.returncode == 0, result.stderr
+        assert text in result.stdout, command
+        assert "latest" not in result.stdout
+    result = cluster("--dry-run", "gke", PROJECT="demo-project")
+    assert "--workload-pool demo-project.svc.id.goog" in result.stdout
+
+
+def test_cluster_script_refuses_what_it_cannot_do():
+    result = cluster("--dry-run", "gke", PROJECT="")
+    assert result.returncode == 1 and "set PROJECT" in result.stderr
+    result = cluster("teleport")
+    assert result.returncode == 2 and "unknown command" in result.stderr
