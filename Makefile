@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 UV_VERSION := 0.13.9
 
-.PHONY: help setup pipeline serve compile test lint format bench bench-serving sample lock clean
+.PHONY: help setup pipeline serve compile test test-containers lint format bench bench-serving sample lock clean
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -32,6 +32,9 @@ compile: setup  ## regenerate crypto_pipeline.yaml, the pipeline for Kubeflow Pi
 
 test: lint  ## lint, then run every test
 	$(BIN)/pytest
+
+test-containers:  ## build every Dockerfile against local stand-in bases and run each image (root; ~10 min)
+	bash scripts/test_containers.sh
 
 lint: setup  ## ruff lint and format check; environment.yml matches the lock
 	$(BIN)/ruff check .
