@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 UV_VERSION := 0.13.9
 
-.PHONY: help setup pipeline serve compile test test-containers lint format bench bench-serving sample lock clean
+.PHONY: help setup pipeline serve compile test test-containers security-scan lint format bench bench-serving sample lock clean
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -30,11 +30,23 @@ serve: setup  ## serve the latest run's model on http://127.0.0.1:8080 (KServe V
 compile: setup  ## regenerate crypto_pipeline.yaml, the pipeline for Kubeflow Pipelines
 	$(BIN)/crypto-pipeline compile -o crypto_pipeline.yaml
 
-test: lint  ## lint, then run every test
+test: lint security-scan  ## lint, scan, then run every test
 	$(BIN)/pytest
 
 test-containers:  ## build every Dockerfile against local stand-in bases and run each image (root; ~10 min)
 	bash scripts/test_containers.sh
+
+CHECKOV := .tools/checkov/bin/checkov
+CHECKOV_VERSION := 3.3.30
+
+$(CHECKOV):  # its own venv: checkov's pins conflict with the project's
+	$(PYTHON) -m venv .tools/checkov
+	.tools/checkov/bin/python -m pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION)
+
+security-scan: $(CHECKOV)  ## checkov over the Kubernetes manifests and every Dockerfile
+	$(CHECKOV) --skip-download --compact --quiet --framework kubernetes -d kubernetes-intro
+	$(CHECKOV) --skip-download --compact --quiet --framework dockerfile \
+	  $$(git ls-files '*Dockerfile' | sed 's/^/-f /')
 
 lint: setup  ## ruff lint and format check; environment.yml matches the lock
 	$(BIN)/ruff check .
