@@ -97,6 +97,20 @@ def test_bad_choice_is_a_usage_error():
     assert result.returncode == 2 and "invalid choice" in result.stderr
 
 
+TRIAL_FLAGS = (
+    "--num-layers",
+    "2",
+    "--first-layer-size",
+    "16",
+    "--layer-size-scale",
+    "0.5",
+    "--learning-rate",
+    "0.003",
+    "--batch-size",
+    "64",
+)
+
+
 def test_tune_train_and_trial_commands(tmp_path):
     data = tmp_path / "data"
     assert cli("transform", "--input", str(SAMPLE_PATH), "--output-dir", str(data)).returncode == 0
@@ -129,44 +143,14 @@ def test_tune_train_and_trial_commands(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "baseline: least_squares" in result.stdout
     assert (tmp_path / "train" / "model" / "saved_model.pb").exists()
-    result = cli(
-        "trial",
-        "--data-dir",
-        str(data),
-        "--epochs",
-        "3",
-        "--num-layers",
-        "2",
-        "--first-layer-size",
-        "16",
-        "--layer-size-scale",
-        "0.5",
-        "--learning-rate",
-        "0.003",
-        "--batch-size",
-        "64",
-    )
+    result = cli("trial", "--data-dir", str(data), "--epochs", "3", *TRIAL_FLAGS)
     assert result.returncode == 0, result.stderr
     reported = [line for line in result.stdout.splitlines() if "eval_loss=" in line]
     assert len(reported) == 4  # one per epoch, then the best, for Katib's collector
 
 
 def test_trial_refuses_out_of_range_params(tmp_path):
-    result = cli(
-        "trial",
-        "--data-dir",
-        str(tmp_path),
-        "--num-layers",
-        "7",
-        "--first-layer-size",
-        "16",
-        "--layer-size-scale",
-        "0.5",
-        "--learning-rate",
-        "0.003",
-        "--batch-size",
-        "64",
-    )
+    result = cli("trial", "--data-dir", str(tmp_path), *TRIAL_FLAGS, "--num-layers", "7")
     assert result.returncode == 1
     assert "num_layers=7" in result.stderr and "integer from 1 to 4" in result.stderr
 
