@@ -333,7 +333,7 @@ def _cmd_serve(args: argparse.Namespace, extra: Sequence[str]) -> None:
         raise ConfigError(
             f"no SavedModel in {model_dir} (saved_model.pb is missing)",
             "pass the model/ folder written by the train step, e.g. "
-            "--model runs/latest/train/model (run `make pipeline` first)",
+            "--model runs/models/crypto/1 (run `make pipeline` first)",
         )
     print(
         f"serving {model_dir} as '{MODEL_NAME}' on http://127.0.0.1:{args.port}\n"
