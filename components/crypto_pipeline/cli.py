@@ -154,15 +154,13 @@ def _print_tune(result, output_dir: str) -> None:
 
 
 def _print_train(metrics: dict, output_dir: str) -> None:
-    rows = [("model", {k: metrics[f"test_{k}"] for k in ("rmse", "mae", "mape")})]
-    rows += [(f"baseline: {name}", m) for name, m in metrics["baselines"].items()]
+    from crypto_pipeline.report import comparison_lines
+
     print(
         f"trained {metrics['epochs_run']} epochs (best {metrics['best_epoch']}); test period "
         f"{metrics['test_first_date']} .. {metrics['test_last_date']} ({metrics['test_rows']} days)"
     )
-    print(f"  {'':<26}{'RMSE':>10}{'MAE':>10}{'MAPE %':>9}")
-    for name, m in rows:
-        print(f"  {name:<26}{m['rmse']:>10.2f}{m['mae']:>10.2f}{m['mape']:>9.2f}")
+    print("\n".join(comparison_lines(metrics)))
     print(
         f"  model RMSE = {metrics['rmse_vs_midpoint']:.3f} x midpoint, "
         f"{metrics['rmse_vs_least_squares']:.3f} x least squares\n"

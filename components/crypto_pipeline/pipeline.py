@@ -31,6 +31,7 @@ from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
 from crypto_pipeline.config import DEFAULT_REGISTRY, DEFAULT_TAG
+from crypto_pipeline.report import comparison_lines
 
 PIPELINE_NAME = "crypto-pipeline"
 STEP_IMAGES = {
@@ -154,6 +155,7 @@ def train_step(
     from pathlib import Path
 
     from crypto_pipeline.config import TrainConfig
+    from crypto_pipeline.report import comparison_html
     from crypto_pipeline.train import read_params, train
     from crypto_pipeline.tune import BEST_PARAMS_NAME
 
@@ -166,14 +168,6 @@ def train_step(
         metrics.log_metric(f"baseline_{name}_rmse", values["rmse"])
     with open(metrics.path, "w") as f:  # a file behind the artifact, as local caching expects
         json.dump(result, f, indent=2)
-    rows = "".join(
-        f"<tr><td>{name}</td><td>{m['rmse']:.2f}</td><td>{m['mae']:.2f}</td>"
-        f"<td>{m['mape']:.2f}</td></tr>"
-        for name, m in [
-            ("model", {k: result[f"test_{k}"] for k in ("rmse", "mae", "mape")}),
-            *result["baselines"].items(),
-        ]
-    )
     images = "".join(
         '<p><img src="data:image/png;base64,'
         + base64.b64encode(Path(model.path, p).read_bytes()).decode()
@@ -183,7 +177,7 @@ def train_step(
     with open(report.path, "w") as f:
         f.write(
             f"<h2>Test period {result['test_first_date']} to {result['test_last_date']}</h2>"
-            f"<table><tr><th></th><th>RMSE</th><th>MAE</th><th>MAPE %</th></tr>{rows}</table>"
+            + comparison_html(result)
             + images
         )
     model.metadata.update(
@@ -533,12 +527,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         ),
         f"test       {summary['test_period']['first_date']} .. "
         f"{summary['test_period']['last_date']}",
-        f"           {'':<22}{'RMSE':>10}{'MAE':>10}{'MAPE %':>9}",
+        *comparison_lines(metrics, indent=" " * 11),
     ]
-    table = [("model", {k: metrics[f"test_{k}"] for k in ("rmse", "mae", "mape")})]
-    table += [(f"baseline {name}", m) for name, m in metrics["baselines"].items()]
-    for name, m in table:
-        lines.append(f"           {name:<22}{m['rmse']:>10.2f}{m['mae']:>10.2f}{m['mape']:>9.2f}")
     deployment = summary["deployment"]
     lines += [
         f"model      {summary['model_dir']}",

@@ -43,6 +43,13 @@ class TuneResult:
     trials: list[dict[str, Any]]
 
 
+def _search_data(data_dir: str | os.PathLike[str]):
+    """What every trial trains on: the train split's statistics, train and eval arrays."""
+    splits = load_splits(data_dir)
+    train_xy = splits.xy("train")
+    return Standardizer.fit(*train_xy), train_xy, splits.xy("eval")
+
+
 def suggest(trial) -> Params:
     """Samples one point of ``SEARCH_SPACE`` with an Optuna trial."""
     values: dict[str, Any] = {}
@@ -94,9 +101,7 @@ def tune(
     import optuna
 
     config = config or TuneConfig()
-    splits = load_splits(data_dir)
-    train_xy, eval_xy = splits.xy("train"), splits.xy("eval")
-    scaler = Standardizer.fit(*train_xy)
+    scaler, train_xy, eval_xy = _search_data(data_dir)
     details: dict[int, dict[str, Any]] = {}
 
     def objective(trial) -> float:
@@ -273,14 +278,12 @@ def trial(data_dir: str | os.PathLike[str], params: Params, config: TuneConfig) 
         def on_epoch_end(self, epoch, logs=None):
             print(f"epoch {epoch + 1}: {OBJECTIVE_METRIC}={logs['val_loss']:.8g}", flush=True)
 
-    splits = load_splits(data_dir)
-    train_xy = splits.xy("train")
-    scaler = Standardizer.fit(*train_xy)
+    scaler, train_xy, eval_xy = _search_data(data_dir)
     result = fit(
         params,
         scaler,
         train_xy,
-        splits.xy("eval"),
+        eval_xy,
         config.epochs,
         config.patience,
         config.seed,
