@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -27,27 +25,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(base: str, process: subprocess.Popen, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode}")
-        try:
-            if requests.get(f"{base}/v1/models/crypto", timeout=1).json().get("ready"):
-                return
-        except (requests.ConnectionError, ValueError):
-            pass
-        time.sleep(0.2)
-    raise TimeoutError("the server was not ready in time")
+from crypto_pipeline.serve import running_server
 
 
 def main() -> int:
@@ -65,25 +43,8 @@ def main() -> int:
         print(f"no SavedModel in {args.model}: run `make pipeline` first", file=sys.stderr)
         return 1
 
-    port = free_port()
-    base = f"http://{HOST}:{port}"
-    url = f"{base}/v1/models/crypto:predict"
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "crypto_pipeline.cli",
-            "serve",
-            "--model",
-            args.model,
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_ready(base, server)
+    with running_server(args.model) as base:
+        url = f"{base}/v1/models/crypto:predict"
         rng = np.random.default_rng(0)
         bodies = []
         for _ in range(args.requests):
@@ -135,9 +96,6 @@ def main() -> int:
             f"max {max(times):.1f} ms over 10 (target: <= 200)"
         )
         return 0 if errors == 0 else 1
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 if __name__ == "__main__":

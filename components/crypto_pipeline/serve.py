@@ -18,14 +18,21 @@ low <= open <= high.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import socket
+import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from crypto_pipeline.errors import TrainingError
 from crypto_pipeline.features import INPUTS
 
 MODEL_NAME = "crypto"
@@ -169,6 +176,61 @@ def serve(model_dir: str | os.PathLike[str], port: int = 8080) -> None:
     kserve = _import_kserve()
     model = make_model(model_dir)
     kserve.ModelServer(http_port=port, enable_grpc=False, workers=1).start([model])
+
+
+@contextlib.contextmanager
+def running_server(
+    model_dir: str | os.PathLike[str], port: int | None = None, timeout_s: float = 120.0
+) -> Iterator[str]:
+    """Runs ``crypto-pipeline serve`` in a subprocess on loopback until the block ends.
+
+    Waits until the model reports ready, yields the server's base URL, and stops the
+    server afterwards. Used by the notebooks, the tests and the serving benchmark.
+
+    Args:
+        model_dir: The SavedModel folder to serve.
+        port: The port on 127.0.0.1 (default: a free one).
+        timeout_s: Seconds to wait for the model to become ready.
+
+    Raises:
+        TrainingError: ``model_dir`` holds no SavedModel.
+        RuntimeError: The server exited or was not ready in time (its log is quoted).
+    """
+    import requests
+
+    if not Path(model_dir, "saved_model.pb").exists():
+        raise TrainingError(
+            f"no SavedModel in {model_dir}",
+            "train a model first (`make pipeline`, or `crypto-pipeline train`)",
+        )
+    if port is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "crypto_pipeline.cli", "serve", "--model"]
+    with tempfile.TemporaryFile("w+") as log:
+        process = subprocess.Popen(
+            [*command, os.fspath(model_dir), "--port", str(port)], stdout=log, stderr=log
+        )
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                if process.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"the server exited ({process.returncode}):\n{log.read()}")
+                try:
+                    if requests.get(f"{base}/v1/models/{MODEL_NAME}", timeout=1).json()["ready"]:
+                        break
+                except (requests.ConnectionError, ValueError, KeyError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the server was not ready in {timeout_s:.0f} s")
+                time.sleep(0.2)
+            yield base
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
 
 
 def predict(url: str, instances: list[list[float]], timeout_s: float = 10.0) -> list[float]:

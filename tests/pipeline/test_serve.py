@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 import requests
 
-from crypto_pipeline.serve import MAX_INSTANCES, RequestError, parse_instances, predict
+from crypto_pipeline.serve import (
+    MAX_INSTANCES,
+    RequestError,
+    parse_instances,
+    predict,
+    running_server,
+)
 from crypto_pipeline.train import load_model
 
 DAY = [100.0, 104.0, 97.0]
@@ -19,38 +25,8 @@ DAY = [100.0, 104.0, 97.0]
 
 @pytest.fixture(scope="module")
 def server(trained):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "crypto_pipeline.cli",
-            "serve",
-            "--model",
-            str(trained[0] / "model"),
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        assert process.poll() is None, process.stdout.read()
-        try:
-            if requests.get(f"{base}/v1/models/crypto", timeout=1).json()["ready"]:
-                break
-        except (requests.ConnectionError, ValueError):
-            pass
-        assert time.monotonic() < deadline, "the server did not become ready in 120 s"
-        time.sleep(0.2)
-    yield base
-    process.terminate()
-    process.wait(timeout=30)
+    with running_server(trained[0] / "model") as base:
+        yield base
 
 
 def post(base, body, model="crypto", **kwargs):
