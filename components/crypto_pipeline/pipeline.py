@@ -337,6 +337,44 @@ def compile_pipeline(
     return path
 
 
+def compiled_tasks(path: str | os.PathLike[str]) -> list[dict[str, str]]:
+    """The tasks of a compiled pipeline (IR YAML), as Kubeflow Pipelines will see them.
+
+    Returns:
+        One row per task, groups before their members: ``task``, ``inside`` (the
+        condition group holding it), ``runs if`` (its trigger condition), ``after``
+        (the tasks it waits for) and ``image``.
+    """
+    import yaml
+
+    spec = yaml.safe_load(Path(path).read_text())
+    executors = spec.get("deploymentSpec", {}).get("executors", {})
+    rows: list[dict[str, str]] = []
+
+    def walk(dag: dict[str, Any], inside: str) -> None:
+        for name, task in dag.get("tasks", {}).items():
+            component = spec["components"][task["componentRef"]["name"]]
+            executor = executors.get(component.get("executorLabel", ""), {})
+            condition = task.get("triggerPolicy", {}).get("condition", "")
+            rows.append(
+                {
+                    "task": name,
+                    "inside": inside,
+                    "runs if": _PARAMETER.sub(r"\1", condition),
+                    "after": ", ".join(task.get("dependentTasks", [])),
+                    "image": executor.get("container", {}).get("image", ""),
+                }
+            )
+            if "dag" in component:
+                walk(component["dag"], name)
+
+    walk(spec["root"]["dag"], "")
+    return rows
+
+
+_PARAMETER = re.compile(r"inputs\.parameter_values\['pipelinechannel--([\w-]+)'\]")
+
+
 def submit(
     package_path: str | os.PathLike[str],
     host: str,

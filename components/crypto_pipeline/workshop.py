@@ -1,0 +1,230 @@
+"""What the notebooks use to meet the machine they run on.
+
+A notebook cell that needs a Docker engine, a Kubernetes cluster or a Kubeflow Pipelines
+host asks here whether one answers. When it does, the cell runs the real command; when it
+does not, the cell does the part that needs no engine or cluster (lint the Dockerfile,
+validate the manifest, compile the pipeline, run it locally) and shows the exact command
+to run where the tool is. Nothing is skipped silently and no output is made up.
+
+The offline checks here are the ones the test suite applies to the whole tree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from crypto_pipeline.errors import ConfigError, PipelineError
+
+
+class CommandError(PipelineError):
+    """A shown command ran and failed."""
+
+
+@dataclass(frozen=True)
+class Tool:
+    """Whether a tool answers on this machine, and what it said (or why it did not)."""
+
+    name: str
+    available: bool
+    detail: str
+
+    def __bool__(self) -> bool:
+        return self.available
+
+    def __str__(self) -> str:
+        return f"{self.name}: {'available' if self.available else 'not available'} ({self.detail})"
+
+
+def project_root() -> Path:
+    """The repository's root folder (the notebooks, the Dockerfiles and the manifests).
+
+    Raises:
+        ConfigError: The package is not installed from a checkout of the repository.
+    """
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "notebooks").is_dir() or not (root / "pyproject.toml").is_file():
+        raise ConfigError(
+            f"{root} is not a checkout of the tutorial (no notebooks/ or pyproject.toml)",
+            "clone the repository and run `make lab` there (it installs the package "
+            "from the checkout)",
+        )
+    return root
+
+
+def _tool_path(name: str) -> str | None:
+    """A command from this environment's bin folder first (hadolint, kubectl), else PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else shutil.which(name)
+
+
+def _quiet(command: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess | None:
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def docker_engine(timeout_s: float = 15) -> Tool:
+    """Whether a Docker engine answers the ``docker`` command here."""
+    name = "Docker engine"
+    docker = shutil.which("docker")
+    if docker is None:
+        return Tool(name, False, "the docker command is not installed")
+    result = _quiet([docker, "version", "--format", "{{.Server.Version}}"], timeout_s)
+    if result is None or result.returncode != 0 or not result.stdout.strip():
+        return Tool(
+            name,
+            False,
+            "docker is installed but no engine answers: start Docker Desktop, "
+            "or `sudo systemctl start docker`",
+        )
+    return Tool(name, True, f"Docker Engine {result.stdout.strip()}")
+
+
+def docker_image_present(image: str, timeout_s: float = 15) -> bool:
+    """Whether ``image`` is already on this machine's Docker engine (no pull)."""
+    result = _quiet(["docker", "image", "inspect", image], timeout_s)
+    return result is not None and result.returncode == 0
+
+
+def kube_context(timeout_s: float = 15) -> Tool:
+    """Whether kubectl has a current context whose API server answers."""
+    name = "Kubernetes cluster"
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        return Tool(name, False, "kubectl is not installed")
+    context = _quiet([kubectl, "config", "current-context"], timeout_s)
+    if context is None or context.returncode != 0:
+        return Tool(
+            name, False, "kubectl has no current context: create a cluster (scripts/cluster.sh)"
+        )
+    context_name = context.stdout.strip()
+    server = _quiet([kubectl, "version", "-o", "json", "--request-timeout=10s"], timeout_s)
+    if server is None or server.returncode != 0 or "serverVersion" not in server.stdout:
+        return Tool(name, False, f"context {context_name!r} does not answer: is the cluster up?")
+    version = json.loads(server.stdout)["serverVersion"]["gitVersion"]
+    return Tool(name, True, f"context {context_name!r}, Kubernetes {version}")
+
+
+def kfp_host(host: str, timeout_s: float = 10) -> Tool:
+    """Whether a Kubeflow Pipelines API answers at ``host`` (empty: none was given)."""
+    name = "Kubeflow Pipelines"
+    if not host:
+        return Tool(
+            name,
+            False,
+            "no host given: set the notebook's kfp_host parameter, e.g. http://localhost:8080 "
+            "after `kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80`",
+        )
+    import requests
+
+    url = f"{host.rstrip('/')}/apis/v2beta1/healthz"
+    try:
+        response = requests.get(url, timeout=timeout_s)
+    except requests.RequestException as exc:
+        return Tool(name, False, f"nothing answered at {url}: {type(exc).__name__}")
+    if response.status_code != 200:
+        return Tool(name, False, f"{url} answered {response.status_code}")
+    return Tool(name, True, f"API at {host}")
+
+
+def sh(
+    command: str,
+    *,
+    run: bool = True,
+    why_not: str = "",
+    cwd: str | os.PathLike[str] | None = None,
+    timeout_s: float = 900,
+    check: bool = True,
+) -> str | None:
+    """Shows a shell command and, when ``run`` is true, runs it and prints its output.
+
+    Args:
+        command: The command as a learner would type it.
+        run: Run it here; when false, only show it (with ``why_not``).
+        why_not: Why it is not run here, e.g. the answer of ``docker_engine()``.
+        cwd: Folder to run it in (default: the repository's root).
+        timeout_s: Seconds before the command is stopped.
+        check: Raise when the command fails.
+
+    Returns:
+        Its standard output, or None when it was only shown.
+
+    Raises:
+        CommandError: The command failed (its output is quoted).
+    """
+    print(f"$ {command}")
+    if not run:
+        print(f"  (shown, not run here: {why_not})" if why_not else "  (shown, not run here)")
+        return None
+    result = subprocess.run(
+        command,
+        shell=True,
+        cwd=cwd or project_root(),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    output = (result.stdout + result.stderr).rstrip()
+    if output:
+        print(output)
+    if check and result.returncode != 0:
+        raise CommandError(
+            f"`{command}` failed with exit status {result.returncode}",
+            "read its output above; rerun the cell once the cause is fixed",
+        )
+    return result.stdout
+
+
+def lint_dockerfiles(*paths: str | os.PathLike[str]) -> list[str]:
+    """Lints Dockerfiles with hadolint: its findings, one line each (empty: clean)."""
+    hadolint = _tool_path("hadolint")
+    if hadolint is None:
+        raise ConfigError("hadolint is not installed", "run `make setup` (it installs hadolint)")
+    result = subprocess.run(
+        [hadolint, "--format", "json", *map(os.fspath, paths)], capture_output=True, text=True
+    )
+    if result.returncode not in (0, 1) or not result.stdout.strip().startswith("["):
+        raise CommandError(f"hadolint failed: {result.stderr.strip()}", "check the paths given")
+    return [
+        f"{f['file']}:{f['line']} {f['code']} {f['level']}: {f['message']}"
+        for f in json.loads(result.stdout)
+    ]
+
+
+def validate_manifests(*paths: str | os.PathLike[str]) -> list[str]:
+    """Checks Kubernetes manifests against the API's schema, offline and strictly.
+
+    Returns:
+        One line per resource, e.g. ``deployment/nginx-server: valid``.
+
+    Raises:
+        CommandError: A resource does not match the schema (each problem is quoted).
+    """
+    validate = _tool_path("kubernetes-validate")
+    if validate is None:
+        raise ConfigError(
+            "kubernetes-validate is not installed", "run `make setup` (it installs it)"
+        )
+    result = subprocess.run(
+        [validate, "--strict", *map(os.fspath, paths)], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise CommandError(
+            f"the manifests do not match the Kubernetes schema:\n{result.stdout}{result.stderr}",
+            "fix the fields named above",
+        )
+    lines = []
+    for line in result.stdout.splitlines():
+        # INFO <file> passed for resource <kind>/<name> against version 1.37
+        words = line.split()
+        if "passed" in words:
+            lines.append(f"{words[words.index('resource') + 1]}: valid")
+    return lines
