@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import sys
-import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -207,9 +206,7 @@ def _cmd_trial(args: argparse.Namespace, extra: Sequence[str]) -> None:
 
 
 def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> None:
-    import shlex
-
-    from crypto_pipeline.pipeline import PIPELINE_NAME, format_summary, run_local, summarize
+    from crypto_pipeline.pipeline import PIPELINE_NAME, format_summary, run_config
 
     defaults = PipelineConfig()
     config = PipelineConfig(
@@ -221,38 +218,13 @@ def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> None:
         ),
         train=TrainConfig(epochs=args.epochs or defaults.train.epochs, seed=args.seed),
     )
-    root = Path(config.pipeline_root).resolve()
-    arguments = {
-        "source_uri": config.source_uri,
-        "coin": config.transform.coin,
-        "date_format": config.transform.date_format,
-        "split": str(config.transform.split),
-        "beam_args": shlex.join(config.transform.beam_args),
-        "trials": config.tune.trials,
-        "tune_epochs": config.tune.epochs,
-        "train_epochs": config.train.epochs,
-        "seed": config.tune.seed,
-        "registry_uri": str(root / "models"),
-        "deploy_target": "local",
-    }
-    print(f"running the {PIPELINE_NAME} pipeline locally (kfp.local), artifacts in {root}")
-    started = time.perf_counter()
-    try:
-        run = run_local(arguments, root, enable_caching=not args.no_cache)
-    except RuntimeError as exc:  # kfp.local: a task failed; its log says why
-        raise PipelineError(
-            str(exc).strip().splitlines()[0],
-            f"read the failing step's output in the newest {root}/.*.log or "
-            "run that step alone (crypto-pipeline <step> --help)",
-        ) from None
-    summary = summarize(run, time.perf_counter() - started)
-    (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    latest = root / "latest"
-    if latest.is_symlink() or latest.exists():
-        latest.unlink()
-    latest.symlink_to(run.run_dir.name)
+    print(
+        f"running the {PIPELINE_NAME} pipeline locally (kfp.local), "
+        f"artifacts in {Path(config.pipeline_root).resolve()}"
+    )
+    summary = run_config(config, enable_caching=not args.no_cache)
     print(format_summary(summary))
-    print(f"summary    {run.run_dir / 'summary.json'} ({latest} points at this run)")
+    print(f"summary    {summary['run_dir']}/summary.json ({summary['latest']} points at this run)")
 
 
 def _cmd_compile(args: argparse.Namespace, extra: Sequence[str]) -> None:

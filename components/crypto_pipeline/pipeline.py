@@ -19,6 +19,7 @@ import io
 import json
 import os
 import re
+import shlex
 import sys
 import time
 import warnings
@@ -30,7 +31,8 @@ from typing import Any, NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
-from crypto_pipeline.config import DEFAULT_REGISTRY, DEFAULT_TAG
+from crypto_pipeline.config import DEFAULT_REGISTRY, DEFAULT_TAG, PipelineConfig
+from crypto_pipeline.errors import PipelineError
 from crypto_pipeline.report import comparison_lines
 
 PIPELINE_NAME = "crypto-pipeline"
@@ -503,6 +505,53 @@ def run_local(
     cache_hits = [step for step in STEPS if step not in progress.durations]
     durations = {step: round(progress.durations.get(step, 0.0), 3) for step in STEPS}
     return LocalRun(run_dir, dict(task.outputs), durations, cache_hits, final_log)
+
+
+def run_config(config: PipelineConfig, enable_caching: bool = True) -> dict[str, Any]:
+    """Runs the whole pipeline locally as ``config`` says; what `crypto-pipeline run` does.
+
+    Writes ``summary.json`` into the run folder and points ``<pipeline_root>/latest`` at it.
+
+    Args:
+        config: The source, the pipeline root and every step's settings.
+        enable_caching: Reuse the outputs of unchanged steps.
+
+    Returns:
+        The summary (see ``summarize``), with ``latest`` added.
+
+    Raises:
+        PipelineError: A step failed; the fix says where its log is.
+    """
+    root = Path(config.pipeline_root).resolve()
+    arguments = {
+        "source_uri": config.source_uri,
+        "coin": config.transform.coin,
+        "date_format": config.transform.date_format,
+        "split": str(config.transform.split),
+        "beam_args": shlex.join(config.transform.beam_args),
+        "trials": config.tune.trials,
+        "tune_epochs": config.tune.epochs,
+        "train_epochs": config.train.epochs,
+        "seed": config.tune.seed,
+        "registry_uri": str(root / "models"),
+        "deploy_target": "local",
+    }
+    started = time.perf_counter()
+    try:
+        run = run_local(arguments, root, enable_caching=enable_caching)
+    except RuntimeError as exc:  # kfp.local: a task failed; its log says why
+        raise PipelineError(
+            str(exc).strip().splitlines()[0],
+            f"read the failing step's output in the newest {root}/.*.log or "
+            "run that step alone (crypto-pipeline <step> --help)",
+        ) from None
+    summary = summarize(run, time.perf_counter() - started)
+    (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    latest = root / "latest"
+    if latest.is_symlink() or latest.exists():
+        latest.unlink()
+    latest.symlink_to(run.run_dir.name)
+    return {**summary, "latest": str(latest)}
 
 
 def summarize(run: LocalRun, total_s: float) -> dict[str, Any]:
