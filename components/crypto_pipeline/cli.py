@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from crypto_pipeline.config import (
     TrainConfig,
     TransformConfig,
     TuneConfig,
+    tensorflow_environment,
 )
 from crypto_pipeline.errors import ConfigError, PipelineError
 from crypto_pipeline.hyperparameters import SEARCH_SPACE
@@ -542,11 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.ERROR, format="%(levelname)s %(message)s"
     )
-    # Read before TensorFlow loads: oneDNN's reordered float operations would make runs
-    # differ in the last digits, and TensorFlow's C++ start-up logs are noise here.
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    if not args.verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    tensorflow_environment(verbose=args.verbose)
     try:
         args.func(args, extra)
     except PipelineError as exc:

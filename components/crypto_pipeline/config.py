@@ -1,11 +1,13 @@
 """The pipeline's settings: one typed object with safe offline defaults.
 
 Command-line flags, notebook parameters and (later) pipeline parameters map onto these
-dataclasses; environment variables are read only at entry points, never here.
+dataclasses; environment variables are read only at entry points, never here (they
+call ``tensorflow_environment`` before TensorFlow loads).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from crypto_pipeline.errors import ConfigError
@@ -150,3 +152,16 @@ class PipelineConfig:
     transform: TransformConfig = field(default_factory=TransformConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def tensorflow_environment(verbose: bool = False) -> None:
+    """Sets TensorFlow's environment; entry points call it before TensorFlow loads.
+
+    oneDNN's reordered float operations would make runs differ in the last digits, so
+    they are off (the same seed gives the same metrics from the command line, the tests,
+    the notebooks and the pipeline's components); and TensorFlow's C++ start-up logs are
+    silenced unless ``verbose``. Values already in the environment win.
+    """
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +134,64 @@ def kfp_host(host: str, timeout_s: float = 10) -> Tool:
     if response.status_code != 200:
         return Tool(name, False, f"{url} answered {response.status_code}")
     return Tool(name, True, f"API at {host}")
+
+
+def registry(host: str, timeout_s: float = 5) -> Tool:
+    """Whether a container registry (Docker's registry API v2) answers at ``host``."""
+    import requests
+
+    name = f"Registry {host}"
+    url = f"http://{host}/v2/"
+    try:
+        response = requests.get(url, timeout=timeout_s)
+    except requests.RequestException:
+        return Tool(
+            name,
+            False,
+            f"nothing answers at {url}: start one with "
+            f"`docker run -d -p 127.0.0.1:{host.rsplit(':', 1)[-1]}:5000 --name registry "
+            "registry:3`",
+        )
+    if response.status_code not in (200, 401):  # 401: it answers, and wants a login
+        return Tool(name, False, f"{url} answered {response.status_code}, not a registry")
+    return Tool(name, True, f"registry API v2 at {host}")
+
+
+def wait_for_http(url: str, timeout_s: float = 60) -> str:
+    """Fetches ``url`` once it answers (a container that is still starting); its body.
+
+    Raises:
+        TimeoutError: Nothing answered with a success within ``timeout_s``.
+    """
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            response = requests.get(url, timeout=2)
+            if response.ok:
+                return response.text
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer within {timeout_s:.0f} s")
+        time.sleep(0.5)
+
+
+def manifest_objects(path: str | os.PathLike[str]) -> list[dict[str, str]]:
+    """The objects a Kubernetes manifest file declares: kind, apiVersion, name, namespace."""
+    import yaml
+
+    return [
+        {
+            "kind": doc["kind"],
+            "apiVersion": doc["apiVersion"],
+            "name": doc["metadata"]["name"],
+            "namespace": doc["metadata"].get("namespace", ""),
+        }
+        for doc in yaml.safe_load_all(Path(path).read_text())
+        if doc
+    ]
 
 
 def sh(

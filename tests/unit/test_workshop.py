@@ -101,3 +101,24 @@ def test_validate_manifests_lists_resources_and_refuses_bad_ones(tmp_path):
     )
     with pytest.raises(CommandError, match="do not match the Kubernetes schema"):
         workshop.validate_manifests(bad)
+
+
+def test_registry_and_wait_for_http(httpserver):
+    host = httpserver.url_for("/").removeprefix("http://").rstrip("/")
+    httpserver.expect_request("/v2/").respond_with_json({})
+    assert workshop.registry(host)
+    assert "start one with" in workshop.registry("127.0.0.1:9", timeout_s=2).detail
+    httpserver.expect_request("/page").respond_with_data("hello")
+    assert workshop.wait_for_http(httpserver.url_for("/page"), timeout_s=5) == "hello"
+    with pytest.raises(TimeoutError, match="did not answer within 1 s"):
+        workshop.wait_for_http("http://127.0.0.1:9/", timeout_s=1)
+
+
+def test_manifest_objects_lists_what_the_intro_deploys():
+    path = workshop.project_root() / "kubernetes-intro" / "deployment.yaml"
+    assert [(o["kind"], o["name"]) for o in workshop.manifest_objects(path)] == [
+        ("Namespace", "poets"),
+        ("Deployment", "nginx-server"),
+        ("Service", "nginx-server"),
+        ("NetworkPolicy", "nginx-server"),
+    ]
