@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 UV_VERSION := 0.13.9
 
-.PHONY: help setup pipeline serve compile test test-containers security-scan lint format bench bench-serving sample lock clean
+.PHONY: help setup pipeline serve compile notebooks lab test test-containers security-scan lint format bench bench-serving sample lock clean
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -30,10 +30,16 @@ serve: setup  ## serve the latest run's model on http://127.0.0.1:8080 (KServe V
 compile: setup  ## regenerate crypto_pipeline.yaml, the pipeline for Kubeflow Pipelines
 	$(BIN)/crypto-pipeline compile -o crypto_pipeline.yaml
 
-test: lint security-scan  ## lint, scan, then run every test
+notebooks: setup  ## execute every notebook headless (papermill, quick settings) into notebooks/executed/
+	$(BIN)/python scripts/run_notebooks.py
+
+lab: setup  ## open JupyterLab on the notebooks, with the project's environment as the kernel
+	$(BIN)/jupyter lab --ServerApp.root_dir=. notebooks/01-introduction.ipynb
+
+test: lint security-scan  ## lint, scan, then run every test and validate the notebooks (nbval)
 	$(BIN)/pytest
 
-test-containers:  ## build every Dockerfile against local stand-in bases and run each image (root; ~10 min)
+test-containers: setup  ## build every Dockerfile against local stand-in bases and run each image (root; ~10 min)
 	bash scripts/test_containers.sh
 
 CHECKOV := .tools/checkov/bin/checkov
@@ -48,14 +54,16 @@ security-scan: $(CHECKOV)  ## checkov over the Kubernetes manifests and every Do
 	$(CHECKOV) --skip-download --compact --quiet --framework dockerfile \
 	  $$(git ls-files '*Dockerfile' | sed 's/^/-f /')
 
-lint: setup  ## ruff lint and format check; environment.yml matches the lock
+lint: setup  ## ruff (code and notebooks); notebooks hold only checked outputs; environment.yml current
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/clean_notebooks.py --check
 	$(BIN)/python scripts/render_environment.py --check
 
-format: setup  ## apply ruff's fixes and formatting
+format: setup  ## apply ruff's fixes and formatting; keep only the checked outputs in notebooks
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+	$(BIN)/python scripts/clean_notebooks.py
 
 bench: setup  ## benchmark the Beam transform against pandas on 1,000,000 rows
 	$(BIN)/python scripts/bench_transform.py

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from crypto_pipeline.config import TrainConfig, tensorflow_environment
+from crypto_pipeline.config import TrainConfig, runtime_environment
 from crypto_pipeline.sample_data import SAMPLE_PATH
 from crypto_pipeline.schema import COLUMNS
 
@@ -84,7 +84,7 @@ def days(n: int, start: str = "2013-04-28") -> list[str]:
 
 def pytest_configure(config):
     """TensorFlow settings the command line also sets: deterministic, quiet."""
-    tensorflow_environment()
+    runtime_environment()
 
 
 def strict_schema(node):

@@ -25,7 +25,7 @@ from crypto_pipeline.config import (
     TrainConfig,
     TransformConfig,
     TuneConfig,
-    tensorflow_environment,
+    runtime_environment,
 )
 from crypto_pipeline.errors import ConfigError, PipelineError
 from crypto_pipeline.hyperparameters import SEARCH_SPACE
@@ -542,7 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.ERROR, format="%(levelname)s %(message)s"
     )
-    tensorflow_environment(verbose=args.verbose)
+    runtime_environment(verbose=args.verbose)
     try:
         args.func(args, extra)
     except PipelineError as exc:

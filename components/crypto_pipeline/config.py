@@ -2,11 +2,12 @@
 
 Command-line flags, notebook parameters and (later) pipeline parameters map onto these
 dataclasses; environment variables are read only at entry points, never here (they
-call ``tensorflow_environment`` before TensorFlow loads).
+call ``runtime_environment`` before TensorFlow loads).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 
@@ -154,14 +155,18 @@ class PipelineConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def tensorflow_environment(verbose: bool = False) -> None:
-    """Sets TensorFlow's environment; entry points call it before TensorFlow loads.
+def runtime_environment(verbose: bool = False) -> None:
+    """Settings for TensorFlow and Beam; entry points call it before TensorFlow loads.
 
     oneDNN's reordered float operations would make runs differ in the last digits, so
     they are off (the same seed gives the same metrics from the command line, the tests,
-    the notebooks and the pipeline's components); and TensorFlow's C++ start-up logs are
-    silenced unless ``verbose``. Values already in the environment win.
+    the notebooks and the pipeline's components). Unless ``verbose``, TensorFlow's C++
+    start-up logs and its Python INFO lines are silenced, and so is Beam's hint about
+    its interactive extras, printed whenever Beam runs inside Jupyter. Values already in
+    the environment win.
     """
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     if not verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        for logger in ("tensorflow", "apache_beam.runners.interactive"):
+            logging.getLogger(logger).setLevel(logging.ERROR)

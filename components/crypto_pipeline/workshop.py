@@ -39,6 +39,11 @@ class Tool:
     def __bool__(self) -> bool:
         return self.available
 
+    @property
+    def missing(self) -> str:
+        """Why a command that needs this tool is only shown (its probe says more)."""
+        return f"no {self.name} here"
+
     def __str__(self) -> str:
         return f"{self.name}: {'available' if self.available else 'not available'} ({self.detail})"
 

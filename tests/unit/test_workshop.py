@@ -33,6 +33,7 @@ def test_docker_engine_absent_installed_but_stopped_and_running(bare_path):
     running = workshop.docker_engine()
     assert running and running.detail == "Docker Engine 27.5.1"
     assert str(running) == "Docker engine: available (Docker Engine 27.5.1)"
+    assert stopped.missing == "no Docker engine here"
 
 
 def test_kube_context_needs_a_context_and_an_answering_server(bare_path):

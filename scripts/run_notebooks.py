@@ -1,0 +1,91 @@
+"""Executes the numbered notebooks headless with papermill; keeps the executed copies.
+
+    .venv/bin/python scripts/run_notebooks.py                 # every notebook, quick settings
+    .venv/bin/python scripts/run_notebooks.py --full          # their own (full) defaults
+    .venv/bin/python scripts/run_notebooks.py --only 02 -p require_docker=True
+
+Each notebook gets only the parameters its `parameters` cell declares. The executed
+copies go to notebooks/executed/ (not committed); the time of each notebook and the total
+are printed. Exits non-zero when a cell fails, naming the notebook and its executed copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+import time
+from pathlib import Path
+
+import papermill
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+EXECUTED = NOTEBOOKS / "executed"
+QUICK = {"trials": 3, "tune_epochs": 10, "train_epochs": 30}
+"""Settings for a quick run of notebook 06 (its defaults are the full tutorial's)."""
+
+
+def parameter(text: str) -> tuple[str, object]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return name, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return name, value  # a plain string
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--full", action="store_true", help="the notebooks' own defaults")
+    parser.add_argument(
+        "--only", action="append", default=[], help="notebooks whose name starts so"
+    )
+    parser.add_argument("-p", dest="parameters", action="append", default=[], type=parameter)
+    args = parser.parse_args()
+
+    overrides = ({} if args.full else QUICK) | dict(args.parameters)
+    notebooks = sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
+    if args.only:
+        notebooks = [nb for nb in notebooks if nb.name.startswith(tuple(args.only))]
+    if not notebooks:
+        print(f"no notebook matches {args.only}", file=sys.stderr)
+        return 2
+    declared = {nb: set(papermill.inspect_notebook(str(nb))) for nb in notebooks}
+    unknown = set(dict(args.parameters)).difference(*declared.values())
+    if unknown:
+        print(f"no selected notebook has the parameter(s) {sorted(unknown)}", file=sys.stderr)
+        return 2
+    EXECUTED.mkdir(exist_ok=True)
+    timings = []
+    for notebook in notebooks:
+        given = {k: v for k, v in overrides.items() if k in declared[notebook]}
+        output = EXECUTED / notebook.name
+        print(f"{notebook.name} {given or ''}", flush=True)
+        started = time.perf_counter()
+        try:
+            papermill.execute_notebook(
+                str(notebook),
+                str(output),
+                parameters=given,
+                kernel_name="python3",
+                cwd=str(NOTEBOOKS),
+                progress_bar=False,
+            )
+        except papermill.PapermillExecutionError as exc:
+            print(
+                f"error: {notebook.name} failed in cell {exc.exec_count}: {exc.ename}: "
+                f"{exc.evalue}\n  fix: read the failing cell in {output.relative_to(ROOT)}",
+                file=sys.stderr,
+            )
+            return 1
+        timings.append((notebook.name, time.perf_counter() - started))
+        print(f"  done in {timings[-1][1]:.1f} s -> {output.relative_to(ROOT)}", flush=True)
+    total = sum(seconds for _, seconds in timings)
+    print(f"{len(timings)} notebook(s) executed in {total:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
