@@ -7,6 +7,9 @@
 # (python:3.11-slim-bookworm, alpine:3.22, nginxinc/nginx-unprivileged:1.28-alpine). On a
 # normal machine the real bases are pulled and none of this is needed.
 #
+# Notebook 02 then runs top to bottom against the engine (require_docker=True), so its
+# Docker cells run for real; it needs the project's .venv (`make test-containers` makes it).
+#
 # Usage: scripts/test_containers.sh [--skip-tensorflow]
 #   --skip-tensorflow  leave out the train and serve images (the slow TensorFlow builds)
 # Needs root (dockerd, debootstrap). Starts dockerd when none runs and stops it at the end;
@@ -158,6 +161,19 @@ check_nginx() {
   fi
 }
 
+check_docker_notebook() {  # notebook 02 top to bottom, every Docker command for real
+  local port log="$WORK/notebook-02.log"
+  port=$(free_port)
+  containers+=(poets-nginx)
+  if "$ROOT/.venv/bin/python" "$ROOT/scripts/run_notebooks.py" --only 02 \
+    -p require_docker=True -p nginx_port="$port" > "$log" 2>&1; then
+    pass "notebooks/02-docker.ipynb ran with the engine: $(tail -1 "$log")"
+  else
+    fail "notebooks/02-docker.ipynb with the engine; see $log"
+    tail -15 "$log" >&2
+  fi
+}
+
 check_component() {  # check_component IMAGE COMMAND EXPECTED: run COMMAND with /out shared
   local image="$IMAGES/$1:$TAG" out
   build "$image" "$ROOT/components/$1/Dockerfile" "$ROOT" || return 0
@@ -212,6 +228,7 @@ make_standins
 say "docker-intro"
 check_hello_world
 check_nginx
+check_docker_notebook
 
 say "pipeline component images (each runs its step; /out is shared between them)"
 rm -rf "$WORK/shared" && mkdir -p "$WORK/shared" && chmod 777 "$WORK/shared"

@@ -207,6 +207,7 @@ def sh(
     cwd: str | os.PathLike[str] | None = None,
     timeout_s: float = 900,
     check: bool = True,
+    capture: bool = False,
 ) -> str | None:
     """Shows a shell command and, when ``run`` is true, runs it and prints its output.
 
@@ -217,9 +218,10 @@ def sh(
         cwd: Folder to run it in (default: the repository's root).
         timeout_s: Seconds before the command is stopped.
         check: Raise when the command fails.
+        capture: Return its standard output too (a notebook cell shows nothing more).
 
     Returns:
-        Its standard output, or None when it was only shown.
+        With ``capture``, its standard output (None when it was only shown); else None.
 
     Raises:
         CommandError: The command failed (its output is quoted).
@@ -244,7 +246,7 @@ def sh(
             f"`{command}` failed with exit status {result.returncode}",
             "read its output above; rerun the cell once the cause is fixed",
         )
-    return result.stdout
+    return result.stdout if capture else None
 
 
 def lint_dockerfiles(*paths: str | os.PathLike[str]) -> list[str]:

@@ -70,11 +70,13 @@ def test_kfp_host_empty_unreachable_failing_and_healthy(httpserver):
 def test_sh_shows_runs_and_fails_loudly(capsys, tmp_path):
     assert workshop.sh("echo hello", run=False, why_not="no engine") is None
     assert capsys.readouterr().out == "$ echo hello\n  (shown, not run here: no engine)\n"
-    assert workshop.sh("echo hello", cwd=tmp_path) == "hello\n"
+    assert workshop.sh("echo hello", cwd=tmp_path) is None
     assert capsys.readouterr().out == "$ echo hello\nhello\n"
+    assert workshop.sh("echo hello", cwd=tmp_path, capture=True) == "hello\n"
+    assert workshop.sh("echo hello", run=False, capture=True) is None
     with pytest.raises(CommandError, match="`exit 3` failed with exit status 3"):
         workshop.sh("exit 3", cwd=tmp_path)
-    assert workshop.sh("echo oops >&2; exit 3", cwd=tmp_path, check=False) == ""
+    assert workshop.sh("echo oops >&2; exit 3", cwd=tmp_path, check=False, capture=True) == ""
     assert "oops" in capsys.readouterr().out
 
 

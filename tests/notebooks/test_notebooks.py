@@ -1,0 +1,128 @@
+"""The notebooks' shape (numbered, thin, one parameters cell, clean) and nbval's teeth.
+
+nbval itself runs every notebook as part of `make test` (see pyproject's addopts); these
+tests check what nbval cannot, and prove that a broken notebook does fail under nbval.
+"""
+
+import ast
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
+SANITIZE = ROOT / "notebooks" / "nbval-sanitize.cfg"
+CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
+
+
+def read(path):
+    return nbformat.read(path, as_version=4)
+
+
+def code_cells(path):
+    return [c for c in read(path).cells if c.cell_type == "code"]
+
+
+def test_notebooks_are_numbered_in_order_and_the_readme_maps_them():
+    assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(1, len(NOTEBOOKS) + 1)]
+    assert len(NOTEBOOKS) == 6
+    readme = (ROOT / "README.md").read_text()
+    for path in NOTEBOOKS:
+        assert f"notebooks/{path.name}" in readme, f"the README does not map {path.name}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_one_parameters_cell_of_plain_values(path):
+    tagged = [c for c in code_cells(path) if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: {len(tagged)} cells tagged parameters"
+    for statement in ast.parse(tagged[0].source).body:
+        assert isinstance(statement, ast.Assign), ast.unparse(statement)
+        ast.literal_eval(statement.value)  # a literal: papermill can override it
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_thin_no_functions_or_classes(path):
+    for cell in code_cells(path):
+        for node in ast.walk(ast.parse(cell.source)):
+            assert not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef), (
+                f"{path.name} defines {node.name}: move it into the package"
+            )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_outputs_only_in_checked_cells(path):
+    checked = 0
+    for cell in code_cells(path):
+        if cell.source.startswith(CHECK_MARKER):
+            checked += 1
+            assert cell.outputs and cell.execution_count, f"unrun checked cell:\n{cell.source}"
+        else:
+            assert not cell.outputs and cell.execution_count is None, cell.source
+    assert checked >= 1, f"{path.name} checks no output"
+    result = subprocess.run(
+        [sys.executable, ROOT / "scripts" / "clean_notebooks.py", "--check", path],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def nbval(path) -> tuple[int, str]:
+    """Runs nbval on one notebook as `make test` does; its exit status and plain output."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--nbval-lax",
+            "--nbval-current-env",
+            f"--nbval-sanitize-with={SANITIZE}",
+            "-q",
+            path,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=path.parent,
+        timeout=300,
+    )
+    return result.returncode, re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)
+
+
+@pytest.fixture
+def kubernetes_copy(tmp_path):
+    copy = tmp_path / "03-kubernetes.ipynb"
+    shutil.copy(ROOT / "notebooks" / copy.name, copy)
+    return copy
+
+
+def test_nbval_passes_an_intact_copy(kubernetes_copy):
+    status, output = nbval(kubernetes_copy)
+    assert status == 0, output[-3000:]
+
+
+def test_nbval_fails_a_copy_whose_checked_output_is_wrong(kubernetes_copy):
+    text = kubernetes_copy.read_text()
+    assert text.count("deployment/nginx-server: valid") == 1
+    kubernetes_copy.write_text(
+        text.replace("deployment/nginx-server: valid", "deployment/x: valid")
+    )
+    status, output = nbval(kubernetes_copy)
+    assert status == 1, output[-3000:]
+    assert "1 failed" in output
+    assert "deployment/x: valid" in output  # nbval shows the expected and the actual output
+
+
+def test_nbval_fails_a_copy_with_a_failing_cell(kubernetes_copy):
+    notebook = read(kubernetes_copy)
+    notebook.cells.insert(3, nbformat.v4.new_code_cell('assert cluster is None, "broken"'))
+    nbformat.write(notebook, kubernetes_copy)
+    status, output = nbval(kubernetes_copy)
+    assert status == 1
+    assert "AssertionError: broken" in output
