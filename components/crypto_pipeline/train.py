@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -288,6 +289,11 @@ def train(
 def _export(serving, model_dir: Path, meta: dict[str, Any]) -> None:
     """Exports the SavedModel next to its final place, then swaps it in."""
     staging = model_dir.with_name(f".{model_dir.name}.staging-{uuid.uuid4().hex[:8]}")
+    # TensorFlow logs "Assets written to: <staging>" at INFO despite verbose=False, and
+    # sets its logger to INFO itself inside Jupyter: quiet it for the export only.
+    tf_logger = logging.getLogger("tensorflow")
+    level = tf_logger.level
+    tf_logger.setLevel(max(level, logging.WARNING))
     try:
         serving.export(str(staging), format="tf_saved_model", verbose=False)
         (staging / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -295,6 +301,7 @@ def _export(serving, model_dir: Path, meta: dict[str, Any]) -> None:
             shutil.rmtree(model_dir)
         os.replace(staging, model_dir)
     finally:
+        tf_logger.setLevel(level)
         if staging.exists():
             shutil.rmtree(staging)
 
