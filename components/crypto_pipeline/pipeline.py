@@ -343,9 +343,9 @@ def compiled_tasks(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     """The tasks of a compiled pipeline (IR YAML), as Kubeflow Pipelines will see them.
 
     Returns:
-        One row per task, groups before their members: ``task``, ``inside`` (the
-        condition group holding it), ``runs if`` (its trigger condition), ``after``
-        (the tasks it waits for) and ``image``.
+        One row per task, each after the tasks it waits for and every group before its
+        members: ``task``, ``inside`` (the condition group holding it), ``runs if`` (its
+        trigger condition), ``after`` (the tasks it waits for) and ``image``.
     """
     import yaml
 
@@ -353,8 +353,19 @@ def compiled_tasks(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     executors = spec.get("deploymentSpec", {}).get("executors", {})
     rows: list[dict[str, str]] = []
 
+    def in_order(tasks: dict[str, Any]) -> list[str]:
+        """Each task after the tasks it waits for (the IR lists them by name)."""
+        pending, done = dict(sorted(tasks.items())), []
+        while pending:
+            ready = (n for n, t in pending.items() if set(t.get("dependentTasks", [])) <= {*done})
+            done.append(next(ready, next(iter(pending))))
+            del pending[done[-1]]
+        return done
+
     def walk(dag: dict[str, Any], inside: str) -> None:
-        for name, task in dag.get("tasks", {}).items():
+        tasks = dag.get("tasks", {})
+        for name in in_order(tasks):
+            task = tasks[name]
             component = spec["components"][task["componentRef"]["name"]]
             executor = executors.get(component.get("executorLabel", ""), {})
             condition = task.get("triggerPolicy", {}).get("condition", "")

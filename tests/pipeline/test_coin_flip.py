@@ -52,5 +52,8 @@ def test_compiled_crypto_pipeline_tasks_and_images():
     rows = compiled_tasks(project_root() / "crypto_pipeline.yaml")
     by_task = {row["task"]: row for row in rows}
     assert set(by_task) == {f"{s}-step" for s in ("ingest", "transform", "tune", "train", "deploy")}
+    assert [row["task"] for row in rows] == [
+        f"{s}-step" for s in ("ingest", "transform", "tune", "train", "deploy")
+    ]
     assert by_task["train-step"]["after"] == "transform-step, tune-step"
     assert by_task["tune-step"]["image"].endswith("/train:0.1.0")
