@@ -47,7 +47,7 @@ def main() -> int:
         url = f"{base}/v1/models/crypto:predict"
         rng = np.random.default_rng(0)
         bodies = []
-        for _ in range(args.requests):
+        for _ in range(max(args.requests, 1000)):  # the big request takes the first 1,000
             low = float(rng.uniform(50, 60000))
             high = low * float(1 + rng.uniform(0, 0.1))
             bodies.append({"instances": [[float(rng.uniform(low, high)), high, low]]})
