@@ -6,13 +6,14 @@
 # Usage: scripts/build_images.sh [--push] [--dry-run]
 #   REGISTRY  default localhost:5001/kubeflow-for-poets (a local registry beside kind)
 #   TAG       default 0.1.0
+#   IMAGES    default "ingest transform train serve"
 #   --push    push each image after building it (log in to the registry first)
 #   --dry-run print the commands without running them
 set -euo pipefail
 
 REGISTRY="${REGISTRY:-localhost:5001/kubeflow-for-poets}"
 TAG="${TAG:-0.1.0}"
-IMAGES=(ingest transform train serve)
+read -r -a IMAGES <<< "${IMAGES:-ingest transform train serve}"
 push=0
 dry_run=0
 
@@ -21,7 +22,7 @@ for arg in "$@"; do
     --push) push=1 ;;
     --dry-run) dry_run=1 ;;
     -h | --help)
-      sed -n '2,12p' "$0"
+      sed -n '2,13p' "$0"
       exit 0
       ;;
     *)

@@ -10,6 +10,20 @@
 # Notebook 02 then runs top to bottom against the engine (require_docker=True), so its
 # Docker cells run for real; it needs the project's .venv (`make test-containers` makes it).
 #
+# The step images then go where a cluster gets them: a real OCI registry on localhost:5001
+# (Debian's docker-registry, started and stopped here): pushed, the local tags removed,
+# pulled back. The whole pipeline then runs with kfp.local's DockerRunner, every step in
+# its image as the image's user (like a pod), and its metrics are compared with a
+# subprocess run of the same seed. The serve image then answers as KServe runs it: the
+# arguments of the InferenceService that run wrote, the model mounted at /mnt/models.
+#
+# The step images then go where a cluster gets them: a real OCI registry on localhost:5001
+# (Debian's docker-registry, started and stopped here), pushed, the local tags removed,
+# pulled back. The whole pipeline then runs with kfp.local's DockerRunner, every step in
+# its image as the image's user (like a pod), and its metrics are compared with a
+# subprocess run of the same seed. The serve image then answers as KServe would run it:
+# the arguments of the InferenceService the run wrote, the model at /mnt/models.
+#
 # Usage: scripts/test_containers.sh [--skip-tensorflow]
 #   --skip-tensorflow  leave out the train and serve images (the slow TensorFlow builds)
 # Needs root (dockerd, debootstrap). Starts dockerd when none runs and stops it at the end;
@@ -21,10 +35,17 @@ WORK="$ROOT/.tools/containers"
 BASE=poets-standin/debian:bookworm
 IMAGES="kubeflow-for-poets"
 TAG=0.1.0
+REGISTRY_PORT=5001
+STEP_REGISTRY="localhost:$REGISTRY_PORT/$IMAGES"  # the names the compiled pipeline uses
+QUICK=(--trials 2 --epochs 8 --seed 42 --no-cache)  # the same run with both runners
+REGISTRY_PORT=5001
+STEP_REGISTRY="localhost:$REGISTRY_PORT/$IMAGES"  # the names the compiled pipeline uses
+QUICK=(--trials 2 --epochs 8 --seed 42 --no-cache)  # the same run in both runners
 skip_tf=0
 [[ "${1:-}" == "--skip-tensorflow" ]] && skip_tf=1
 
 started_dockerd=0
+registry_pid=""
 containers=()
 failures=0
 
@@ -39,6 +60,14 @@ cleanup() {
   for c in "${containers[@]}"; do
     docker rm -f "$c" > /dev/null 2>&1 || true
   done
+  if [[ -n "$registry_pid" ]]; then
+    say "stopping the registry on localhost:$REGISTRY_PORT"
+    kill "$registry_pid" 2> /dev/null || true
+  fi
+  if [[ -n "$registry_pid" ]]; then
+    say "stopping the registry on localhost:$REGISTRY_PORT"
+    kill "$registry_pid" 2> /dev/null || true
+  fi
   if [[ "$started_dockerd" == 1 ]]; then
     say "stopping the dockerd this script started"
     kill "$(cat "$WORK/dockerd.pid")" 2> /dev/null || true
@@ -58,6 +87,8 @@ install_tools() {
   local missing=()
   command -v dockerd > /dev/null || missing+=(docker.io)
   command -v debootstrap > /dev/null || missing+=(debootstrap)
+  command -v docker-registry > /dev/null || missing+=(docker-registry)
+  command -v docker-registry > /dev/null || missing+=(docker-registry)
   if ((${#missing[@]})); then
     say "installing ${missing[*]} from Debian's packages"
     apt-get update -qq
@@ -174,9 +205,67 @@ check_docker_notebook() {  # notebook 02 top to bottom, every Docker command for
   fi
 }
 
+start_registry() {  # Debian's docker-registry (distribution 2.8), as kind's local registry
+  if wget -q -O /dev/null "http://127.0.0.1:$REGISTRY_PORT/v2/" 2> /dev/null; then
+    echo "error: something answers on localhost:$REGISTRY_PORT already (a kind-registry?);" \
+      "stop it first (docker rm -f kind-registry)" >&2
+    exit 1
+  fi
+  rm -rf "$WORK/registry" && mkdir -p "$WORK/registry"
+  cat > "$WORK/registry/config.yml" << YAML
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: $WORK/registry/data
+http:
+  addr: 127.0.0.1:$REGISTRY_PORT
+YAML
+  docker-registry serve "$WORK/registry/config.yml" > "$WORK/registry/registry.log" 2>&1 &
+  registry_pid=$!
+  for _ in $(seq 1 30); do
+    if wget -q -O /dev/null "http://127.0.0.1:$REGISTRY_PORT/v2/" 2> /dev/null; then
+      pass "a registry (Debian's docker-registry) answers on localhost:$REGISTRY_PORT"
+      return
+    fi
+    sleep 1
+  done
+  fail "the registry did not start; see $WORK/registry/registry.log"
+  exit 1
+}
+
+build_push_pull() {  # build_push_pull IMAGE...: build, push, drop the local tags, pull back
+  local ref started=$SECONDS
+  local -A ids=()
+  if IMAGES="$*" REGISTRY="$STEP_REGISTRY" TAG="$TAG" bash "$ROOT/scripts/build_images.sh" --push \
+    > "$WORK/build-steps.log" 2>&1; then
+    pass "built and pushed $* in $((SECONDS - started)) s"
+  else
+    fail "build or push; see $WORK/build-steps.log"
+    tail -20 "$WORK/build-steps.log" >&2
+    exit 1
+  fi
+  echo "    registry catalog: $(wget -q -O - "http://127.0.0.1:$REGISTRY_PORT/v2/_catalog")"
+  for image in "$@"; do
+    ref="$STEP_REGISTRY/$image:$TAG"
+    ids[$image]=$(docker image inspect -f '{{.Id}}' "$ref")
+    docker rmi "$ref" > /dev/null
+    if docker image inspect "$ref" > /dev/null 2>&1; then
+      fail "$ref is still here after docker rmi"
+    fi
+  done
+  for image in "$@"; do
+    ref="$STEP_REGISTRY/$image:$TAG"
+    if docker pull -q "$ref" > /dev/null \
+      && [[ "$(docker image inspect -f '{{.Id}}' "$ref")" == "${ids[$image]}" ]]; then
+      pass "removed the local tag, then pulled $ref back from the registry (same image id)"
+    else
+      fail "pull of $ref from the registry"
+    fi
+  done
+}
+
 check_component() {  # check_component IMAGE COMMAND EXPECTED: run COMMAND with /out shared
-  local image="$IMAGES/$1:$TAG" out
-  build "$image" "$ROOT/components/$1/Dockerfile" "$ROOT" || return 0
+  local image="$STEP_REGISTRY/$1:$TAG" out
   if docker run --rm "$image" --help | grep -q "usage: crypto-pipeline"; then
     pass "$1 answers --help"
   else
@@ -196,28 +285,105 @@ check_component() {  # check_component IMAGE COMMAND EXPECTED: run COMMAND with 
   fi
 }
 
-check_serve() {  # serves the model that the train image trained into /out/train/model
-  local image="$IMAGES/serve:$TAG" port name=poets-serve-test answer=""
-  build "$image" "$ROOT/components/serve/Dockerfile" "$ROOT" || return 0
-  if [[ ! -f "$WORK/shared/train/model/saved_model.pb" ]]; then
-    fail "serve: no model from the train image to serve"
+check_deploy_defaults() {  # the deploy step's defaults work in its image, as its user
+  local image="$STEP_REGISTRY/serve:$TAG" out
+  out=$(docker run --rm -v "$WORK/shared:/out" "$image" \
+    deploy --model /out/train/model --output-dir /out/deploy 2>&1) || true
+  if grep -q "KServe reads" <<< "$out"; then
+    pass "the deploy step with its defaults, in the serve image as uid" \
+      "$(docker run --rm --entrypoint id "$image" -u): $(head -1 <<< "$out")"
+  else
+    fail "deploy with its defaults in the serve image:"
+    echo "$out" | tail -15 >&2
+  fi
+}
+
+timed_run() {  # timed_run LOG ARGS...: crypto-pipeline run ARGS > LOG; prints the seconds
+  local t0=$EPOCHREALTIME
+  "$ROOT/.venv/bin/crypto-pipeline" run "${@:2}" > "$1" 2>&1 || return 1
+  python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" \
+    "$t0" "$EPOCHREALTIME"
+}
+
+check_docker_pipeline() {  # the whole pipeline in its images, against a subprocess run
+  local runs="$WORK/pipeline" sub_s dock_s user owner
+  rm -rf "$runs" && mkdir -p "$runs"
+  if ! sub_s=$(timed_run "$WORK/run-subprocess.log" --pipeline-root "$runs" "${QUICK[@]}"); then
+    fail "the subprocess run; see $WORK/run-subprocess.log"
+    tail -15 "$WORK/run-subprocess.log" >&2
     return 0
   fi
+  if ! dock_s=$(timed_run "$WORK/run-docker.log" --runner docker --pipeline-root "$runs" \
+    "${QUICK[@]}"); then
+    fail "the docker run; see $WORK/run-docker.log"
+    tail -25 "$WORK/run-docker.log" >&2
+    return 0
+  fi
+  pass "the pipeline ran with --runner docker, every step in its image:"
+  grep -E '^  [a-z]+ +success' "$WORK/run-docker.log" | sed 's/^/    /'
+  if "$ROOT/.venv/bin/python" - "$runs/latest/summary.json" "$runs/docker/latest/summary.json" \
+    << 'PY'; then
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+assert b["runner"] == "docker" and b["cache_hits"] == [], b["cache_hits"]
+assert a["metrics"] == b["metrics"], (a["metrics"], b["metrics"])
+assert a["rows"] == b["rows"] and a["best_params"] == b["best_params"]
+print(f"    test RMSE {b['metrics']['test_rmse']} in both; best params and row counts equal")
+PY
+    pass "the docker run's metrics equal the subprocess run's (same seed)"
+  else
+    fail "the docker run's metrics differ from the subprocess run's"
+  fi
+  user=$(docker image inspect -f '{{.Config.User}}' "$STEP_REGISTRY/train:$TAG")
+  owner=$(stat -c %u "$(readlink -f "$runs/docker/latest")/train-step/model/model/saved_model.pb")
+  if [[ "$owner" == "$user" && "$owner" != 0 ]]; then
+    pass "the docker run's artifacts are owned by the image's user (uid $owner)"
+  else
+    fail "the model is owned by uid $owner, not the image's user ($user)"
+  fi
+  python3 -c "import sys; d, s = map(float, sys.argv[1:]); print(
+    f'benchmark: the pipeline cold (${QUICK[*]}): docker runner {d:.1f} s, '
+    f'subprocess runner {s:.1f} s: {d / s:.2f}x (goal: at most 2x)')" "$dock_s" "$sub_s"
+}
+
+check_serve() {  # the serve image as KServe runs it: the manifest's arguments, /mnt/models
+  local summary="$WORK/pipeline/docker/latest/summary.json" port name=poets-serve-test
+  local answer="" image version args
+  [[ -f "$summary" ]] || {
+    fail "serve: no docker run to serve"
+    return 0
+  }
+  read -r image version args < <("$ROOT/.venv/bin/python" - "$summary" << 'PY'
+import json, sys, yaml
+summary = json.load(open(sys.argv[1]))
+manifest = yaml.safe_load(open(summary["deployment"]["manifest_path"]))
+(container,) = manifest["spec"]["predictor"]["containers"]
+print(container["image"], summary["deployment"]["version_uri"], " ".join(container["args"]))
+PY
+  )
   port=$(free_port)
-  docker run -d --name "$name" -p "127.0.0.1:$port:8080" \
-    -v "$WORK/shared/train/model:/mnt/models:ro" "$image" > /dev/null
+  # shellcheck disable=SC2086  # the manifest's arguments, one word each
+  docker run -d --name "$name" -p "127.0.0.1:$port:8080" -v "$version:/mnt/models:ro" \
+    "$image" $args > /dev/null
   containers+=("$name")
   for _ in $(seq 1 90); do
-    answer=$(wget -q -O - --header 'Content-Type: application/json' \
-      --post-data '{"instances": [[100, 104, 97]]}' \
-      "http://127.0.0.1:$port/v1/models/crypto:predict" 2> /dev/null) && break
+    answer=$("$ROOT/.venv/bin/crypto-pipeline" predict --url "http://127.0.0.1:$port" \
+      --open 100 --high 104 --low 97 2> /dev/null) && break
     sleep 1
   done
-  if [[ "$answer" == *predictions* ]]; then
-    pass "serve answered on 127.0.0.1:$port: $answer"
+  if [[ "$answer" == "predicted close"* ]]; then
+    pass "$image '$args', the registered version at /mnt/models: $answer"
   else
     fail "serve did not answer a prediction on 127.0.0.1:$port"
     docker logs "$name" 2>&1 | tail -15 >&2
+  fi
+  answer=$(wget -S -O - --header 'Content-Type: application/json' \
+    --post-data '{"instances": [[100, 90, 97]]}' \
+    "http://127.0.0.1:$port/v1/models/crypto:predict" 2>&1 || true)
+  if grep -q "HTTP/1.1 400" <<< "$answer"; then
+    pass "serve refused a bad instance (high below low) with a 400"
+  else
+    fail "serve did not refuse high < low with a 400"
   fi
 }
 
@@ -230,7 +396,14 @@ check_hello_world
 check_nginx
 check_docker_notebook
 
-say "pipeline component images (each runs its step; /out is shared between them)"
+say "step images, named as the compiled pipeline names them ($STEP_REGISTRY/<image>:$TAG)"
+start_registry
+if [[ "$skip_tf" == 1 ]]; then
+  build_push_pull ingest transform
+else
+  build_push_pull ingest transform train serve
+fi
+say "each step image runs its step (/out is shared between them)"
 rm -rf "$WORK/shared" && mkdir -p "$WORK/shared" && chmod 777 "$WORK/shared"
 check_component ingest \
   "crypto-pipeline ingest --source sample --output-dir /out/raw" "ingested 7,805 rows"
@@ -238,7 +411,7 @@ check_component transform \
   "crypto-pipeline transform --input /out/raw/crypto-markets.csv --output-dir /out/data" \
   "kept 1,793 rows of bitcoin"
 if [[ "$skip_tf" == 1 ]]; then
-  echo "  SKIP train and serve images (--skip-tensorflow)"
+  echo "  SKIP train and serve images and the docker run (--skip-tensorflow)"
 else
   params='{"num_layers": 2, "first_layer_size": 32, "layer_size_scale": 0.5,
     "learning_rate": 0.003, "batch_size": 32}'
@@ -246,6 +419,9 @@ else
     "echo '$params' > /tmp/params.json && crypto-pipeline train --data-dir /out/data \
      --params /tmp/params.json --output-dir /out/train --epochs 5" \
     "baseline: least_squares"
+  check_deploy_defaults
+  say "the whole pipeline with kfp.local's DockerRunner, then the serve image as KServe runs it"
+  check_docker_pipeline
   check_serve
 fi
 

@@ -20,6 +20,8 @@ from crypto_pipeline.config import (
     DEFAULT_REGISTRY,
     DEFAULT_TAG,
     DEFAULT_TRAINING_IMAGE,
+    RUNNERS,
+    DeployConfig,
     PipelineConfig,
     Split,
     TrainConfig,
@@ -206,7 +208,8 @@ def _cmd_trial(args: argparse.Namespace, extra: Sequence[str]) -> None:
 
 
 def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> None:
-    from crypto_pipeline.pipeline import PIPELINE_NAME, format_summary, run_config
+    from crypto_pipeline.local_run import format_summary, run_config, run_root
+    from crypto_pipeline.pipeline import PIPELINE_NAME
 
     defaults = PipelineConfig()
     config = PipelineConfig(
@@ -217,10 +220,18 @@ def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> None:
             trials=args.trials, epochs=args.epochs or defaults.tune.epochs, seed=args.seed
         ),
         train=TrainConfig(epochs=args.epochs or defaults.train.epochs, seed=args.seed),
+        runner=args.runner,
+        registry=args.registry,
+        tag=args.tag,
+    )
+    where = (
+        f"each step in its image ({config.registry}/<image>:{config.tag}, Docker)"
+        if config.runner == "docker"
+        else "each step in a subprocess"
     )
     print(
-        f"running the {PIPELINE_NAME} pipeline locally (kfp.local), "
-        f"artifacts in {Path(config.pipeline_root).resolve()}"
+        f"running the {PIPELINE_NAME} pipeline locally (kfp.local, {where}), "
+        f"artifacts in {run_root(config)}"
     )
     summary = run_config(config, enable_caching=not args.no_cache)
     print(format_summary(summary))
@@ -228,7 +239,7 @@ def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> None:
 
 
 def _cmd_compile(args: argparse.Namespace, extra: Sequence[str]) -> None:
-    from crypto_pipeline.pipeline import compile_pipeline
+    from crypto_pipeline.compiled import compile_pipeline
 
     _beam_args_refused(extra)
     path = compile_pipeline(args.output, registry=args.registry, tag=args.tag)
@@ -236,7 +247,7 @@ def _cmd_compile(args: argparse.Namespace, extra: Sequence[str]) -> None:
 
 
 def _cmd_submit(args: argparse.Namespace, extra: Sequence[str]) -> None:
-    from crypto_pipeline.pipeline import submit
+    from crypto_pipeline.submit import read_token, submit
 
     _beam_args_refused(extra)
     package = Path(args.package)
@@ -255,30 +266,48 @@ def _cmd_submit(args: argparse.Namespace, extra: Sequence[str]) -> None:
             )
         arguments[key] = int(value) if value.lstrip("-").isdigit() else value
     try:
-        result = submit(package, args.host, args.experiment, arguments)
+        result = submit(
+            package,
+            args.host,
+            args.experiment,
+            arguments,
+            namespace=args.namespace,
+            token=read_token(args.token_file),
+        )
+    except PipelineError:
+        raise
     except Exception as exc:  # the KFP client raises many types for an unreachable host
         raise PipelineError(
             f"could not submit to {args.host}: {type(exc).__name__}: {exc}",
             "check --host (e.g. http://localhost:8080 after `kubectl port-forward -n kubeflow "
             "svc/ml-pipeline-ui 8080:80`) and that Kubeflow Pipelines runs there",
         ) from None
-    print(f"submitted run {result.run_id} to {args.host} (experiment {args.experiment})")
+    print(
+        f"submitted run {result.run_id} to {args.host} "
+        f"(namespace {args.namespace}, experiment {args.experiment})"
+    )
 
 
 def _cmd_deploy(args: argparse.Namespace, extra: Sequence[str]) -> None:
     from crypto_pipeline.deploy import deploy
 
     _beam_args_refused(extra)
-    result = deploy(
-        args.model,
-        args.registry,
-        args.output_dir,
+    config = DeployConfig(
+        registry_uri=args.registry,
         storage_uri=args.storage_uri,
         namespace=args.namespace,
+        service_account=args.service_account,
+        image=args.image,
         target=args.target,
     )
+    result = deploy(args.model, args.output_dir, config)
+    registered = (
+        f"registered version {result.version} at {result.version_uri}"
+        if result.version
+        else f"serving {result.version_uri} as it is (no --registry)"
+    )
     print(
-        f"registered version {result.version} at {result.version_uri}\n"
+        f"{registered}\n  KServe reads {result.storage_uri}\n"
         f"  smoke request {result.smoke_request} -> {result.smoke_response}\n"
         f"  wrote {result.manifest_path}"
         + ("; applied it to the cluster" if result.applied else "")
@@ -385,6 +414,16 @@ def build_parser() -> argparse.ArgumentParser:
         f"{TrainConfig().epochs} for the final model; early stopping ends most sooner)",
     )
     p.add_argument("--seed", type=int, default=TuneConfig().seed, help="default: %(default)s")
+    p.add_argument(
+        "--runner",
+        choices=RUNNERS,
+        default=PipelineConfig().runner,
+        help="subprocess: each step in this environment; docker: each step in its image "
+        "(REGISTRY/<image>:TAG, built by scripts/build_images.sh), as the image's user, "
+        "with artifacts under PIPELINE_ROOT/docker (default: %(default)s)",
+    )
+    p.add_argument("--registry", default=DEFAULT_REGISTRY, help="images (default: %(default)s)")
+    p.add_argument("--tag", default=DEFAULT_TAG, help="image tag (default: %(default)s)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser(
@@ -464,11 +503,23 @@ def build_parser() -> argparse.ArgumentParser:
         "it with the Kubernetes credentials of the environment.",
     )
     p.add_argument("--model", required=True, help="a SavedModel folder (train's model/)")
-    p.add_argument("--registry", default="runs/models", help="folder or bucket URI of versions")
+    deploy_defaults = DeployConfig()
+    p.add_argument(
+        "--registry",
+        default=deploy_defaults.registry_uri,
+        help="folder or bucket URI of versions, e.g. runs/models or gs://BUCKET/models "
+        "(default: none, serve the model folder as it is)",
+    )
     p.add_argument("--output-dir", required=True)
     p.add_argument("--storage-uri", default="", help="what the cluster reads (default: derived)")
-    p.add_argument("--namespace", default="kubeflow", help="default: %(default)s")
-    p.add_argument("--target", choices=("local", "cluster"), default="local")
+    p.add_argument("--namespace", default=deploy_defaults.namespace, help="default: %(default)s")
+    p.add_argument(
+        "--service-account",
+        default=deploy_defaults.service_account,
+        help="the predictor's service account, which can read the storage (see cluster/)",
+    )
+    p.add_argument("--image", default=deploy_defaults.image, help="default: %(default)s")
+    p.add_argument("--target", choices=("local", "cluster"), default=deploy_defaults.target)
     p.set_defaults(func=_cmd_deploy)
 
     p = sub.add_parser(
@@ -490,6 +541,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", required=True, help="the KFP API, e.g. http://localhost:8080")
     p.add_argument("--package", default="crypto_pipeline.yaml", help="default: %(default)s")
     p.add_argument("--experiment", default="crypto", help="default: %(default)s")
+    p.add_argument(
+        "--namespace",
+        default=DeployConfig().namespace,
+        help="your profile namespace on a multi-user Kubeflow (default: %(default)s)",
+    )
+    p.add_argument(
+        "--token-file",
+        help="a file with a bearer token for the KFP API (default: $KF_PIPELINES_SA_TOKEN_PATH, "
+        "else the token in $KF_PIPELINES_TOKEN, else none)",
+    )
     p.add_argument(
         "--param",
         action="append",

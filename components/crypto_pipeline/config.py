@@ -19,6 +19,13 @@ DEFAULT_REGISTRY = "localhost:5001/kubeflow-for-poets"
 DEFAULT_TAG = "0.1.0"
 DEFAULT_TRAINING_IMAGE = f"{DEFAULT_REGISTRY}/train:{DEFAULT_TAG}"
 """The image that tune and train (and Katib's trials) run in."""
+DEFAULT_SERVING_IMAGE = f"{DEFAULT_REGISTRY}/serve:{DEFAULT_TAG}"
+"""The image of the model server, locally in Docker and as KServe's predictor."""
+DEFAULT_NAMESPACE = "kubeflow"
+"""Where the cluster's objects go: KFP standalone's namespace (a profile's in multi-user)."""
+RUNNERS = ("subprocess", "docker")
+"""How kfp.local runs each step: in this environment, or in the step's image."""
+DEPLOY_TARGETS = ("local", "cluster")
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,38 @@ def _positive(**values: int) -> None:
 
 
 @dataclass(frozen=True)
+class DeployConfig:
+    """Where the deploy step registers the model and what it tells KServe.
+
+    Attributes:
+        registry_uri: Where model versions are copied (a folder, ``gs://…`` or ``s3://…``).
+            Empty (the pipeline's default): nothing is copied, and the cluster serves the
+            model artifact where Kubeflow Pipelines stored it. ``crypto-pipeline run``
+            keeps a local registry in ``<pipeline_root>/models``.
+        storage_uri: What KServe's storage initializer downloads; empty: derived from the
+            registered version (see ``crypto_pipeline.deploy``).
+        namespace: Namespace of the InferenceService.
+        service_account: Kubernetes service account of the predictor, which must be
+            able to read ``storage_uri`` (see ``cluster/``); empty: the namespace default.
+        image: The serve image, which KServe runs as a custom predictor.
+        target: ``local`` writes the manifest; ``cluster`` also applies it.
+    """
+
+    registry_uri: str = ""
+    storage_uri: str = ""
+    namespace: str = DEFAULT_NAMESPACE
+    service_account: str = ""
+    image: str = DEFAULT_SERVING_IMAGE
+    target: str = "local"
+
+    def __post_init__(self):
+        if self.target not in DEPLOY_TARGETS:
+            raise ConfigError(
+                f"unknown deploy target {self.target!r}", "use --target local or cluster"
+            )
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """Everything one run of the pipeline needs.
 
@@ -146,6 +185,11 @@ class PipelineConfig:
         transform: Settings of the transform step.
         tune: Settings of the hyperparameter search.
         train: Settings of the final training.
+        deploy: Settings of the deploy step.
+        runner: ``subprocess`` runs each step in this environment; ``docker`` runs it in
+            its image (``registry/<image>:tag``), as the image's user, like a pod.
+        registry: Registry and path of the step images.
+        tag: Tag of the step images.
     """
 
     source_uri: str = "sample"
@@ -153,6 +197,25 @@ class PipelineConfig:
     transform: TransformConfig = field(default_factory=TransformConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
+    runner: str = "subprocess"
+    registry: str = DEFAULT_REGISTRY
+    tag: str = DEFAULT_TAG
+
+    def __post_init__(self):
+        if self.runner not in RUNNERS:
+            raise ConfigError(
+                f"unknown runner {self.runner!r}", "use --runner subprocess or docker"
+            )
+
+
+def cluster_uri(uri: str) -> str:
+    """An artifact URI as other cluster services read it: KFP's ``minio://`` is ``s3://``.
+
+    Kubeflow Pipelines names artifacts in its bundled MinIO ``minio://bucket/key``; KServe's
+    storage initializer, fsspec and Beam know that store as S3 (with MinIO's endpoint).
+    """
+    return "s3://" + uri.removeprefix("minio://") if uri.startswith("minio://") else uri
 
 
 def runtime_environment(verbose: bool = False) -> None:

@@ -1,18 +1,28 @@
 """Step 5, deploy: register the model version, prove it answers, describe it for KServe.
 
-Locally (the default) deploy:
+Deploy
 
-1. registers the SavedModel as the next version of the model, ``<registry>/crypto/<n>/``
-   (whole numbers, because TensorFlow Serving, the runtime KServe uses for TensorFlow
-   models, serves the highest numbered subfolder of ``storageUri``);
-2. loads the registered copy with the serving code and answers a smoke request;
-3. writes a KServe ``InferenceService`` (``serving.kserve.io/v1beta1``, TensorFlow model
-   format) whose ``storageUri`` points at the model's folder.
+1. registers the SavedModel as the next version, ``<registry>/crypto/<n>/``, when a
+   registry is given (a folder, ``gs://…`` or ``s3://…``); with none (the pipeline's
+   default on a cluster) the model artifact itself is what gets served;
+2. loads that copy with the serving code and answers a smoke request;
+3. writes a KServe ``InferenceService`` (``serving.kserve.io/v1beta1``) whose predictor
+   is the project's serve image, a KServe custom predictor: KServe's storage initializer
+   downloads ``storageUri`` to ``/mnt/models`` and the same server as locally answers
+   there, with the same checks, protocol and answers.
+
+Where the cluster reads the model (``storageUri``):
+
+- a bucket registry: the version's URI (GKE: ``gs://…`` with workload identity);
+- no registry, inside Kubeflow Pipelines: the model artifact in KFP's object store
+  (``minio://…`` becomes ``s3://…``; ``cluster/`` gives KServe MinIO's endpoint and
+  credentials from a Secret);
+- a local registry: ``pvc://crypto-models/crypto/<n>``, the PersistentVolumeClaim that
+  ``scripts/cluster.sh upload-model`` copies the version into (kind).
 
 With the cluster target it also applies that manifest through the Kubernetes API (the
 credentials come from the environment: the pod's service account in a cluster, the
-kubeconfig on a workstation). The registry may be a bucket (``gs://…``, ``s3://…``) so that
-the cluster can read what was registered.
+kubeconfig on a workstation).
 """
 
 from __future__ import annotations
@@ -29,14 +39,17 @@ from typing import Any
 
 import fsspec
 
+from crypto_pipeline.config import DeployConfig, cluster_uri
 from crypto_pipeline.errors import ConfigError
 from crypto_pipeline.serve import MODEL_NAME, make_model
 
 MANIFEST_NAME = "inferenceservice.yaml"
 DEPLOYMENT_NAME = "deployment.json"
 SMOKE_INSTANCE = {"open": 100.0, "high": 104.0, "low": 97.0}
-LOCAL_STORAGE_URI = f"pvc://crypto-models/{MODEL_NAME}"
-"""Where the manifest of a local registry points: a PersistentVolumeClaim named crypto-models."""
+MODELS_PVC = "crypto-models"
+"""The PersistentVolumeClaim that a local registry's versions are copied into on kind."""
+SERVING_PORT = 8080
+"""The port of the server in the serve image; KServe's default for a custom predictor."""
 KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 
 
@@ -45,7 +58,7 @@ class Deployment:
     """What deploy did, as recorded in ``deployment.json``."""
 
     model_name: str
-    version: int
+    version: int | None
     version_uri: str
     storage_uri: str
     smoke_request: dict[str, Any]
@@ -114,39 +127,55 @@ def smoke_test(version_uri: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return request, response
 
 
-def inference_service(
-    storage_uri: str,
-    name: str = MODEL_NAME,
-    namespace: str = "kubeflow",
-    service_account: str | None = None,
-) -> dict[str, Any]:
-    """The KServe InferenceService that serves the model with KServe's TensorFlow runtime.
+def inference_service(storage_uri: str, config: DeployConfig | None = None) -> dict[str, Any]:
+    """The KServe InferenceService that serves the model with the project's serve image.
+
+    A custom predictor: the container must be named ``kserve-container`` for KServe to
+    set ``STORAGE_URI`` up; the storage initializer downloads it to ``/mnt/models``
+    (read-only), where ``crypto-pipeline serve`` loads it. Standard (raw Deployment)
+    mode: no Knative or Istio needed.
 
     Args:
-        storage_uri: The folder holding the numbered versions (``gs://``, ``s3://``,
-            ``pvc://`` …); KServe's storage initializer downloads it.
-        name: The service's name; requests go to ``/v1/models/<name>:predict``.
-        namespace: The namespace to deploy into.
-        service_account: A Kubernetes service account with read access to the storage
-            (workload identity); none means the namespace's default.
+        storage_uri: The model version's folder (``gs://``, ``s3://``, ``pvc://`` …).
+        config: Namespace, service account (it must be able to read ``storage_uri``) and
+            the serve image.
     """
+    config = config or DeployConfig()
     predictor: dict[str, Any] = {
         "minReplicas": 1,
-        "model": {
-            "modelFormat": {"name": "tensorflow"},
-            "storageUri": storage_uri,
-            "resources": {
-                "requests": {"cpu": "100m", "memory": "512Mi"},
-                "limits": {"cpu": "1", "memory": "1Gi"},
-            },
-        },
+        "containers": [
+            {
+                "name": "kserve-container",
+                "image": config.image,
+                "args": ["serve", "--model", "/mnt/models", "--port", str(SERVING_PORT)],
+                "env": [{"name": "STORAGE_URI", "value": storage_uri}],
+                "ports": [{"containerPort": SERVING_PORT, "protocol": "TCP"}],
+                "readinessProbe": {
+                    "httpGet": {"path": f"/v1/models/{MODEL_NAME}", "port": SERVING_PORT},
+                    "periodSeconds": 5,
+                },
+                "resources": {
+                    "requests": {"cpu": "100m", "memory": "512Mi"},
+                    "limits": {"cpu": "1", "memory": "1Gi"},
+                },
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "allowPrivilegeEscalation": False,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+            }
+        ],
     }
-    if service_account:
-        predictor["serviceAccountName"] = service_account
+    if config.service_account:
+        predictor["serviceAccountName"] = config.service_account
     return {
         "apiVersion": f"{KSERVE_GROUP}/{KSERVE_VERSION}",
         "kind": "InferenceService",
-        "metadata": {"name": name, "namespace": namespace},
+        "metadata": {
+            "name": MODEL_NAME,
+            "namespace": config.namespace,
+            "annotations": {"serving.kserve.io/deploymentMode": "Standard"},
+        },
         "spec": {"predictor": predictor},
     }
 
@@ -208,43 +237,45 @@ def apply(manifest: dict[str, Any], api_client=None) -> dict[str, Any]:
 
 def deploy(
     model_dir: str | os.PathLike[str],
-    registry_uri: str,
     output_dir: str | os.PathLike[str],
-    storage_uri: str = "",
-    namespace: str = "kubeflow",
-    target: str = "local",
+    config: DeployConfig | None = None,
+    model_uri: str = "",
     api_client=None,
 ) -> Deployment:
     """Registers, smoke-tests and describes the model; applies it with ``target="cluster"``.
 
     Args:
         model_dir: The SavedModel (train's ``model/``).
-        registry_uri: Where versions are kept (a folder or a bucket URI).
         output_dir: Folder for ``inferenceservice.yaml`` and ``deployment.json``.
-        storage_uri: What the cluster reads the versions from; by default the registry's
-            model folder when the registry is a bucket, else ``LOCAL_STORAGE_URI``.
-        namespace: The InferenceService's namespace.
-        target: ``local`` or ``cluster``.
+        config: Registry, storage, namespace, service account, image and target.
+        model_uri: Where the pipeline stored ``model_dir`` (a KFP artifact URI); served
+            as it is when no registry is given.
         api_client: For ``cluster``: a Kubernetes API client (default: from the
             environment).
 
     Returns:
         What was deployed.
     """
-    if target not in ("local", "cluster"):
-        raise ConfigError(f"unknown deploy target {target!r}", "use --target local or cluster")
-    version, version_uri = register(model_dir, registry_uri)
-    request, response = smoke_test(version_uri)
-    model_uri = version_uri.rsplit("/", 1)[0]
-    # A cluster cannot read this machine's folders: a local registry is described as the
-    # volume that the README copies it into.
-    storage = storage_uri or (model_uri if "://" in model_uri else LOCAL_STORAGE_URI)
-    manifest = inference_service(storage, namespace=namespace)
+    config = config or DeployConfig()
+    if config.registry_uri:
+        version, version_uri = register(model_dir, config.registry_uri)
+        request, response = smoke_test(version_uri)
+    else:  # nothing to copy: the model artifact is the version
+        version = None
+        remote = "://" in model_uri and not model_uri.startswith("file://")
+        version_uri = cluster_uri(f"{model_uri.rstrip('/')}/model") if remote else str(model_dir)
+        request, response = smoke_test(str(model_dir))
+    # A cluster cannot read this machine's folders: a local version is described as the
+    # volume that `scripts/cluster.sh upload-model` copies it into.
+    storage = config.storage_uri or (
+        version_uri if "://" in version_uri else f"pvc://{MODELS_PVC}/{MODEL_NAME}/{version or 1}"
+    )
+    manifest = inference_service(storage, config)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_NAME).write_text(manifest_yaml(manifest))
     applied = False
-    if target == "cluster":
+    if config.target == "cluster":
         apply(manifest, api_client)
         applied = True
     result = Deployment(

@@ -259,4 +259,26 @@ def predict(url: str, instances: list[list[float]], timeout_s: float = 10.0) -> 
         except ValueError:
             message = response.text
         raise RequestError(f"the server answered {response.status_code}: {message}")
-    return response.json()["predictions"]
+    return closes(response.json())
+
+
+def closes(answer: Any) -> list[float]:
+    """The predicted closes of a V1 answer, one number per instance.
+
+    The project's server answers ``{"predictions": [close, ...]}``; TensorFlow Serving
+    (KServe's ``tensorflow`` runtime) answers ``[[close], ...]`` for the same model.
+
+    Raises:
+        RequestError: The answer is not a list of predictions.
+    """
+    predictions = answer.get("predictions") if isinstance(answer, dict) else None
+    if not isinstance(predictions, list):
+        raise RequestError(f'the answer has no "predictions" list: {str(answer)[:200]}')
+    values = []
+    for p in predictions:
+        if isinstance(p, list) and len(p) == 1:
+            p = p[0]
+        if isinstance(p, bool) or not isinstance(p, int | float):
+            raise RequestError(f"the answer holds {p!r} where a predicted close belongs")
+        values.append(float(p))
+    return values

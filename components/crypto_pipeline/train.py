@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
 import logging
 import os
 import platform
+import posixpath
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
 import pandas as pd
 
@@ -72,7 +75,9 @@ def load_splits(data_dir: str | os.PathLike[str]) -> Splits:
     frames, checksums = {}, {}
     for name in SPLITS:
         path = split_path(data_dir, name)
-        frame = pd.read_csv(path)
+        with fsspec.open(path, "rb") as f:
+            raw = f.read()
+        frame = pd.read_csv(io.BytesIO(raw))
         if len(frame) < MIN_ROWS[name]:
             raise DataError(
                 f"the {name} split in {data_dir} has {len(frame)} rows; training needs at "
@@ -82,7 +87,7 @@ def load_splits(data_dir: str | os.PathLike[str]) -> Splits:
                 "fraction with --split",
             )
         frames[name] = frame
-        checksums[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        checksums[posixpath.basename(str(path))] = hashlib.sha256(raw).hexdigest()
     return Splits(frames["train"], frames["eval"], frames["test"], checksums)
 
 

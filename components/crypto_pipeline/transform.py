@@ -38,7 +38,7 @@ import shutil
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +48,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from crypto_pipeline import schema
-from crypto_pipeline.config import TransformConfig
-from crypto_pipeline.errors import CoinNotFoundError, DateFormatError, SourceError
+from crypto_pipeline.config import TransformConfig, cluster_uri
+from crypto_pipeline.errors import CoinNotFoundError, ConfigError, DateFormatError, SourceError
 from crypto_pipeline.schema import COLUMNS, Header, MarketRow, Rejection
 from crypto_pipeline.splits import SPLITS
 
@@ -427,6 +427,46 @@ def _check(
             "fix those rows in the data, or pass the --date-format that the file uses, "
             "and run again",
         )
+
+
+LOCAL_RUNNERS = ("DirectRunner", "PrismRunner")
+"""Beam runners whose workers run in this process's machine (the pipeline step's pod)."""
+
+
+def beam_io(
+    raw_path: str, raw_uri: str, data_path: str, data_uri: str, beam_args: Sequence[str]
+) -> tuple[str, str]:
+    """Where the transform step reads and writes: the pod's paths, or the artifacts' URIs.
+
+    A local runner reads the input artifact where Kubeflow Pipelines put it in the step's
+    container. Dataflow's (or Flink's, Spark's) workers run on other machines: they get
+    the artifacts' bucket URIs, and the output is written there in place.
+
+    Args:
+        raw_path: The ingest step's artifact, as the step's container sees it.
+        raw_uri: The same artifact's URI (``gs://…``, ``minio://…`` on a cluster).
+        data_path: The transform step's output artifact, as the container sees it.
+        data_uri: The same artifact's URI.
+        beam_args: The Beam pipeline options of the step.
+
+    Returns:
+        The input folder and the output folder.
+
+    Raises:
+        ConfigError: A remote runner but artifacts on this machine's disk.
+    """
+    runner = PipelineOptions(list(beam_args)).view_as(StandardOptions).runner or "DirectRunner"
+    if runner.removesuffix("Runner").lower() in {
+        r.removesuffix("Runner").lower() for r in LOCAL_RUNNERS
+    }:
+        return raw_path, data_path
+    if "://" not in raw_uri or "://" not in data_uri or raw_uri.startswith("file://"):
+        raise ConfigError(
+            f"the {runner}'s workers cannot read this machine's files ({raw_uri})",
+            "run the pipeline on Kubeflow Pipelines with a bucket pipeline root "
+            "(gs://… for Dataflow), or leave out --runner to use the DirectRunner",
+        )
+    return cluster_uri(raw_uri), cluster_uri(data_uri)
 
 
 def transform(

@@ -24,12 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crypto_pipeline.config import DEFAULT_TRAINING_IMAGE, TuneConfig
+from crypto_pipeline.config import DEFAULT_NAMESPACE, DEFAULT_TRAINING_IMAGE, TuneConfig
 from crypto_pipeline.hyperparameters import SEARCH_SPACE, Params
 from crypto_pipeline.model import Standardizer, fit
 from crypto_pipeline.train import load_splits
 
 OBJECTIVE_METRIC = "eval_loss"
+DATA_PVC = "crypto-data"
+"""The claim a Katib trial reads the transform output from, when it is not in a bucket."""
 BEST_PARAMS_NAME = "best_params.json"
 TRIALS_NAME = "trials.json"
 
@@ -170,8 +172,9 @@ def katib_experiment(
     data_dir: str = "/data/transform",
     image: str = DEFAULT_TRAINING_IMAGE,
     name: str = "crypto-tune",
-    namespace: str = "kubeflow",
+    namespace: str = DEFAULT_NAMESPACE,
     parallel_trials: int = 2,
+    data_pvc: str = DATA_PVC,
 ) -> dict[str, Any]:
     """Renders ``SEARCH_SPACE`` as a Katib Experiment for a cluster.
 
@@ -181,12 +184,15 @@ def katib_experiment(
 
     Args:
         config: Trials, epochs, patience and seed.
-        data_dir: Where the trial containers find the transform output (a mounted
-            volume path or a ``gs://`` URI).
+        data_dir: Where the trial containers find the transform output: a bucket URI
+            (``gs://…``, ``s3://…``; the pod's service account must read it), or a
+            path at which the PersistentVolumeClaim ``data_pvc`` is mounted read-only.
         image: The training image (``scripts/`` builds it; no credentials inside).
         name: The Experiment's name.
         namespace: Its namespace (a Kubeflow profile namespace).
         parallel_trials: Trials that run at once.
+        data_pvc: The claim holding the transform output when ``data_dir`` is a path
+            (``scripts/cluster.sh upload-data`` fills it).
 
     Returns:
         The Experiment as a dict, ready for ``yaml.safe_dump`` or the Kubernetes API.
@@ -215,6 +221,13 @@ def katib_experiment(
         str(config.seed),
     ]
     command += [f"--{h.flag}=${{trialParameters.{_camel(h.name)}}}" for h in SEARCH_SPACE]
+    training: dict[str, Any] = {"name": "training", "image": image}
+    pod_volumes: dict[str, Any] = {}
+    if "://" not in data_dir:  # a path: the trial's pod mounts the data there
+        training["volumeMounts"] = [{"name": "data", "mountPath": data_dir, "readOnly": True}]
+        pod_volumes["volumes"] = [
+            {"name": "data", "persistentVolumeClaim": {"claimName": data_pvc, "readOnly": True}}
+        ]
     return {
         "apiVersion": "kubeflow.org/v1beta1",
         "kind": "Experiment",
@@ -251,9 +264,8 @@ def katib_experiment(
                             "metadata": {"annotations": {"sidecar.istio.io/inject": "false"}},
                             "spec": {
                                 "restartPolicy": "Never",
-                                "containers": [
-                                    {"name": "training", "image": image, "command": command}
-                                ],
+                                "containers": [{**training, "command": command}],
+                                **pod_volumes,
                             },
                         }
                     },

@@ -6,8 +6,9 @@ import yaml
 from kubernetes import client
 
 from conftest import SCHEMAS, strict_schema
+from crypto_pipeline.config import DeployConfig, cluster_uri
 from crypto_pipeline.deploy import (
-    LOCAL_STORAGE_URI,
+    MODELS_PVC,
     apply,
     deploy,
     inference_service,
@@ -42,31 +43,73 @@ def test_register_refuses_a_folder_without_a_model(tmp_path):
         register(tmp_path, str(tmp_path / "registry"))
 
 
+def container(manifest):
+    (predictor,) = manifest["spec"]["predictor"]["containers"]
+    return predictor
+
+
+def storage_uri(manifest):
+    return {e["name"]: e["value"] for e in container(manifest)["env"]}["STORAGE_URI"]
+
+
 def test_deploy_answers_a_smoke_request_and_writes_the_manifest(trained, tmp_path):
-    result = deploy(trained[0] / "model", str(tmp_path / "registry"), tmp_path / "out")
+    config = DeployConfig(registry_uri=str(tmp_path / "registry"))
+    result = deploy(trained[0] / "model", tmp_path / "out", config)
     assert result.version == 1 and not result.applied
     (close,) = result.smoke_response["predictions"]
     assert 97 <= close <= 104 * 1.05
     manifest = yaml.safe_load((tmp_path / "out" / "inferenceservice.yaml").read_text())
-    assert manifest["spec"]["predictor"]["model"]["storageUri"] == LOCAL_STORAGE_URI
-    assert manifest["spec"]["predictor"]["model"]["modelFormat"] == {"name": "tensorflow"}
+    # A local version: the PVC that `scripts/cluster.sh upload-model` copies it into.
+    assert storage_uri(manifest) == f"pvc://{MODELS_PVC}/crypto/1"
     recorded = json.loads((tmp_path / "out" / "deployment.json").read_text())
     assert recorded["version"] == 1 and recorded["smoke_response"] == result.smoke_response
 
 
+def test_the_cluster_serves_with_the_same_server_as_here():
+    """A KServe custom predictor running the serve image: not TF Serving 2.6.2."""
+    manifest = inference_service("gs://bucket/models/crypto/3")
+    predictor = manifest["spec"]["predictor"]
+    assert "model" not in predictor  # no KServe runtime (tensorflow: TF Serving 2.6.2)
+    serve = container(manifest)
+    assert serve["name"] == "kserve-container"  # the name KServe sets STORAGE_URI up for
+    assert serve["image"] == DeployConfig().image
+    assert serve["args"] == ["serve", "--model", "/mnt/models", "--port", "8080"]
+    assert storage_uri(manifest) == "gs://bucket/models/crypto/3"
+    assert manifest["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+
+
+def test_without_a_registry_the_model_artifact_is_served(trained, tmp_path):
+    """The pipeline's default in a pod: no copy, nothing written outside the artifact."""
+    model_uri = "minio://mlpipeline/v2/artifacts/crypto-pipeline/run-1/train-step/model"
+    result = deploy(trained[0] / "model", tmp_path / "out", DeployConfig(), model_uri)
+    assert result.version is None
+    assert (
+        result.storage_uri
+        == "s3://mlpipeline/v2/artifacts/crypto-pipeline/run-1/train-step/model/model"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert result.smoke_response["predictions"]
+
+
+def test_kfp_minio_uris_become_s3():
+    assert cluster_uri("minio://mlpipeline/a/b") == "s3://mlpipeline/a/b"
+    assert cluster_uri("gs://bucket/a") == "gs://bucket/a"
+
+
 @needs_crd
 def test_manifest_matches_kserves_crd_schema():
-    manifest = inference_service("gs://bucket/models/crypto", service_account="crypto-reader")
+    config = DeployConfig(namespace="team-a", service_account="crypto-reader")
+    manifest = inference_service("gs://bucket/models/crypto/1", config)
     assert crd_errors(manifest) == []
+    assert manifest["spec"]["predictor"]["serviceAccountName"] == "crypto-reader"
+    assert manifest["metadata"]["namespace"] == "team-a"
 
 
 @needs_crd
 def test_the_crd_check_catches_a_misspelt_field():
-    manifest = inference_service("gs://bucket/models/crypto")
-    manifest["spec"]["predictor"]["model"]["storageURI"] = manifest["spec"]["predictor"][
-        "model"
-    ].pop("storageUri")
-    assert any("storageURI" in e for e in crd_errors(manifest))
+    manifest = inference_service("gs://bucket/models/crypto/1")
+    manifest["spec"]["predictor"]["containers"][0]["environment"] = container(manifest).pop("env")
+    assert any("environment" in e for e in crd_errors(manifest))
 
 
 def api_client(httpserver):
@@ -76,22 +119,19 @@ def api_client(httpserver):
 
 def test_cluster_deploy_creates_the_inferenceservice(trained, tmp_path, httpserver):
     httpserver.expect_request(PATH, method="POST").respond_with_json({"kind": "InferenceService"})
+    config = DeployConfig(registry_uri="memory://registry", target="cluster")
     result = deploy(
-        trained[0] / "model",
-        "memory://registry",
-        tmp_path / "out",
-        target="cluster",
-        api_client=api_client(httpserver),
+        trained[0] / "model", tmp_path / "out", config, api_client=api_client(httpserver)
     )
-    assert result.applied and result.storage_uri == "memory://registry/crypto"
+    assert result.applied and result.storage_uri == "memory://registry/crypto/1"
     ((request, _),) = httpserver.log
     sent = json.loads(request.data)
-    assert sent == inference_service("memory://registry/crypto")
+    assert sent == inference_service("memory://registry/crypto/1", config)
     assert request.headers["Content-Type"] == "application/json"
 
 
 def test_apply_replaces_an_existing_inferenceservice(httpserver):
-    manifest = inference_service("gs://bucket/models/crypto")
+    manifest = inference_service("gs://bucket/models/crypto/1")
     httpserver.expect_request(PATH, method="POST").respond_with_json(
         {"reason": "AlreadyExists"}, status=409
     )
@@ -107,6 +147,6 @@ def test_apply_replaces_an_existing_inferenceservice(httpserver):
     assert put["spec"] == manifest["spec"]
 
 
-def test_unknown_target_is_refused(trained, tmp_path):
+def test_unknown_target_is_refused():
     with pytest.raises(ConfigError, match="target"):
-        deploy(trained[0] / "model", str(tmp_path), tmp_path / "out", target="mars")
+        DeployConfig(target="mars")

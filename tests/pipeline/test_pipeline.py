@@ -3,16 +3,16 @@
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from kfp import components
 
-from crypto_pipeline.pipeline import (
-    COMPILED_HEADER,
-    PIPELINE_NAME,
-    STEP_IMAGES,
-    compile_pipeline,
-    submit,
-)
+from crypto_pipeline.compiled import COMPILED_HEADER, compile_pipeline
+from crypto_pipeline.config import PipelineConfig
+from crypto_pipeline.errors import ConfigError
+from crypto_pipeline.local_run import run_root
+from crypto_pipeline.pipeline import PIPELINE_NAME, STEP_IMAGES, pipeline_arguments
+from crypto_pipeline.submit import read_token, submit
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "crypto_pipeline.yaml"
@@ -65,3 +65,66 @@ def test_submit_sends_the_pipeline_to_the_kfp_api(httpserver):
     assert run["experiment_id"] == "exp-1"
     assert run["pipeline_spec"]["pipelineInfo"]["name"] == PIPELINE_NAME
     assert run["runtime_config"]["parameters"] == {"trials": 3}
+
+
+def test_the_pipelines_defaults_are_the_configs():
+    spec = yaml.safe_load(COMMITTED.read_text())
+    defaults = {
+        name: p.get("defaultValue")
+        for name, p in spec["root"]["inputDefinitions"]["parameters"].items()
+    }
+    expected = pipeline_arguments(PipelineConfig())
+    expected["serving_image"] = f"{PipelineConfig().registry}/serve:{PipelineConfig().tag}"
+    assert defaults == expected
+    # Works inside a step's image: no folder relative to the image's root-owned WORKDIR.
+    assert defaults["registry_uri"] == ""
+
+
+def test_docker_runs_keep_their_own_cache(tmp_path):
+    config = PipelineConfig(pipeline_root=str(tmp_path))
+    assert run_root(config) == tmp_path
+    assert run_root(PipelineConfig(pipeline_root=str(tmp_path), runner="docker")) == (
+        tmp_path / "docker"
+    )
+    with pytest.raises(ConfigError, match="runner"):
+        PipelineConfig(runner="kubernetes")
+
+
+def kfp_api(httpserver):
+    httpserver.expect_request("/apis/v2beta1/healthz").respond_with_json({})
+    httpserver.expect_request("/apis/v2beta1/experiments", method="GET").respond_with_json(
+        {"experiments": []}
+    )
+    httpserver.expect_request("/apis/v2beta1/experiments", method="POST").respond_with_json(
+        {"experiment_id": "exp-1", "display_name": "poets"}
+    )
+    httpserver.expect_request("/apis/v2beta1/runs", method="POST").respond_with_json(
+        {"run_id": "run-1", "display_name": "x"}
+    )
+
+
+def test_submit_to_a_multi_user_kubeflow_sends_the_namespace_and_token(httpserver):
+    kfp_api(httpserver)
+    host = httpserver.url_for("").rstrip("/")
+    submit(COMMITTED, host, "poets", {}, namespace="team-a", token="tok-123")
+    for request, _ in httpserver.log:
+        assert request.headers.get("Authorization") == "Bearer tok-123", request.path
+    requests = {(r.method, r.path): r for r, _ in httpserver.log}
+    experiment = json.loads(requests["POST", "/apis/v2beta1/experiments"].data)
+    assert experiment["namespace"] == "team-a"
+    listed = requests["GET", "/apis/v2beta1/experiments"]
+    assert listed.args.get("namespace") == "team-a"
+
+
+def test_the_token_comes_from_a_file_or_the_environment(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("from-file\n")
+    assert read_token(str(token), environ={}) == "from-file"
+    assert read_token(None, environ={"KF_PIPELINES_SA_TOKEN_PATH": str(token)}) == "from-file"
+    assert read_token(None, environ={"KF_PIPELINES_TOKEN": "from-env"}) == "from-env"
+    assert read_token(None, environ={}) is None
+    with pytest.raises(ConfigError, match="cannot read the token file"):
+        read_token(str(tmp_path / "missing"), environ={})
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(ConfigError, match="empty"):
+        read_token(str(tmp_path / "empty"), environ={})

@@ -1,0 +1,190 @@
+"""The pipeline's five steps as Kubeflow Pipelines components: thin adapters.
+
+Each reads its inputs, calls one package function, writes its outputs (KFP artifacts:
+Dataset, Model, Metrics, HTML) and records what it did in their metadata. KFP ships each
+function's source to its container, so imports live inside the functions.
+"""
+
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+
+
+def ingest_step(source_uri: str, raw: Output[Dataset]):
+    """Step 1: copy the source CSV into the run's artifacts."""
+    import time
+
+    from crypto_pipeline.ingest import ingest
+
+    started = time.perf_counter()
+    result = ingest(source_uri, raw.path)
+    print(result.describe())
+    raw.metadata.update(
+        {
+            "source_uri": source_uri,
+            "sha256": result.sha256,
+            "bytes": result.bytes,
+            "rows": result.rows,
+            "synthetic": result.synthetic,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+    )
+
+
+def transform_step(
+    raw: Input[Dataset],
+    coin: str,
+    date_format: str,
+    split: str,
+    beam_args: str,
+    data: Output[Dataset],
+    stats: Output[Metrics],
+):
+    """Step 2: validate, filter and split with Apache Beam."""
+    import json
+    import shlex
+    import time
+
+    from crypto_pipeline.config import Split, TransformConfig
+    from crypto_pipeline.ingest import RAW_FILE_NAME
+    from crypto_pipeline.transform import beam_io, transform
+
+    started = time.perf_counter()
+    config = TransformConfig(
+        coin=coin,
+        date_format=date_format,
+        split=Split.parse(split),
+        beam_args=tuple(shlex.split(beam_args)),
+    )
+    # DirectRunner: the pod's paths; Dataflow and the like: the artifacts' bucket URIs.
+    source, target = beam_io(raw.path, raw.uri, data.path, data.uri, config.beam_args)
+    result = transform(f"{source.rstrip('/')}/{RAW_FILE_NAME}", target, config)
+    for key in ("rows_read", "rows_valid", "rows_rejected", "duplicates", "other_coins"):
+        stats.log_metric(key, result[key])
+    for name, part in result["splits"].items():
+        stats.log_metric(f"{name}_rows", part["rows"])
+    with open(stats.path, "w") as f:  # a file behind the artifact, as local caching expects
+        json.dump(result, f, indent=2)
+    data.metadata.update(
+        {
+            "coin": coin,
+            "splits": result["splits"],
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+    )
+
+
+def tune_step(
+    data: Input[Dataset], trials: int, epochs: int, seed: int, best_params: Output[Artifact]
+):
+    """Step 3: search the hyperparameters with Optuna."""
+    import time
+
+    from crypto_pipeline.config import TuneConfig
+    from crypto_pipeline.tune import tune
+
+    started = time.perf_counter()
+    result = tune(
+        data.path,
+        best_params.path,
+        TuneConfig(trials=trials, epochs=epochs, seed=seed),
+        progress_bar=False,
+    )
+    best_params.metadata.update(
+        {
+            "params": result.best_params.to_dict(),
+            "best_eval_loss": result.best_value,
+            "trials": len(result.trials),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+    )
+
+
+def train_step(
+    data: Input[Dataset],
+    best_params: Input[Artifact],
+    epochs: int,
+    seed: int,
+    model: Output[Model],
+    metrics: Output[Metrics],
+    report: Output[HTML],
+):
+    """Step 4: train with the best params; metrics beside the baselines; plots."""
+    import base64
+    import json
+    import os
+    import time
+    from pathlib import Path
+
+    from crypto_pipeline.config import TrainConfig
+    from crypto_pipeline.report import comparison_html
+    from crypto_pipeline.train import read_params, train
+    from crypto_pipeline.tune import BEST_PARAMS_NAME
+
+    started = time.perf_counter()
+    params = read_params(os.path.join(best_params.path, BEST_PARAMS_NAME))
+    result = train(data.path, params, model.path, TrainConfig(epochs=epochs, seed=seed))
+    for key in ("test_rmse", "test_mae", "test_mape"):
+        metrics.log_metric(key, result[key])
+    for name, values in result["baselines"].items():
+        metrics.log_metric(f"baseline_{name}_rmse", values["rmse"])
+    with open(metrics.path, "w") as f:  # a file behind the artifact, as local caching expects
+        json.dump(result, f, indent=2)
+    images = "".join(
+        '<p><img src="data:image/png;base64,'
+        + base64.b64encode(Path(model.path, p).read_bytes()).decode()
+        + '"></p>'
+        for p in result["plots"]
+    )
+    with open(report.path, "w") as f:
+        f.write(
+            f"<h2>Test period {result['test_first_date']} to {result['test_last_date']}</h2>"
+            + comparison_html(result)
+            + images
+        )
+    model.metadata.update(
+        {
+            "saved_model": "model",
+            "params": params.to_dict(),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+    )
+
+
+def deploy_step(
+    model: Input[Model],
+    registry_uri: str,
+    storage_uri: str,
+    namespace: str,
+    service_account: str,
+    image: str,
+    target: str,
+    deployment: Output[Artifact],
+) -> str:
+    """Step 5: register the model, answer a smoke request, write (and apply) KServe's manifest."""
+    import os
+    import time
+
+    from crypto_pipeline.config import DeployConfig
+    from crypto_pipeline.deploy import deploy
+
+    started = time.perf_counter()
+    config = DeployConfig(
+        registry_uri=registry_uri,
+        storage_uri=storage_uri,
+        namespace=namespace,
+        service_account=service_account,
+        image=image,
+        target=target,
+    )
+    result = deploy(os.path.join(model.path, "model"), deployment.path, config, model.uri)
+    print(f"deployed {result.version_uri}; smoke answer: {result.smoke_response}")
+    deployment.metadata.update(
+        {
+            "version": result.version,
+            "version_uri": result.version_uri,
+            "storage_uri": result.storage_uri,
+            "smoke_response": result.smoke_response,
+            "applied": result.applied,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+    )
+    return result.version_uri
