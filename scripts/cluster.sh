@@ -3,33 +3,46 @@
 # Pipelines (standalone), Katib and KServe at pinned versions; and tear-down.
 #
 # Usage: scripts/cluster.sh [--dry-run] COMMAND
-#   kind            create a kind cluster (NodePort 30001 mapped to the host)
+#   kind            create a kind cluster with a local registry on localhost:5001 (kind's
+#                   recipe: kind-registry on the kind network, containerd's hosts.toml,
+#                   the local-registry-hosting ConfigMap); NodePort 30001 on the host
 #   minikube        create a minikube cluster instead
 #   gke             create a GKE cluster with workload identity (needs PROJECT; see below)
 #   kfp             install Kubeflow Pipelines standalone ($KFP_VERSION)
 #   katib           install Katib standalone ($KATIB_VERSION)
-#   kserve          install cert-manager and KServe in raw deployment mode ($KSERVE_VERSION)
-#   down            delete the kind or minikube cluster, or the GKE one with --gke
+#   kserve          install cert-manager and KServe in Standard (raw Deployment) mode
+#   rbac            let KFP's pipeline-runner create InferenceServices (cluster/kserve-rbac.yaml)
+#   storage         the predictor's service account with KFP's MinIO credentials, and the
+#                   claims crypto-models and crypto-data (cluster/model-storage.yaml)
+#   upload-model DIR N   copy a registered model version into pvc://crypto-models/crypto/N
+#   upload-data DIR      copy a transform output into pvc://crypto-data (Katib's trials)
+#   down            delete the kind or minikube cluster (and kind-registry), or --gke
 #   --dry-run       print every command instead of running it
 #
-# Settings (environment variables, with their defaults):
-#   CLUSTER=poets  KIND_NODE_IMAGE=kindest/node:v1.33.1  KFP_VERSION=2.5.0
-#   KATIB_VERSION=v0.18.0  KSERVE_VERSION=v0.15.2  CERT_MANAGER_VERSION=v1.17.2
+# Versions come from cluster/versions.env (Kubeflow 26.03's components, kind, the node
+# image by digest); an environment variable of the same name overrides one.
+# Other settings (environment variables, with their defaults):
+#   CLUSTER=poets  REGISTRY_PORT=5001  NAMESPACE=kubeflow
 #   GKE: PROJECT (required, your Google Cloud project id), REGION=us-central1,
 #        MACHINE_TYPE=e2-standard-4, NODES=2
 # Each command is idempotent: what exists already is left as it is.
 set -euo pipefail
 
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+for setting in $(grep -oE '^[A-Z_]+=' "$ROOT/cluster/versions.env" | tr -d =); do
+  [[ -n "${!setting:-}" ]] && declare "PINNED_$setting=${!setting}"
+done
+# shellcheck disable=SC1091  # plain KEY=value lines
+source "$ROOT/cluster/versions.env"
+for override in ${!PINNED_*}; do  # what the caller set wins over the file
+  declare "${override#PINNED_}=${!override}"
+done
 CLUSTER="${CLUSTER:-poets}"
-KIND_NODE_IMAGE="${KIND_NODE_IMAGE:-kindest/node:v1.33.1}"
-KFP_VERSION="${KFP_VERSION:-2.5.0}"
-KATIB_VERSION="${KATIB_VERSION:-v0.18.0}"
-KSERVE_VERSION="${KSERVE_VERSION:-v0.15.2}"
-CERT_MANAGER_VERSION="${CERT_MANAGER_VERSION:-v1.17.2}"
+REGISTRY_PORT="${REGISTRY_PORT:-5001}"
+NAMESPACE="${NAMESPACE:-kubeflow}"
 REGION="${REGION:-us-central1}"
 MACHINE_TYPE="${MACHINE_TYPE:-e2-standard-4}"
 NODES="${NODES:-2}"
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 dry_run=0
 
 say() { echo "==> $*"; }
@@ -54,7 +67,15 @@ exists() {
 }
 
 up_kind() {
-  need kind "install it from the kind releases (kind.sigs.k8s.io)"
+  need kind "install kind $KIND_VERSION from the kind releases (kind.sigs.k8s.io)"
+  need docker "install Docker"
+  if exists docker inspect kind-registry; then
+    say "registry kind-registry runs on localhost:$REGISTRY_PORT"
+  else
+    say "starting the local registry kind-registry on localhost:$REGISTRY_PORT"
+    run docker run -d --restart=always -p "127.0.0.1:$REGISTRY_PORT:5000" --network bridge \
+      --name kind-registry "$REGISTRY_IMAGE"
+  fi
   if exists kind get kubeconfig --name "$CLUSTER"; then
     say "kind cluster $CLUSTER exists"
   else
@@ -62,6 +83,20 @@ up_kind() {
     run kind create cluster --name "$CLUSTER" --image "$KIND_NODE_IMAGE" \
       --config "$ROOT/kubernetes-intro/kind-cluster.yaml"
   fi
+  say "pointing each node's containerd at kind-registry for localhost:$REGISTRY_PORT"
+  local nodes="$CLUSTER-control-plane"
+  [[ "$dry_run" == 1 ]] || nodes=$(kind get nodes --name "$CLUSTER")
+  for node in $nodes; do
+    run docker exec "$node" mkdir -p "/etc/containerd/certs.d/localhost:$REGISTRY_PORT"
+    run docker exec "$node" sh -c "printf '[host.\"http://kind-registry:5000\"]\\n' \
+      > /etc/containerd/certs.d/localhost:$REGISTRY_PORT/hosts.toml"
+  done
+  if [[ "$dry_run" == 1 ]] || [[ "$(docker inspect -f '{{json .NetworkSettings.Networks.kind}}' kind-registry)" == null ]]; then
+    run docker network connect kind kind-registry
+  fi
+  say "documenting the registry for tools (KEP-1755: the local-registry-hosting ConfigMap)"
+  run kubectl apply -f "$ROOT/cluster/local-registry-hosting.yaml"
+  say "now: REGISTRY=localhost:$REGISTRY_PORT/kubeflow-for-poets scripts/build_images.sh --push"
 }
 
 up_minikube() {
@@ -122,7 +157,50 @@ install_kserve() {
   run kubectl -n kserve wait --for=condition=available --timeout=300s deployment/kserve-controller-manager
   run kubectl apply --server-side -f "$releases/kserve-cluster-resources.yaml"
   run kubectl -n kserve patch configmap inferenceservice-config --type merge \
-    -p '{"data":{"deploy":"{\"defaultDeploymentMode\":\"RawDeployment\"}"}}'
+    -p '{"data":{"deploy":"{\"defaultDeploymentMode\":\"Standard\"}"}}'
+}
+
+apply_rbac() {
+  need kubectl "install kubectl (kubernetes.io/docs/tasks/tools)"
+  say "letting pipeline-runner (KFP standalone) create InferenceServices"
+  run kubectl apply -f "$ROOT/cluster/kserve-rbac.yaml"
+}
+
+apply_storage() {
+  need kubectl "install kubectl (kubernetes.io/docs/tasks/tools)"
+  say "KServe's access to KFP's MinIO: a Secret made from KFP's own credentials"
+  local key="" secret=""
+  if [[ "$dry_run" == 0 ]]; then
+    key=$(kubectl -n "$NAMESPACE" get secret mlpipeline-minio-artifact -o jsonpath='{.data.accesskey}' | base64 -d)
+    secret=$(kubectl -n "$NAMESPACE" get secret mlpipeline-minio-artifact -o jsonpath='{.data.secretkey}' | base64 -d)
+  fi
+  echo "+ kubectl -n $NAMESPACE create secret generic crypto-minio (keys from mlpipeline-minio-artifact)"
+  if [[ "$dry_run" == 0 ]]; then
+    kubectl -n "$NAMESPACE" create secret generic crypto-minio \
+      --from-literal=AWS_ACCESS_KEY_ID="$key" --from-literal=AWS_SECRET_ACCESS_KEY="$secret" \
+      --dry-run=client -o yaml | kubectl apply -f -
+  fi
+  run kubectl -n "$NAMESPACE" annotate --overwrite secret crypto-minio \
+    serving.kserve.io/s3-endpoint="minio-service.$NAMESPACE:9000" \
+    serving.kserve.io/s3-usehttps=0 serving.kserve.io/s3-region=us-east-1
+  run kubectl apply -f "$ROOT/cluster/model-storage.yaml"
+}
+
+upload() {  # upload CLAIM DIR TARGET: copy DIR into the claim at TARGET with a helper pod
+  need kubectl "install kubectl (kubernetes.io/docs/tasks/tools)"
+  local claim="$1" dir="$2" target="$3" pod="upload-$1"
+  if [[ "$dry_run" == 0 && ! -d "$dir" ]]; then
+    echo "error: no folder $dir to upload" >&2
+    exit 1
+  fi
+  say "copying $dir into pvc://$claim/$target"
+  run kubectl -n "$NAMESPACE" run "$pod" --restart=Never \
+    --image="localhost:$REGISTRY_PORT/kubeflow-for-poets/serve:0.1.0" \
+    --overrides="{\"spec\":{\"securityContext\":{\"fsGroup\":10001},\"volumes\":[{\"name\":\"v\",\"persistentVolumeClaim\":{\"claimName\":\"$claim\"}}],\"containers\":[{\"name\":\"$pod\",\"image\":\"localhost:$REGISTRY_PORT/kubeflow-for-poets/serve:0.1.0\",\"command\":[\"sleep\",\"600\"],\"volumeMounts\":[{\"name\":\"v\",\"mountPath\":\"/mnt/claim\"}]}]}}"
+  run kubectl -n "$NAMESPACE" wait --for=condition=Ready --timeout=120s "pod/$pod"
+  run kubectl -n "$NAMESPACE" exec "$pod" -- mkdir -p "/mnt/claim/$target"
+  run kubectl -n "$NAMESPACE" cp "$dir/." "$pod:/mnt/claim/$target"
+  run kubectl -n "$NAMESPACE" delete pod "$pod" --wait=false
 }
 
 down() {
@@ -132,8 +210,9 @@ down() {
     say "deleting GKE cluster $CLUSTER"
     run gcloud container clusters delete "$CLUSTER" --project "$PROJECT" --region "$REGION" --quiet
   elif exists kind get kubeconfig --name "$CLUSTER"; then
-    say "deleting kind cluster $CLUSTER"
+    say "deleting kind cluster $CLUSTER and its registry"
     run kind delete cluster --name "$CLUSTER"
+    run docker rm -f kind-registry
   elif exists minikube status --profile "$CLUSTER"; then
     say "deleting minikube cluster $CLUSTER"
     run minikube delete --profile "$CLUSTER"
@@ -157,8 +236,18 @@ case "$command" in
   kfp) install_kfp ;;
   katib) install_katib ;;
   kserve) install_kserve ;;
+  rbac) apply_rbac ;;
+  storage) apply_storage ;;
+  upload-model)
+    [[ $# == 2 ]] || { echo "usage: $0 upload-model DIR VERSION (e.g. runs/models/crypto/1 1)" >&2; exit 2; }
+    upload crypto-models "$1" "crypto/$2"
+    ;;
+  upload-data)
+    [[ $# == 1 ]] || { echo "usage: $0 upload-data DIR (a transform output folder)" >&2; exit 2; }
+    upload crypto-data "$1" .
+    ;;
   down) down "$@" ;;
-  -h | --help | "") sed -n '2,23p' "$0" ;;
+  -h | --help | "") sed -n '2,30p' "$0" ;;
   *)
     echo "error: unknown command $command (see $0 --help)" >&2
     exit 2

@@ -23,6 +23,8 @@ DEFAULT_SERVING_IMAGE = f"{DEFAULT_REGISTRY}/serve:{DEFAULT_TAG}"
 """The image of the model server, locally in Docker and as KServe's predictor."""
 DEFAULT_NAMESPACE = "kubeflow"
 """Where the cluster's objects go: KFP standalone's namespace (a profile's in multi-user)."""
+PREDICTOR_SERVICE_ACCOUNT = "crypto-predictor"
+"""The predictor's service account: it can read the model (cluster/model-storage.yaml)."""
 RUNNERS = ("subprocess", "docker")
 """How kfp.local runs each step: in this environment, or in the step's image."""
 DEPLOY_TARGETS = ("local", "cluster")
@@ -154,7 +156,8 @@ class DeployConfig:
             registered version (see ``crypto_pipeline.deploy``).
         namespace: Namespace of the InferenceService.
         service_account: Kubernetes service account of the predictor, which must be
-            able to read ``storage_uri`` (see ``cluster/``); empty: the namespace default.
+            able to read ``storage_uri``: ``scripts/cluster.sh storage`` gives it KFP's
+            MinIO; on GKE, workload identity. Empty: the namespace's default.
         image: The serve image, which KServe runs as a custom predictor.
         target: ``local`` writes the manifest; ``cluster`` also applies it.
     """
@@ -162,7 +165,7 @@ class DeployConfig:
     registry_uri: str = ""
     storage_uri: str = ""
     namespace: str = DEFAULT_NAMESPACE
-    service_account: str = ""
+    service_account: str = PREDICTOR_SERVICE_ACCOUNT
     image: str = DEFAULT_SERVING_IMAGE
     target: str = "local"
 

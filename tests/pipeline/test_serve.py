@@ -14,6 +14,7 @@ import requests
 from crypto_pipeline.serve import (
     MAX_INSTANCES,
     RequestError,
+    closes,
     parse_instances,
     predict,
     running_server,
@@ -183,3 +184,19 @@ def test_serve_refuses_a_folder_without_a_model(tmp_path):
         timeout=60,
     )
     assert result.returncode == 1 and "no SavedModel" in result.stderr
+
+
+def test_the_client_reads_both_answer_shapes():
+    """This server answers [x]; TF Serving (KServe's tensorflow runtime) answers [[x]]."""
+    assert closes({"predictions": [101.5, 99.0]}) == [101.5, 99.0]
+    assert closes({"predictions": [[101.5], [99.0]]}) == [101.5, 99.0]
+    for bad in ({"outputs": [1.0]}, {"predictions": [[1.0, 2.0]]}, {"predictions": ["x"]}, [1.0]):
+        with pytest.raises(RequestError):
+            closes(bad)
+
+
+def test_predict_reads_a_tf_serving_answer(httpserver):
+    httpserver.expect_request("/v1/models/crypto:predict", method="POST").respond_with_json(
+        {"predictions": [[101.25]]}
+    )
+    assert predict(httpserver.url_for("/"), [DAY]) == [101.25]

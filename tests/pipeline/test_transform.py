@@ -9,10 +9,16 @@ from conftest import HEADER, REAL_DATA, days, row
 from crypto_pipeline import schema
 from crypto_pipeline import transform as transform_module
 from crypto_pipeline.config import Split, TransformConfig
-from crypto_pipeline.errors import CoinNotFoundError, DateFormatError, SchemaError, SourceError
+from crypto_pipeline.errors import (
+    CoinNotFoundError,
+    ConfigError,
+    DateFormatError,
+    SchemaError,
+    SourceError,
+)
 from crypto_pipeline.schema import COLUMNS
 from crypto_pipeline.splits import SPLITS, split_path
-from crypto_pipeline.transform import plan_ranges, transform
+from crypto_pipeline.transform import beam_io, plan_ranges, transform
 
 BAD_ROWS = {
     # line text -> reason it must be rejected with
@@ -244,3 +250,19 @@ def test_real_data_bitcoin_days(tmp_path):
         pd.concat(pd.read_csv(split_path(tmp_path / "out", n))["date"] for n in SPLITS)
     )
     assert dates.diff().dropna().dt.days.eq(1).all(), "1,793 consecutive days, none mis-parsed"
+
+
+def test_a_remote_runner_gets_the_artifacts_uris():
+    """Dataflow's workers cannot read the pod's paths: they get the bucket URIs."""
+    pod = ("/gcs/raw", "gs://b/raw", "/gcs/data", "gs://b/data")
+    assert beam_io(*pod, ()) == ("/gcs/raw", "/gcs/data")
+    assert beam_io(*pod, ("--runner=DirectRunner",)) == ("/gcs/raw", "/gcs/data")
+    dataflow = ("--runner=DataflowRunner", "--project=p", "--region=r")
+    assert beam_io(*pod, dataflow) == ("gs://b/raw", "gs://b/data")
+    minio = ("/m/raw", "minio://mlpipeline/raw", "/m/data", "minio://mlpipeline/data")
+    assert beam_io(*minio, ("--runner=FlinkRunner",)) == (
+        "s3://mlpipeline/raw",
+        "s3://mlpipeline/data",
+    )
+    with pytest.raises(ConfigError, match="cannot read this machine's files"):
+        beam_io("/runs/raw", "/runs/raw", "/runs/data", "/runs/data", dataflow)

@@ -11,7 +11,7 @@ from crypto_pipeline.errors import ConfigError, DataError
 from crypto_pipeline.features import price_matrix
 from crypto_pipeline.hyperparameters import SEARCH_SPACE, Params
 from crypto_pipeline.splits import split_path
-from crypto_pipeline.train import MIN_ROWS, load_model, read_params, train
+from crypto_pipeline.train import MIN_ROWS, load_model, load_splits, read_params, train
 from crypto_pipeline.transform import transform
 from crypto_pipeline.tune import tune
 
@@ -153,3 +153,17 @@ def test_bad_params_files(tmp_path, content, problem):
         path.write_text(content)
     with pytest.raises(ConfigError, match=problem):
         read_params(path)
+
+
+def test_splits_load_from_any_fsspec_uri(sample_data):
+    """A Katib trial on a cluster reads the transform output straight from a bucket."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for path in sample_data.iterdir():
+        fs.pipe(f"/bucket/transform/{path.name}", path.read_bytes())
+    assert split_path("memory://bucket/transform", "eval").startswith("memory://")
+    remote, local = load_splits("memory://bucket/transform"), load_splits(sample_data)
+    for name in ("train", "eval", "test"):
+        pd.testing.assert_frame_equal(getattr(remote, name), getattr(local, name))
+    assert remote.sha256 == local.sha256
