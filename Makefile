@@ -6,10 +6,10 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 UV_VERSION := 0.13.9
 
-.PHONY: help setup pipeline serve compile notebooks lab test test-containers security-scan lint format bench bench-serving sample lock clean
+.PHONY: help setup pipeline pipeline-docker images serve compile notebooks lab test test-containers security-scan lint format bench bench-serving sample lock clean
 
 help:  ## list the verbs
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 17
 
 setup: $(INSTALLED)  ## create .venv with the locked dependencies (idempotent)
 
@@ -23,6 +23,12 @@ $(INSTALLED): requirements.lock pyproject.toml
 
 pipeline: setup  ## run the pipeline locally (kfp.local) on the bundled synthetic sample, offline
 	$(BIN)/crypto-pipeline run
+
+images:  ## build the four step images as the compiled pipeline names them (REGISTRY=… TAG=…)
+	bash scripts/build_images.sh
+
+pipeline-docker: setup  ## the same pipeline, every step in its image with Docker (make images first)
+	$(BIN)/crypto-pipeline run --runner docker
 
 serve: setup  ## serve the latest run's model on http://127.0.0.1:8080 (KServe V1 protocol)
 	$(BIN)/crypto-pipeline serve
@@ -39,7 +45,7 @@ lab: setup  ## open JupyterLab on the notebooks, with the project's environment 
 test: lint security-scan  ## lint, scan, then run every test and validate the notebooks (nbval)
 	$(BIN)/pytest
 
-test-containers: setup  ## build every Dockerfile against local stand-in bases and run each image (root; ~10 min)
+test-containers: setup  ## build every image, push and pull it through a local registry, run the pipeline in them (root; ~15 min)
 	bash scripts/test_containers.sh
 
 CHECKOV := .tools/checkov/bin/checkov

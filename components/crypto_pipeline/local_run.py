@@ -98,10 +98,12 @@ def docker_runner(root: Path):
             "`scripts/build_images.sh`, then run again",
         ) from None
     root.chmod(root.stat().st_mode | 0o2070)
-    run_args: dict[str, Any] = {"entrypoint": ["/bin/sh", "-c", 'umask 002 && exec "$@"', "step"]}
-    if os.getgid() != 0:
-        run_args["group_add"] = [str(os.getgid())]
-    return local.DockerRunner(**run_args)
+    # The image's user joins the host user's group (gid 0 for root, as OpenShift runs
+    # every container): it may write into ``root``, and the host may remove what it wrote.
+    return local.DockerRunner(
+        entrypoint=["/bin/sh", "-c", 'umask 002 && exec "$@"', "step"],
+        group_add=[str(os.getgid())],
+    )
 
 
 def run_local(
