@@ -466,7 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--katib-data-dir",
         default="/data/transform",
-        help="transform output as the trial containers see it (default: %(default)s)",
+        help="transform output as the trial containers see it: a bucket URI, or a path where "
+        "the claim crypto-data is mounted (default: %(default)s)",
     )
     p.set_defaults(func=_cmd_tune)
 

@@ -128,3 +128,14 @@ def test_the_token_comes_from_a_file_or_the_environment(tmp_path):
     (tmp_path / "empty").write_text("")
     with pytest.raises(ConfigError, match="empty"):
         read_token(str(tmp_path / "empty"), environ={})
+
+
+def test_the_docker_runner_says_how_to_get_an_engine(tmp_path, monkeypatch):
+    from crypto_pipeline.errors import PipelineError
+    from crypto_pipeline.local_run import run_config
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such.sock")
+    config = PipelineConfig(pipeline_root=str(tmp_path), runner="docker")
+    with pytest.raises(PipelineError, match="no Docker engine answers") as caught:
+        run_config(config)
+    assert "build_images.sh" in caught.value.fix
