@@ -86,10 +86,10 @@ up_kind() {
   say "pointing each node's containerd at kind-registry for localhost:$REGISTRY_PORT"
   local nodes="$CLUSTER-control-plane"
   [[ "$dry_run" == 1 ]] || nodes=$(kind get nodes --name "$CLUSTER")
+  local hosts="/etc/containerd/certs.d/localhost:$REGISTRY_PORT"
   for node in $nodes; do
-    run docker exec "$node" mkdir -p "/etc/containerd/certs.d/localhost:$REGISTRY_PORT"
-    run docker exec "$node" sh -c "printf '[host.\"http://kind-registry:5000\"]\\n' \
-      > /etc/containerd/certs.d/localhost:$REGISTRY_PORT/hosts.toml"
+    run docker exec "$node" mkdir -p "$hosts"
+    run docker exec "$node" sh -c "printf '[host.\"http://kind-registry:5000\"]\\n' > $hosts/hosts.toml"
   done
   if [[ "$dry_run" == 1 ]] || [[ "$(docker inspect -f '{{json .NetworkSettings.Networks.kind}}' kind-registry)" == null ]]; then
     run docker network connect kind kind-registry

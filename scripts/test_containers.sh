@@ -17,13 +17,6 @@
 # subprocess run of the same seed. The serve image then answers as KServe runs it: the
 # arguments of the InferenceService that run wrote, the model mounted at /mnt/models.
 #
-# The step images then go where a cluster gets them: a real OCI registry on localhost:5001
-# (Debian's docker-registry, started and stopped here), pushed, the local tags removed,
-# pulled back. The whole pipeline then runs with kfp.local's DockerRunner, every step in
-# its image as the image's user (like a pod), and its metrics are compared with a
-# subprocess run of the same seed. The serve image then answers as KServe would run it:
-# the arguments of the InferenceService the run wrote, the model at /mnt/models.
-#
 # Usage: scripts/test_containers.sh [--skip-tensorflow]
 #   --skip-tensorflow  leave out the train and serve images (the slow TensorFlow builds)
 # Needs root (dockerd, debootstrap). Starts dockerd when none runs and stops it at the end;
@@ -38,9 +31,6 @@ TAG=0.1.0
 REGISTRY_PORT=5001
 STEP_REGISTRY="localhost:$REGISTRY_PORT/$IMAGES"  # the names the compiled pipeline uses
 QUICK=(--trials 2 --epochs 8 --seed 42 --no-cache)  # the same run with both runners
-REGISTRY_PORT=5001
-STEP_REGISTRY="localhost:$REGISTRY_PORT/$IMAGES"  # the names the compiled pipeline uses
-QUICK=(--trials 2 --epochs 8 --seed 42 --no-cache)  # the same run in both runners
 skip_tf=0
 [[ "${1:-}" == "--skip-tensorflow" ]] && skip_tf=1
 
@@ -63,10 +53,7 @@ cleanup() {
   if [[ -n "$registry_pid" ]]; then
     say "stopping the registry on localhost:$REGISTRY_PORT"
     kill "$registry_pid" 2> /dev/null || true
-  fi
-  if [[ -n "$registry_pid" ]]; then
-    say "stopping the registry on localhost:$REGISTRY_PORT"
-    kill "$registry_pid" 2> /dev/null || true
+    registry_pid=""
   fi
   if [[ "$started_dockerd" == 1 ]]; then
     say "stopping the dockerd this script started"
@@ -87,7 +74,6 @@ install_tools() {
   local missing=()
   command -v dockerd > /dev/null || missing+=(docker.io)
   command -v debootstrap > /dev/null || missing+=(debootstrap)
-  command -v docker-registry > /dev/null || missing+=(docker-registry)
   command -v docker-registry > /dev/null || missing+=(docker-registry)
   if ((${#missing[@]})); then
     say "installing ${missing[*]} from Debian's packages"

@@ -78,6 +78,21 @@ def _next_version(fs, model_uri: str) -> int:
     return max(numbers, default=0) + 1
 
 
+def _saved_model(model_dir: str | os.PathLike[str]) -> Path:
+    """``model_dir`` as a Path, once it is known to hold a SavedModel.
+
+    Raises:
+        ConfigError: It does not.
+    """
+    model_dir = Path(model_dir)
+    if not (model_dir / "saved_model.pb").exists():
+        raise ConfigError(
+            f"no SavedModel in {model_dir}",
+            "pass the model/ folder written by the train step",
+        )
+    return model_dir
+
+
 def register(
     model_dir: str | os.PathLike[str], registry_uri: str, name: str = MODEL_NAME
 ) -> tuple[int, str]:
@@ -92,12 +107,7 @@ def register(
     Raises:
         ConfigError: ``model_dir`` holds no SavedModel.
     """
-    model_dir = Path(model_dir)
-    if not (model_dir / "saved_model.pb").exists():
-        raise ConfigError(
-            f"no SavedModel in {model_dir}",
-            "pass the model/ folder written by the train step",
-        )
+    model_dir = _saved_model(model_dir)
     fs, root = fsspec.core.url_to_fs(registry_uri)
     model_uri = f"{root.rstrip('/')}/{name}"
     fs.makedirs(model_uri, exist_ok=True)
@@ -261,6 +271,7 @@ def deploy(
         version, version_uri = register(model_dir, config.registry_uri)
         request, response = smoke_test(version_uri)
     else:  # nothing to copy: the model artifact is the version
+        model_dir = _saved_model(model_dir)
         version = None
         remote = "://" in model_uri and not model_uri.startswith("file://")
         version_uri = cluster_uri(f"{model_uri.rstrip('/')}/model") if remote else str(model_dir)

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from crypto_pipeline import coin_flip
-from crypto_pipeline.pipeline import compiled_tasks
+from crypto_pipeline.compiled import compiled_tasks
 
 
 @pytest.mark.parametrize("seed", [1, 7])
