@@ -327,6 +327,12 @@ PY
   else
     fail "the model is owned by uid $owner, not the image's user ($user)"
   fi
+  if "$ROOT/.venv/bin/crypto-pipeline" run --runner docker --pipeline-root "$runs" --tag no-such \
+    2>&1 | grep -q "make images"; then
+    pass "a missing step image is named, with the fix (make images)"
+  else
+    fail "a missing step image does not say how to build it"
+  fi
   python3 -c "import sys; d, s = map(float, sys.argv[1:]); print(
     f'benchmark: the pipeline cold (${QUICK[*]}): docker runner {d:.1f} s, '
     f'subprocess runner {s:.1f} s: {d / s:.2f}x (goal: at most 2x)')" "$dock_s" "$sub_s"

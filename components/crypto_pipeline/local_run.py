@@ -14,7 +14,13 @@ from typing import Any
 
 from crypto_pipeline.config import PipelineConfig
 from crypto_pipeline.errors import PipelineError
-from crypto_pipeline.pipeline import PIPELINE_NAME, STEPS, build_pipeline, pipeline_arguments
+from crypto_pipeline.pipeline import (
+    PIPELINE_NAME,
+    STEP_IMAGES,
+    STEPS,
+    build_pipeline,
+    pipeline_arguments,
+)
 from crypto_pipeline.report import comparison_lines
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -69,7 +75,7 @@ class LocalRun:
     log_path: Path
 
 
-def docker_runner(root: Path):
+def docker_runner(root: Path, images: list[str]):
     """kfp.local's DockerRunner, set up so that each step runs in its image like a pod.
 
     The step runs as the image's own (non-root) user, with ``root`` mounted at the same
@@ -78,15 +84,21 @@ def docker_runner(root: Path):
     so that the folders a step writes stay writable for the host's group: ``root`` is made
     group-writable and setgid, and the container gets the host user's group.
 
+    Args:
+        root: The folder of the run's artifacts, mounted into every step.
+        images: The step images; each must be here or pullable (as a cluster pulls it).
+
     Raises:
-        PipelineError: No Docker engine answers, or the ``docker`` package is missing.
+        PipelineError: No Docker engine answers, the ``docker`` package is missing, or an
+            image is neither here nor pullable.
     """
     from kfp import local
 
     try:
         import docker
 
-        docker.from_env().ping()
+        client = docker.from_env()
+        client.ping()
     except ImportError:
         raise PipelineError(
             "the docker Python package is missing", "run `make setup` (it is in the lock)"
@@ -97,6 +109,19 @@ def docker_runner(root: Path):
             "start Docker (or `sudo dockerd &`), build the images with "
             "`scripts/build_images.sh`, then run again",
         ) from None
+    for image in images:
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            try:
+                client.images.pull(image)
+            except docker.errors.APIError as exc:
+                raise PipelineError(
+                    f"the step image {image} is not here and cannot be pulled "
+                    f"({exc.explanation or exc})",
+                    "build the images with `make images` (REGISTRY=… TAG=… for others), "
+                    "or pass the --registry and --tag they were pushed under",
+                ) from None
     root.chmod(root.stat().st_mode | 0o2070)
     # The image's user joins the host user's group (gid 0 for root, as OpenShift runs
     # every container): it may write into ``root``, and the host may remove what it wrote.
@@ -138,8 +163,10 @@ def run_local(
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     before = {p.name for p in root.glob(f"{PIPELINE_NAME}-*")}
+    registry, tag = registry or defaults.registry, tag or defaults.tag
+    images = sorted({f"{registry}/{image}:{tag}" for image in STEP_IMAGES.values()})
     local.init(
-        runner=docker_runner(root)
+        runner=docker_runner(root, images)
         if runner == "docker"
         else local.SubprocessRunner(use_venv=False),
         pipeline_root=str(root),
@@ -148,7 +175,7 @@ def run_local(
     stamp = time.strftime("%Y-%m-%d-%H-%M-%S")
     log_path = root / f".{PIPELINE_NAME}-{stamp}.log"
     terminal = sys.stdout
-    pipeline = build_pipeline(registry or defaults.registry, tag or defaults.tag)
+    pipeline = build_pipeline(registry, tag)
     with open(log_path, "w") as log, warnings.catch_warnings():
         # Expected here, so not worth a learner's attention: display names are for the
         # KFP UI, and the component images are what the cluster runs, while kfp.local's

@@ -18,6 +18,19 @@ ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "crypto_pipeline.yaml"
 
 
+def kfp_api(httpserver):
+    httpserver.expect_request("/apis/v2beta1/healthz").respond_with_json({})
+    httpserver.expect_request("/apis/v2beta1/experiments", method="GET").respond_with_json(
+        {"experiments": []}
+    )
+    httpserver.expect_request("/apis/v2beta1/experiments", method="POST").respond_with_json(
+        {"experiment_id": "exp-1", "display_name": "poets"}
+    )
+    httpserver.expect_request("/apis/v2beta1/runs", method="POST").respond_with_json(
+        {"run_id": "run-1", "display_name": "x"}
+    )
+
+
 def test_committed_pipeline_is_current(tmp_path):
     fresh = compile_pipeline(tmp_path / "crypto_pipeline.yaml")
     assert COMMITTED.read_text() == fresh.read_text(), (
@@ -47,16 +60,7 @@ def test_images_are_set_at_compile_time(tmp_path):
 
 
 def test_submit_sends_the_pipeline_to_the_kfp_api(httpserver):
-    httpserver.expect_request("/apis/v2beta1/healthz").respond_with_json({})
-    httpserver.expect_request("/apis/v2beta1/experiments", method="GET").respond_with_json(
-        {"experiments": []}
-    )
-    httpserver.expect_request("/apis/v2beta1/experiments", method="POST").respond_with_json(
-        {"experiment_id": "exp-1", "display_name": "poets"}
-    )
-    httpserver.expect_request("/apis/v2beta1/runs", method="POST").respond_with_json(
-        {"run_id": "run-1", "display_name": "x"}
-    )
+    kfp_api(httpserver)
     result = submit(COMMITTED, httpserver.url_for("").rstrip("/"), "poets", {"trials": 3})
     assert result.run_id == "run-1"
     requests = {(r.method, r.path): r for r, _ in httpserver.log}
@@ -88,19 +92,6 @@ def test_docker_runs_keep_their_own_cache(tmp_path):
     )
     with pytest.raises(ConfigError, match="runner"):
         PipelineConfig(runner="kubernetes")
-
-
-def kfp_api(httpserver):
-    httpserver.expect_request("/apis/v2beta1/healthz").respond_with_json({})
-    httpserver.expect_request("/apis/v2beta1/experiments", method="GET").respond_with_json(
-        {"experiments": []}
-    )
-    httpserver.expect_request("/apis/v2beta1/experiments", method="POST").respond_with_json(
-        {"experiment_id": "exp-1", "display_name": "poets"}
-    )
-    httpserver.expect_request("/apis/v2beta1/runs", method="POST").respond_with_json(
-        {"run_id": "run-1", "display_name": "x"}
-    )
 
 
 def test_submit_to_a_multi_user_kubeflow_sends_the_namespace_and_token(httpserver):
