@@ -320,8 +320,13 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"model      {summary['model_dir']}",
         f"plots      {', '.join(Path(p).name for p in summary['plots'])} "
         f"in {Path(summary['plots'][0]).parent}",
-        f"deployed   version {deployment['version']} at {deployment['version_uri']}; "
-        f"smoke answer {deployment['smoke_response']['predictions']}",
+        "deployed   "
+        + (
+            f"version {deployment['version']} at {deployment['version_uri']}"
+            if deployment["version"]
+            else f"{deployment['version_uri']} as it is (no registry)"
+        )
+        + f"; smoke answer {deployment['smoke_response']['predictions']}",
         f"manifest   {deployment['manifest_path']}",
         "durations  " + ", ".join(f"{k} {v:.1f} s" for k, v in summary["durations_s"].items()),
         "cache      " + (", ".join(summary["cache_hits"]) or "no step") + " served from cache",
