@@ -292,7 +292,7 @@ timed_run() {  # timed_run LOG ARGS...: crypto-pipeline run ARGS > LOG; prints t
 }
 
 check_docker_pipeline() {  # the whole pipeline in its images, against a subprocess run
-  local runs="$WORK/pipeline" sub_s dock_s user owner
+  local runs="$WORK/pipeline" sub_s dock_s user owner missing
   rm -rf "$runs" && mkdir -p "$runs"
   if ! sub_s=$(timed_run "$WORK/run-subprocess.log" --pipeline-root "$runs" "${QUICK[@]}"); then
     fail "the subprocess run; see $WORK/run-subprocess.log"
@@ -327,11 +327,13 @@ PY
   else
     fail "the model is owned by uid $owner, not the image's user ($user)"
   fi
-  if "$ROOT/.venv/bin/crypto-pipeline" run --runner docker --pipeline-root "$runs" --tag no-such \
-    2>&1 | grep -q "make images"; then
-    pass "a missing step image is named, with the fix (make images)"
+  missing=$("$ROOT/.venv/bin/crypto-pipeline" run --runner docker --pipeline-root "$runs" \
+    --tag no-such 2>&1) && fail "a run with images that do not exist succeeded"
+  if grep -q "make images" <<< "$missing"; then
+    pass "a missing step image is named, with the fix: $(grep -m1 '^error' <<< "$missing")"
   else
-    fail "a missing step image does not say how to build it"
+    fail "a missing step image does not say how to build it:"
+    tail -5 <<< "$missing" >&2
   fi
   python3 -c "import sys; d, s = map(float, sys.argv[1:]); print(
     f'benchmark: the pipeline cold (${QUICK[*]}): docker runner {d:.1f} s, '
