@@ -77,9 +77,7 @@ def build_pipeline(registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_TAG) -> 
     tune_op = component(steps.tune_step, "tune")
     train_op = component(steps.train_step, "train")
     deploy_op = component(steps.deploy_step, "deploy")
-    defaults = pipeline_arguments(PipelineConfig())
-    # The server on the cluster is the deploy step's own image.
-    defaults["serving_image"] = f"{registry}/{STEP_IMAGES['deploy']}:{tag}"
+    d = pipeline_arguments(PipelineConfig())  # the defaults, from the one settings object
 
     class Outputs(NamedTuple):
         raw: Dataset
@@ -88,35 +86,53 @@ def build_pipeline(registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_TAG) -> 
         model: Model
         deployment: Artifact
 
-    def crypto_pipeline(**params) -> Outputs:
-        ingest_task = ingest_op(source_uri=params["source_uri"]).set_display_name("1 ingest")
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Kubeflow for Poets: ingest, transform (Beam), tune, train and deploy "
+        "a Keras model that predicts the daily close of a crypto coin.",
+    )
+    def crypto_pipeline(
+        source_uri: str = d["source_uri"],
+        coin: str = d["coin"],
+        date_format: str = d["date_format"],
+        split: str = d["split"],
+        beam_args: str = d["beam_args"],
+        trials: int = d["trials"],
+        tune_epochs: int = d["tune_epochs"],
+        train_epochs: int = d["train_epochs"],
+        seed: int = d["seed"],
+        registry_uri: str = d["registry_uri"],
+        storage_uri: str = d["storage_uri"],
+        namespace: str = d["namespace"],
+        service_account: str = d["service_account"],
+        serving_image: str = f"{registry}/{STEP_IMAGES['deploy']}:{tag}",  # deploy's image
+        deploy_target: str = d["deploy_target"],
+    ) -> Outputs:
+        ingest_task = ingest_op(source_uri=source_uri).set_display_name("1 ingest")
         transform_task = transform_op(
             raw=ingest_task.outputs["raw"],
-            coin=params["coin"],
-            date_format=params["date_format"],
-            split=params["split"],
-            beam_args=params["beam_args"],
+            coin=coin,
+            date_format=date_format,
+            split=split,
+            beam_args=beam_args,
         ).set_display_name("2 transform (Beam)")
         tune_task = tune_op(
-            data=transform_task.outputs["data"],
-            trials=params["trials"],
-            epochs=params["tune_epochs"],
-            seed=params["seed"],
+            data=transform_task.outputs["data"], trials=trials, epochs=tune_epochs, seed=seed
         ).set_display_name("3 tune")
         train_task = train_op(
             data=transform_task.outputs["data"],
             best_params=tune_task.outputs["best_params"],
-            epochs=params["train_epochs"],
-            seed=params["seed"],
+            epochs=train_epochs,
+            seed=seed,
         ).set_display_name("4 train")
         deploy_task = deploy_op(
             model=train_task.outputs["model"],
-            registry_uri=params["registry_uri"],
-            storage_uri=params["storage_uri"],
-            namespace=params["namespace"],
-            service_account=params["service_account"],
-            image=params["serving_image"],
-            target=params["deploy_target"],
+            registry_uri=registry_uri,
+            storage_uri=storage_uri,
+            namespace=namespace,
+            service_account=service_account,
+            image=serving_image,
+            target=deploy_target,
         ).set_display_name("5 deploy")
         return Outputs(
             raw=ingest_task.outputs["raw"],
@@ -126,41 +142,4 @@ def build_pipeline(registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_TAG) -> 
             deployment=deploy_task.outputs["deployment"],
         )
 
-    return dsl.pipeline(
-        _with_signature(crypto_pipeline, defaults),
-        name=PIPELINE_NAME,
-        description="Kubeflow for Poets: ingest, transform (Beam), tune, train and deploy "
-        "a Keras model that predicts the daily close of a crypto coin.",
-    )
-
-
-def _with_signature(func: Callable, defaults: dict[str, Any]) -> Callable:
-    """Gives ``func(**params)`` one typed keyword parameter per default, as KFP reads them.
-
-    KFP takes a pipeline's parameters, types and defaults from its signature; building it
-    from ``PipelineConfig`` keeps the defaults in one place.
-    """
-    import inspect
-
-    parameters = [
-        inspect.Parameter(
-            name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=value, annotation=type(value)
-        )
-        for name, value in defaults.items()
-    ]
-
-    def pipeline_func(*args, **kwargs):
-        bound = pipeline_func.__signature__.bind(*args, **kwargs)
-        bound.apply_defaults()
-        return func(**bound.arguments)
-
-    pipeline_func.__name__ = "crypto_pipeline"
-    pipeline_func.__doc__ = func.__doc__
-    pipeline_func.__signature__ = inspect.Signature(
-        parameters, return_annotation=inspect.signature(func).return_annotation
-    )
-    pipeline_func.__annotations__ = {
-        **{p.name: p.annotation for p in parameters},
-        "return": inspect.signature(func).return_annotation,
-    }
-    return pipeline_func
+    return crypto_pipeline
