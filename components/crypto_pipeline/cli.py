@@ -499,9 +499,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "deploy",
         help="step 5: register a model version, smoke-test it, write/apply KServe's manifest",
-        description="Copies the SavedModel to REGISTRY/crypto/<n>/, answers a smoke request "
-        "with it, and writes OUTPUT_DIR/inferenceservice.yaml; --target cluster also applies "
-        "it with the Kubernetes credentials of the environment.",
+        description="With --registry, copies the SavedModel to REGISTRY/crypto/<n>/; answers a "
+        "smoke request with it, and writes OUTPUT_DIR/inferenceservice.yaml, whose predictor "
+        "is the serve image (a KServe custom predictor); --target cluster also applies it "
+        "with the Kubernetes credentials of the environment.",
     )
     p.add_argument("--model", required=True, help="a SavedModel folder (train's model/)")
     deploy_defaults = DeployConfig()
