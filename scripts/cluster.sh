@@ -169,16 +169,13 @@ apply_rbac() {
 apply_storage() {
   need kubectl "install kubectl (kubernetes.io/docs/tasks/tools)"
   say "KServe's access to KFP's MinIO: a Secret made from KFP's own credentials"
-  local key="" secret=""
-  if [[ "$dry_run" == 0 ]]; then
-    key=$(kubectl -n "$NAMESPACE" get secret mlpipeline-minio-artifact -o jsonpath='{.data.accesskey}' | base64 -d)
-    secret=$(kubectl -n "$NAMESPACE" get secret mlpipeline-minio-artifact -o jsonpath='{.data.secretkey}' | base64 -d)
-  fi
+  # The keys go from one Secret to the other through a pipe, never through arguments.
   echo "+ kubectl -n $NAMESPACE create secret generic crypto-minio (keys from mlpipeline-minio-artifact)"
   if [[ "$dry_run" == 0 ]]; then
-    kubectl -n "$NAMESPACE" create secret generic crypto-minio \
-      --from-literal=AWS_ACCESS_KEY_ID="$key" --from-literal=AWS_SECRET_ACCESS_KEY="$secret" \
-      --dry-run=client -o yaml | kubectl apply -f -
+    kubectl -n "$NAMESPACE" get secret mlpipeline-minio-artifact -o go-template='AWS_ACCESS_KEY_ID={{.data.accesskey | base64decode}}{{"\n"}}AWS_SECRET_ACCESS_KEY={{.data.secretkey | base64decode}}{{"\n"}}' \
+      | kubectl -n "$NAMESPACE" create secret generic crypto-minio --from-env-file=/dev/stdin \
+        --dry-run=client -o yaml \
+      | kubectl apply -f -
   fi
   run kubectl -n "$NAMESPACE" annotate --overwrite secret crypto-minio \
     serving.kserve.io/s3-endpoint="minio-service.$NAMESPACE:9000" \
