@@ -292,7 +292,7 @@ timed_run() {  # timed_run LOG ARGS...: crypto-pipeline run ARGS > LOG; prints t
 }
 
 check_docker_pipeline() {  # the whole pipeline in its images, against a subprocess run
-  local runs="$WORK/pipeline" sub_s dock_s user owner missing
+  local runs="$WORK/pipeline" sub_s dock_s user owner missing locked
   rm -rf "$runs" && mkdir -p "$runs"
   if ! sub_s=$(timed_run "$WORK/run-subprocess.log" --pipeline-root "$runs" "${QUICK[@]}"); then
     fail "the subprocess run; see $WORK/run-subprocess.log"
@@ -326,6 +326,12 @@ PY
     pass "the docker run's artifacts are owned by the image's user (uid $owner)"
   else
     fail "the model is owned by uid $owner, not the image's user ($user)"
+  fi
+  locked=$(find "$(readlink -f "$runs/docker/latest")" "$runs/docker/models" -type d ! -perm -g+w)
+  if [[ -z "$locked" ]]; then
+    pass "every folder the steps wrote is writable for the host user's group (it can clean up)"
+  else
+    fail "folders the host user's group cannot clean up: $locked"
   fi
   missing=$("$ROOT/.venv/bin/crypto-pipeline" run --runner docker --pipeline-root "$runs" \
     --tag no-such 2>&1) && fail "a run with images that do not exist succeeded"

@@ -291,6 +291,20 @@ def train(
     return metrics
 
 
+def _follow_umask(folder: Path) -> None:
+    """Gives the folders under ``folder`` the mode the process's umask asks for.
+
+    TensorFlow makes a SavedModel's folders 0755 whatever the umask, so a pipeline step
+    that runs as another user (``--runner docker``, umask 002 and a shared group) would
+    leave folders the host's user cannot clean up.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(path.stat().st_mode & 0o7000 | 0o777 & ~umask)  # keeps setgid
+
+
 def _export(serving, model_dir: Path, meta: dict[str, Any]) -> None:
     """Exports the SavedModel next to its final place, then swaps it in."""
     staging = model_dir.with_name(f".{model_dir.name}.staging-{uuid.uuid4().hex[:8]}")
@@ -302,6 +316,7 @@ def _export(serving, model_dir: Path, meta: dict[str, Any]) -> None:
     try:
         serving.export(str(staging), format="tf_saved_model", verbose=False)
         (staging / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+        _follow_umask(staging)
         if model_dir.exists():
             shutil.rmtree(model_dir)
         os.replace(staging, model_dir)

@@ -167,3 +167,20 @@ def test_splits_load_from_any_fsspec_uri(sample_data):
     for name in ("train", "eval", "test"):
         pd.testing.assert_frame_equal(getattr(remote, name), getattr(local, name))
     assert remote.sha256 == local.sha256
+
+
+def test_the_exported_model_follows_the_umask(tmp_path):
+    """TensorFlow makes 0755 folders; a step run as another user shares them by umask 002."""
+    import os
+
+    from crypto_pipeline.train import _follow_umask
+
+    (tmp_path / "model" / "variables").mkdir(parents=True, mode=0o755)
+    (tmp_path / "model").chmod(0o2755)
+    previous = os.umask(0o002)
+    try:
+        _follow_umask(tmp_path / "model")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "model").stat().st_mode & 0o7777 == 0o2775
+    assert (tmp_path / "model" / "variables").stat().st_mode & 0o777 == 0o775
