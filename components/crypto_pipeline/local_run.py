@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crypto_pipeline.config import PipelineConfig
+from crypto_pipeline.config import DEFAULT_REGISTRY, DEFAULT_TAG, PipelineConfig
 from crypto_pipeline.errors import PipelineError
 from crypto_pipeline.pipeline import (
     PIPELINE_NAME,
-    STEP_IMAGES,
     STEPS,
     build_pipeline,
     pipeline_arguments,
+    step_image,
 )
 from crypto_pipeline.report import comparison_lines
 
@@ -136,8 +136,8 @@ def run_local(
     pipeline_root: str | os.PathLike[str],
     enable_caching: bool = True,
     runner: str = "subprocess",
-    registry: str | None = None,
-    tag: str | None = None,
+    registry: str = DEFAULT_REGISTRY,
+    tag: str = DEFAULT_TAG,
 ) -> LocalRun:
     """Runs the pipeline with kfp.local: each step in this environment, or in its image.
 
@@ -151,20 +151,18 @@ def run_local(
         enable_caching: Reuse the outputs of unchanged steps.
         runner: ``subprocess`` (this environment) or ``docker`` (``registry/<image>:tag``,
             see ``docker_runner``; the images must exist locally or be pullable).
-        registry: Registry and path of the step images (default: the config's).
-        tag: Tag of the step images (default: the config's).
+        registry: Registry and path of the step images.
+        tag: Tag of the step images.
 
     Returns:
         The run.
     """
     from kfp import local
 
-    defaults = PipelineConfig()
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     before = {p.name for p in root.glob(f"{PIPELINE_NAME}-*")}
-    registry, tag = registry or defaults.registry, tag or defaults.tag
-    images = sorted({f"{registry}/{image}:{tag}" for image in STEP_IMAGES.values()})
+    images = sorted({step_image(step, registry, tag) for step in STEPS})
     local.init(
         runner=docker_runner(root, images)
         if runner == "docker"

@@ -35,6 +35,11 @@ STEP_IMAGES = {
 STEPS = tuple(STEP_IMAGES)
 
 
+def step_image(step: str, registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_TAG) -> str:
+    """The image a step runs in, as the compiled pipeline names it: ``registry/<image>:tag``."""
+    return f"{registry}/{STEP_IMAGES[step]}:{tag}"
+
+
 def pipeline_arguments(config: PipelineConfig) -> dict[str, Any]:
     """The pipeline's parameters as ``config`` sets them (names as in ``build_pipeline``)."""
     return {
@@ -69,7 +74,7 @@ def build_pipeline(registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_TAG) -> 
 
     def component(func, step):
         return dsl.component(
-            func, base_image=f"{registry}/{STEP_IMAGES[step]}:{tag}", install_kfp_package=False
+            func, base_image=step_image(step, registry, tag), install_kfp_package=False
         )
 
     ingest_op = component(steps.ingest_step, "ingest")
@@ -105,7 +110,7 @@ def build_pipeline(registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_TAG) -> 
         storage_uri: str = d["storage_uri"],
         namespace: str = d["namespace"],
         service_account: str = d["service_account"],
-        serving_image: str = f"{registry}/{STEP_IMAGES['deploy']}:{tag}",  # deploy's image
+        serving_image: str = step_image("deploy", registry, tag),  # deploy's own image
         deploy_target: str = d["deploy_target"],
     ) -> Outputs:
         ingest_task = ingest_op(source_uri=source_uri).set_display_name("1 ingest")
