@@ -10,7 +10,7 @@
 #   gke             create a GKE cluster with workload identity (needs PROJECT; see below)
 #   kfp             install Kubeflow Pipelines standalone ($KFP_VERSION)
 #   katib           install Katib standalone ($KATIB_VERSION)
-#   kserve          install cert-manager and KServe in Standard (raw Deployment) mode
+#   kserve          install cert-manager and KServe in Standard mode (plain Deployments)
 #   rbac            let KFP's pipeline-runner create InferenceServices (cluster/kserve-rbac.yaml)
 #   storage         the predictor's service account with KFP's MinIO credentials, and the
 #                   claims crypto-models and crypto-data (cluster/model-storage.yaml)
@@ -152,7 +152,7 @@ install_kserve() {
   run kubectl apply -f \
     "https://github.com/cert-manager/cert-manager/releases/download/$CERT_MANAGER_VERSION/cert-manager.yaml"
   run kubectl -n cert-manager wait --for=condition=available --timeout=300s deployment/cert-manager-webhook
-  say "installing KServe $KSERVE_VERSION in raw deployment mode (no Knative or Istio needed)"
+  say "installing KServe $KSERVE_VERSION in Standard mode (plain Deployments: no Knative or Istio needed)"
   run kubectl apply --server-side -f "$releases/kserve.yaml"
   run kubectl -n kserve wait --for=condition=available --timeout=300s deployment/kserve-controller-manager
   run kubectl apply --server-side -f "$releases/kserve-cluster-resources.yaml"
