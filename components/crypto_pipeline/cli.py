@@ -29,7 +29,7 @@ from crypto_pipeline.config import (
     TuneConfig,
     runtime_environment,
 )
-from crypto_pipeline.errors import ConfigError, PipelineError
+from crypto_pipeline.errors import ConfigError, Interrupted, PipelineError, storage_error
 from crypto_pipeline.hyperparameters import SEARCH_SPACE
 from crypto_pipeline.sample_data import SAMPLE_PATH, write_sample
 from crypto_pipeline.schema import DATE_FORMATS
@@ -265,6 +265,11 @@ def _cmd_submit(args: argparse.Namespace, extra: Sequence[str]) -> None:
                 "pass e.g. --param source_uri=gs://bucket/crypto-markets.csv",
             )
         arguments[key] = int(value) if value.lstrip("-").isdigit() else value
+    if "source_fingerprint" not in arguments:  # KFP's cache keys on it: changed data re-runs
+        from crypto_pipeline.ingest import source_fingerprint
+
+        source = arguments.get("source_uri", PipelineConfig().source_uri)
+        arguments["source_fingerprint"] = source_fingerprint(str(source))
     try:
         result = submit(
             package,
@@ -284,7 +289,8 @@ def _cmd_submit(args: argparse.Namespace, extra: Sequence[str]) -> None:
         ) from None
     print(
         f"submitted run {result.run_id} to {args.host} "
-        f"(namespace {args.namespace}, experiment {args.experiment})"
+        f"(namespace {args.namespace}, experiment {args.experiment}; "
+        f"source fingerprint {arguments['source_fingerprint']})"
     )
 
 
@@ -608,8 +614,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     runtime_environment(verbose=args.verbose)
     try:
         args.func(args, extra)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
     except PipelineError as exc:
         print(f"error: {exc.problem}\n  fix: {exc.fix}", file=sys.stderr)
+        return 130 if isinstance(exc, Interrupted) else 1
+    except OSError as exc:
+        error = storage_error(exc)
+        if error is None:
+            raise
+        print(f"error: {error.problem}\n  fix: {error.fix}", file=sys.stderr)
         return 1
     return 0
 

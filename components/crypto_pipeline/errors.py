@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class PipelineError(Exception):
     """A problem the user can fix, with the fix spelled out.
@@ -43,3 +46,50 @@ class DataError(PipelineError):
 
 class TrainingError(PipelineError):
     """Training went wrong (the loss diverged); no model was exported."""
+
+
+class Interrupted(PipelineError):
+    """The command was stopped by SIGINT or SIGTERM; what it started was stopped too."""
+
+
+class StorageError(PipelineError):
+    """A folder cannot be written: read-only, no permission, or the disk is full."""
+
+
+_STORAGE_FIXES = {
+    errno.ENOSPC: (
+        "the disk is full",
+        "free some space (remove old run folders under the pipeline root) or choose a "
+        "folder on a disk with room",
+    ),
+    errno.EDQUOT: ("the disk quota is used up", "free some space or choose another folder"),
+    errno.EROFS: (
+        "the file system is read-only",
+        "choose a writable folder (--output-dir, --pipeline-root)",
+    ),
+    errno.EACCES: (
+        "permission denied",
+        "choose a folder you can write (--output-dir, --pipeline-root), or fix its permissions",
+    ),
+    errno.EPERM: (
+        "operation not permitted",
+        "choose a folder you can write (--output-dir, --pipeline-root), or fix its permissions",
+    ),
+}
+
+
+def storage_error(exc: OSError) -> StorageError | None:
+    """The StorageError for a failed write (full disk, read-only, no permission), else None."""
+    if exc.errno not in _STORAGE_FIXES:
+        return None
+    what, fix = _STORAGE_FIXES[exc.errno]
+    where = f" at {os.fsdecode(exc.filename)}" if exc.filename else ""
+    return StorageError(f"cannot write{where}: {what}", fix)
+
+
+def storage_fix(text: str) -> str:
+    """The fix for an ``[Errno N]`` message of a failed write, or "" for other errors."""
+    for code, (_, fix) in _STORAGE_FIXES.items():
+        if f"[Errno {code}]" in text:
+            return fix
+    return ""

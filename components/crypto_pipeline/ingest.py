@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -273,3 +274,50 @@ def ingest(source_uri: str, output_dir: str | os.PathLike[str]) -> IngestResult:
     manifest = json.dumps(asdict(result), indent=2).encode() + b"\n"
     _write_atomic(out / MANIFEST_NAME, lambda f: f.write(manifest))
     return result
+
+
+_VERSION_FIELDS = (
+    "ETag",
+    "etag",
+    "md5Hash",
+    "Content-MD5",
+    "crc32c",
+    "generation",
+    "VersionId",
+    "LastModified",
+    "Last-Modified",
+    "mtime",
+    "updated",
+    "size",
+)
+"""What fsspec's ``info`` reports about a remote object's version, across backends."""
+
+
+def source_fingerprint(source_uri: str) -> str:
+    """What the source holds now, so that a cache keyed on it never serves stale data.
+
+    A local file (or the sample) is fingerprinted by its sha256; a remote object by what its
+    store reports of its version (ETag, generation, checksum, modification time, size). When
+    the source cannot be read, or a remote store reports nothing but the size, the
+    fingerprint is unique to this call: the data is ingested again rather than trusted.
+
+    Args:
+        source_uri: As for ``ingest``.
+
+    Returns:
+        ``sha256:<hex>``, ``ETag=…;size=…`` and the like, or ``unknown:<ns>``.
+    """
+    uri = str(SAMPLE_PATH) if source_uri == SAMPLE_SOURCE else source_uri
+    unknown = f"unknown:{time.time_ns()}"
+    if not _has_scheme(uri) or uri.startswith("file://"):
+        path = Path(uri.removeprefix("file://")).expanduser()
+        return f"sha256:{_sha256(path)}" if path.is_file() else unknown
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+        info = fs.info(path)
+    except Exception:  # ingest reports why the source cannot be read
+        return unknown
+    fields = {k: str(info[k]) for k in _VERSION_FIELDS if info.get(k) not in (None, "")}
+    if set(fields) <= {"size"}:
+        return unknown
+    return ";".join(f"{k}={v}" for k, v in sorted(fields.items()))

@@ -1,19 +1,26 @@
 """Local runs of the pipeline with kfp.local: each step in a subprocess or in its image."""
 
 import contextlib
+import datetime
 import io
 import json
 import os
 import re
+import shutil
+import signal
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from crypto_pipeline.config import DEFAULT_REGISTRY, DEFAULT_TAG, PipelineConfig
-from crypto_pipeline.errors import PipelineError
+from crypto_pipeline.errors import Interrupted, PipelineError, storage_fix
+from crypto_pipeline.heartbeat import Heartbeat
+from crypto_pipeline.ingest import source_fingerprint
 from crypto_pipeline.pipeline import (
     PIPELINE_NAME,
     STEPS,
@@ -75,7 +82,7 @@ class LocalRun:
     log_path: Path
 
 
-def docker_runner(root: Path, images: list[str]):
+def docker_runner(root: Path, images: list[str], labels: dict[str, str] | None = None):
     """kfp.local's DockerRunner, set up so that each step runs in its image like a pod.
 
     The step runs as the image's own (non-root) user, with ``root`` mounted at the same
@@ -87,6 +94,7 @@ def docker_runner(root: Path, images: list[str]):
     Args:
         root: The folder of the run's artifacts, mounted into every step.
         images: The step images; each must be here or pullable (as a cluster pulls it).
+        labels: Labels for the step containers (``RUN_LABEL``: the run they belong to).
 
     Raises:
         PipelineError: No Docker engine answers, the ``docker`` package is missing, or an
@@ -128,7 +136,176 @@ def docker_runner(root: Path, images: list[str]):
     return local.DockerRunner(
         entrypoint=["/bin/sh", "-c", 'umask 002 && exec "$@"', "step"],
         group_add=[str(os.getgid())],
+        labels=labels or {},
     )
+
+
+ARTIFACTS_NAME = "artifacts.json"
+"""In each run folder: the files (and sizes) of every step that finished in that run."""
+
+
+@dataclass(frozen=True)
+class StepFailure:
+    """What a failed step said: its ``error:``/``fix:`` when it raised a PipelineError."""
+
+    step: str
+    problem: str
+    fix: str
+
+
+_RAISED = re.compile(r"^(?P<type>[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)): (?P<text>.*)$")
+
+
+def step_failure(log_text: str, step: str) -> StepFailure:
+    """The error a failed step raised, read from kfp.local's log of the run.
+
+    The step's output is the block between ``Executing task '<step>-step'`` and its
+    ``finished with status``; the error is the last exception of its traceback, and the
+    fix the ``fix:`` line a PipelineError adds.
+    """
+    lines = [_ANSI.sub("", line).strip() for line in log_text.splitlines()]
+    begin = max(
+        (i for i, line in enumerate(lines) if f"Executing task '{step}-step'" in line), default=0
+    )
+    block = lines[begin:]
+    raised = [i for i, line in enumerate(block) if _RAISED.match(line)]
+    if not raised:
+        return StepFailure(step, f"the {step} step failed", "")
+    first = _RAISED.match(block[raised[-1]])
+    problem = [first["text"]]
+    fix = ""
+    for line in block[raised[-1] + 1 :]:
+        if line.startswith("fix: "):
+            fix = line.removeprefix("fix: ")
+            break
+        if not line or " - " in line and line[:2].isdigit():  # end of the output
+            break
+        problem.append(line)
+    kind = first["type"].rsplit(".", 1)[-1]
+    text = "\n  ".join(problem)
+    if not first["type"].startswith("crypto_pipeline."):
+        text = f"{kind}: {text}"
+        fix = storage_fix(text)
+    return StepFailure(step, text, fix)
+
+
+def _run_name() -> str:
+    """A run folder name in kfp.local's style (pipeline name and time, microseconds)."""
+    return f"{PIPELINE_NAME}-{datetime.datetime.now():%Y-%m-%d-%H-%M-%S-%f}"
+
+
+def _record_artifacts(run_dir: Path, steps: list[str]) -> None:
+    """Writes ``artifacts.json``: every file the finished steps wrote, with its size."""
+    files = {
+        str(path.relative_to(run_dir)): path.stat().st_size
+        for step in steps
+        for path in sorted((run_dir / f"{step}-step").rglob("*"))
+        if path.is_file()
+    }
+    tmp = run_dir / f".{ARTIFACTS_NAME}.partial"
+    try:
+        tmp.write_text(json.dumps(files, indent=1, sort_keys=True) + "\n")
+        tmp.replace(run_dir / ARTIFACTS_NAME)
+    except OSError:  # a full disk: without the list, kfp.local's own check applies
+        tmp.unlink(missing_ok=True)
+
+
+def _artifact_uris(value: Any) -> list[str]:
+    """The artifact URIs in one output of a kfp.local cache entry."""
+    if isinstance(value, dict) and value.get("__kfp_artifact__"):
+        return [value.get("uri", "")]
+    if isinstance(value, dict) and value.get("__kfp_artifact_list__"):
+        return [a.get("uri", "") for a in value.get("artifacts", [])]
+    return []
+
+
+def drop_stale_cache(root: Path) -> list[str]:
+    """Removes the cache entries whose artifacts lost a file or changed size since written.
+
+    kfp.local checks only that an artifact's top folder exists; a model whose files were
+    deleted would be served from the cache. Each entry is checked against the
+    ``artifacts.json`` of the run that wrote it (entries of runs without one are left to
+    kfp.local's own check).
+
+    Returns:
+        The names of the entries removed.
+    """
+    manifests: dict[Path, dict[str, int] | None] = {}
+    removed = []
+    for entry in sorted((root / ".kfp_cache").glob("*.json")):
+        try:
+            outputs = json.loads(entry.read_text())
+        except (OSError, ValueError):
+            continue
+        for uri in (u for value in outputs.values() for u in _artifact_uris(value)):
+            path = Path(uri)
+            run_dir = path.parents[1]
+            if not path.is_absolute() or run_dir.parent != root:
+                continue
+            if run_dir not in manifests:
+                try:
+                    manifests[run_dir] = json.loads((run_dir / ARTIFACTS_NAME).read_text())
+                except (OSError, ValueError):
+                    manifests[run_dir] = None
+            manifest = manifests[run_dir]
+            if manifest is None:
+                continue
+            name = str(path.relative_to(run_dir))
+            expected = {k: v for k, v in manifest.items() if k == name or k.startswith(name + "/")}
+            if not expected or any(
+                not (run_dir / k).is_file() or (run_dir / k).stat().st_size != size
+                for k, size in expected.items()
+            ):
+                entry.unlink(missing_ok=True)
+                removed.append(entry.name)
+                break
+    return removed
+
+
+def _stop_steps(runner: str, run_name: str) -> None:
+    """Ends the steps still running for this process: subprocesses and their containers."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=10)
+    for child in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    if runner == "docker":
+        import docker
+
+        with contextlib.suppress(Exception):
+            client = docker.from_env()
+            for container in client.containers.list(filters={"label": f"{RUN_LABEL}={run_name}"}):
+                container.stop(timeout=5)
+
+
+RUN_LABEL = "crypto-pipeline.run"
+"""The label of a docker run's containers: the name of its run folder."""
+
+
+@contextlib.contextmanager
+def _signals_as_interrupt():
+    """Turns SIGINT and SIGTERM into KeyboardInterrupt while the block runs (main thread).
+
+    SIGINT too, because a process started in the background by a shell ignores it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run_local(
@@ -141,9 +318,13 @@ def run_local(
 ) -> LocalRun:
     """Runs the pipeline with kfp.local: each step in this environment, or in its image.
 
-    Steps whose inputs have not changed since an earlier run are served from the cache.
-    kfp.local's detailed output goes to ``<run folder>/kfp-local.log``; the terminal gets
-    one line per step.
+    Steps whose inputs have not changed since an earlier run are served from the cache,
+    unless a file of their outputs was deleted or changed since (``drop_stale_cache``).
+    Every run gets its own folder, named before it starts, so runs sharing a pipeline root
+    never mix. kfp.local's detailed output goes to ``<run folder>/kfp-local.log``; the
+    terminal gets one line per step. The steps end with the run: on SIGINT or SIGTERM they
+    are stopped, and if the run is killed outright its heartbeat stops and they end within
+    seconds (``crypto_pipeline.heartbeat``).
 
     Args:
         arguments: Pipeline parameters (see ``build_pipeline``).
@@ -156,42 +337,78 @@ def run_local(
 
     Returns:
         The run.
+
+    Raises:
+        PipelineError: A step failed: its own ``error:`` and ``fix:``, and where the log is.
+        Interrupted: SIGINT or SIGTERM arrived; the running steps were stopped.
     """
     from kfp import local
+    from kfp.local import executor_input_utils
 
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    before = {p.name for p in root.glob(f"{PIPELINE_NAME}-*")}
+    if enable_caching:
+        drop_stale_cache(root)
+    while True:
+        run_name = _run_name()
+        with contextlib.suppress(FileExistsError):
+            (root / run_name).mkdir()
+            break
+    run_dir = root / run_name
     images = sorted({step_image(step, registry, tag) for step in STEPS})
     local.init(
-        runner=docker_runner(root, images)
+        runner=docker_runner(root, images, labels={RUN_LABEL: run_name})
         if runner == "docker"
         else local.SubprocessRunner(use_venv=False),
         pipeline_root=str(root),
         enable_caching=enable_caching,
     )
-    stamp = time.strftime("%Y-%m-%d-%H-%M-%S")
-    log_path = root / f".{PIPELINE_NAME}-{stamp}.log"
-    terminal = sys.stdout
+    log_path = run_dir / "kfp-local.log"
     pipeline = build_pipeline(registry, tag)
-    with open(log_path, "w") as log, warnings.catch_warnings():
+    with (
+        open(log_path, "w") as log,
+        warnings.catch_warnings(),
+        # kfp.local names the run folder with this function; the run uses the name it chose.
+        mock.patch.object(
+            executor_input_utils, "get_local_pipeline_resource_name", lambda name: run_name
+        ),
+        _signals_as_interrupt(),
+        Heartbeat(run_dir) as heartbeat,
+    ):
         # Expected here, so not worth a learner's attention: display names are for the
         # KFP UI, and the component images are what the cluster runs, while kfp.local's
         # SubprocessRunner runs the same code in this environment.
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
         warnings.filterwarnings("ignore", message=".*non-Python base image")
-        progress = _Progress(log, terminal)
-        with contextlib.redirect_stdout(progress):
-            task = pipeline(**arguments)
-    created = sorted({p.name for p in root.glob(f"{PIPELINE_NAME}-*")} - before)
-    # Every step came from the cache: kfp.local made no folder, this run gets one anyway.
-    run_dir = root / (created[-1] if created else f"{PIPELINE_NAME}-{stamp}-cached")
-    run_dir.mkdir(exist_ok=True)
-    final_log = run_dir / "kfp-local.log"
-    log_path.replace(final_log)
+        progress = _Progress(log, sys.stdout)
+        try:
+            with contextlib.redirect_stdout(progress):
+                task = pipeline(**arguments)
+        except KeyboardInterrupt as exc:
+            heartbeat.stop()
+            _stop_steps(runner, run_name)
+            raise Interrupted(
+                f"the run was interrupted ({exc or 'SIGINT'}) and its running steps were "
+                f"stopped; {run_dir} is incomplete",
+                "run the same command again: the steps that finished come from the cache",
+            ) from None
+        except RuntimeError:  # kfp.local: a task failed; its output in the log says why
+            log.flush()
+            failed = [s for s, status in progress.statuses.items() if status != "SUCCESS"]
+            failure = step_failure(log_path.read_text(), failed[0] if failed else "")
+            # Half-written outputs are no use to anyone: the failed step's folder goes.
+            shutil.rmtree(run_dir / f"{failure.step}-step", ignore_errors=True)
+            raise PipelineError(
+                f"the {failure.step} step failed: {failure.problem}",
+                (f"{failure.fix}\n  log: " if failure.fix else "read the step's output in ")
+                + str(log_path),
+            ) from None
+        finally:
+            done = [s for s, status in progress.statuses.items() if status == "SUCCESS"]
+            _record_artifacts(run_dir, done)
     cache_hits = [step for step in STEPS if step not in progress.durations]
     durations = {step: round(progress.durations.get(step, 0.0), 3) for step in STEPS}
-    return LocalRun(run_dir, dict(task.outputs), durations, cache_hits, final_log)
+    return LocalRun(run_dir, dict(task.outputs), durations, cache_hits, log_path)
 
 
 def run_root(config: PipelineConfig) -> Path:
@@ -220,34 +437,29 @@ def run_config(config: PipelineConfig, enable_caching: bool = True) -> dict[str,
         The summary (see ``summarize``), with ``latest`` added.
 
     Raises:
-        PipelineError: A step failed; the fix says where its log is.
+        PipelineError: A step failed: its own error and fix, and where the log is.
     """
     root = run_root(config)
     arguments = pipeline_arguments(config)
     arguments["registry_uri"] = config.deploy.registry_uri or str(root / "models")
+    arguments["source_fingerprint"] = source_fingerprint(config.source_uri)
     started = time.perf_counter()
-    try:
-        run = run_local(
-            arguments,
-            root,
-            enable_caching=enable_caching,
-            runner=config.runner,
-            registry=config.registry,
-            tag=config.tag,
-        )
-    except RuntimeError as exc:  # kfp.local: a task failed; its log says why
-        raise PipelineError(
-            str(exc).strip().splitlines()[0],
-            f"read the failing step's output in the newest {root}/.*.log or "
-            "run that step alone (crypto-pipeline <step> --help)",
-        ) from None
+    run = run_local(
+        arguments,
+        root,
+        enable_caching=enable_caching,
+        runner=config.runner,
+        registry=config.registry,
+        tag=config.tag,
+    )
     summary = summarize(run, time.perf_counter() - started)
     summary["runner"] = config.runner
     (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     latest = root / "latest"
-    if latest.is_symlink() or latest.exists():
-        latest.unlink()
-    latest.symlink_to(run.run_dir.name)
+    moving = root / f".latest-{run.run_dir.name}"
+    moving.unlink(missing_ok=True)
+    moving.symlink_to(run.run_dir.name)
+    moving.replace(latest)  # atomic: readers see the old run or the new one, never none
     return {**summary, "latest": str(latest)}
 
 

@@ -11,6 +11,10 @@ The same pipeline
 Images: ingest -> ``ingest``, transform -> ``transform``, tune and train -> ``train``
 (they share TensorFlow), deploy -> ``serve``. They hold the package and kfp, and no
 credentials. The parameters' defaults are those of ``PipelineConfig``.
+
+``source_fingerprint`` says what the source held when the run started
+(``ingest.source_fingerprint``; ``run`` and ``submit`` set it): caches key on the step's
+parameters, so changed data at the same URI runs again instead of coming from the cache.
 """
 
 import shlex
@@ -98,6 +102,7 @@ def build_pipeline(registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_TAG) -> 
     )
     def crypto_pipeline(
         source_uri: str = d["source_uri"],
+        source_fingerprint: str = "",
         coin: str = d["coin"],
         date_format: str = d["date_format"],
         split: str = d["split"],
@@ -113,7 +118,9 @@ def build_pipeline(registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_TAG) -> 
         serving_image: str = step_image("deploy", registry, tag),  # deploy's own image
         deploy_target: str = d["deploy_target"],
     ) -> Outputs:
-        ingest_task = ingest_op(source_uri=source_uri).set_display_name("1 ingest")
+        ingest_task = ingest_op(
+            source_uri=source_uri, source_fingerprint=source_fingerprint
+        ).set_display_name("1 ingest")
         transform_task = transform_op(
             raw=ingest_task.outputs["raw"],
             coin=coin,

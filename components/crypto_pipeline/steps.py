@@ -8,18 +8,25 @@ function's source to its container, so imports live inside the functions.
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
 
-def ingest_step(source_uri: str, raw: Output[Dataset]):
-    """Step 1: copy the source CSV into the run's artifacts."""
+def ingest_step(source_uri: str, source_fingerprint: str, raw: Output[Dataset]):
+    """Step 1: copy the source CSV into the run's artifacts.
+
+    ``source_fingerprint`` (``ingest.source_fingerprint``) is what the source held when the
+    run started: it changes when the data changes, so a cache never serves stale data.
+    """
     import time
 
+    from crypto_pipeline.heartbeat import stop_with_run
     from crypto_pipeline.ingest import ingest
 
+    stop_with_run(raw.path)  # a local run's step ends with its run
     started = time.perf_counter()
     result = ingest(source_uri, raw.path)
     print(result.describe())
     raw.metadata.update(
         {
             "source_uri": source_uri,
+            "source_fingerprint": source_fingerprint,
             "sha256": result.sha256,
             "bytes": result.bytes,
             "rows": result.rows,
@@ -44,9 +51,11 @@ def transform_step(
     import time
 
     from crypto_pipeline.config import Split, TransformConfig
+    from crypto_pipeline.heartbeat import stop_with_run
     from crypto_pipeline.ingest import RAW_FILE_NAME
     from crypto_pipeline.transform import beam_io, transform
 
+    stop_with_run(data.path)  # a local run's step ends with its run
     started = time.perf_counter()
     config = TransformConfig(
         coin=coin,
@@ -79,8 +88,10 @@ def tune_step(
     import time
 
     from crypto_pipeline.config import TuneConfig
+    from crypto_pipeline.heartbeat import stop_with_run
     from crypto_pipeline.tune import tune
 
+    stop_with_run(best_params.path)  # a local run's step ends with its run
     started = time.perf_counter()
     result = tune(
         data.path,
@@ -115,10 +126,12 @@ def train_step(
     from pathlib import Path
 
     from crypto_pipeline.config import TrainConfig
+    from crypto_pipeline.heartbeat import stop_with_run
     from crypto_pipeline.report import comparison_html
     from crypto_pipeline.train import read_params, train
     from crypto_pipeline.tune import BEST_PARAMS_NAME
 
+    stop_with_run(model.path)  # a local run's step ends with its run
     started = time.perf_counter()
     params = read_params(os.path.join(best_params.path, BEST_PARAMS_NAME))
     result = train(data.path, params, model.path, TrainConfig(epochs=epochs, seed=seed))
@@ -165,7 +178,9 @@ def deploy_step(
 
     from crypto_pipeline.config import DeployConfig
     from crypto_pipeline.deploy import deploy
+    from crypto_pipeline.heartbeat import stop_with_run
 
+    stop_with_run(deployment.path)  # a local run's step ends with its run
     started = time.perf_counter()
     config = DeployConfig(
         registry_uri=registry_uri,

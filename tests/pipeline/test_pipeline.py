@@ -71,6 +71,25 @@ def test_submit_sends_the_pipeline_to_the_kfp_api(httpserver):
     assert run["runtime_config"]["parameters"] == {"trials": 3}
 
 
+def test_submit_from_the_command_line_sends_the_sources_fingerprint(httpserver, tmp_path):
+    import hashlib
+
+    from crypto_pipeline.cli import main
+
+    kfp_api(httpserver)
+    source = tmp_path / "prices.csv"
+    source.write_text("slug,date\n")
+    host = httpserver.url_for("").rstrip("/")
+    package = str(COMMITTED)
+    assert (
+        main(["submit", "--host", host, "--package", package, "--param", f"source_uri={source}"])
+        == 0
+    )
+    run = json.loads(next(r.data for r, _ in httpserver.log if r.path == "/apis/v2beta1/runs"))
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    assert run["runtime_config"]["parameters"]["source_fingerprint"] == f"sha256:{digest}"
+
+
 def test_the_pipelines_defaults_are_the_configs():
     spec = yaml.safe_load(COMMITTED.read_text())
     defaults = {
@@ -79,6 +98,7 @@ def test_the_pipelines_defaults_are_the_configs():
     }
     expected = pipeline_arguments(PipelineConfig())
     expected["serving_image"] = f"{PipelineConfig().registry}/serve:{PipelineConfig().tag}"
+    expected["source_fingerprint"] = ""  # set per run by `run` and `submit`
     assert defaults == expected
     # Works inside a step's image: no folder relative to the image's root-owned WORKDIR.
     assert defaults["registry_uri"] == ""

@@ -1,0 +1,197 @@
+"""Fault drills for `crypto-pipeline run`: killed runs, concurrent runs, stale caches, and
+output folders that cannot be written. Each runs the real command in a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from crypto_pipeline.heartbeat import STALE_S
+from crypto_pipeline.sample_data import SAMPLE_PATH
+
+QUICK = ("--trials", "2", "--epochs", "4")
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="mounting a read-only or a small tmpfs needs root (CI has it)"
+)
+
+
+def command(root: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "crypto_pipeline.cli", "run", "--pipeline-root", str(root), *args]
+
+
+def run(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(command(root, *QUICK, *args), capture_output=True, text=True)
+
+
+def summary_of(result: subprocess.CompletedProcess) -> dict:
+    assert result.returncode == 0, result.stderr
+    (path,) = re.findall(r"^summary\s+(\S+/summary\.json)", result.stdout, re.M)
+    return json.loads(Path(path).read_text())
+
+
+def steps_of(run_dir: Path) -> list[psutil.Process]:
+    """Processes still working for ``run_dir`` (their command line names the folder)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if run_dir.name in cmdline:
+            found.append(process)
+    return found
+
+
+def wait_for_line(process: subprocess.Popen, text: str, log: Path, timeout_s: float = 120):
+    deadline = time.monotonic() + timeout_s
+    while text not in log.read_text():
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("how", ["kill -9", "SIGTERM"])
+def test_a_run_killed_during_tune_leaves_no_step_behind_and_resumes(tmp_path, how):
+    root = tmp_path / "runs"
+    log = tmp_path / "out.txt"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command(root, *QUICK), stdout=out, stderr=subprocess.STDOUT, text=True
+        )
+    wait_for_line(process, "tune      running", log)
+    time.sleep(1)
+    (run_dir,) = [p for p in root.glob("crypto-pipeline-*") if p.is_dir()]
+    assert steps_of(run_dir), "the tune step should be running"
+    process.send_signal(signal.SIGKILL if how == "kill -9" else signal.SIGTERM)
+    process.wait(timeout=30)
+    deadline = time.monotonic() + STALE_S + 5
+    while steps_of(run_dir) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert steps_of(run_dir) == [], "a step of the killed run is still running"
+    if how == "SIGTERM":
+        assert process.returncode == 130
+        assert "error: the run was interrupted (SIGTERM)" in log.read_text()
+        assert "fix: run the same command again" in log.read_text()
+
+    resumed = summary_of(run(root))
+    assert resumed["cache_hits"] == ["ingest", "transform"]
+    fresh = summary_of(run(tmp_path / "fresh"))
+    assert resumed["metrics"] == fresh["metrics"]
+    assert resumed["best_params"] == fresh["best_params"]
+
+
+def test_two_runs_on_one_root_each_keep_their_own_folder(tmp_path):
+    root = tmp_path / "runs"
+    processes = {
+        seed: subprocess.Popen(
+            command(root, *QUICK, "--seed", seed),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in ("3", "4")
+    }
+    for seed, process in processes.items():
+        stdout, stderr = process.communicate(timeout=600)
+        summary = summary_of(subprocess.CompletedProcess([], process.returncode, stdout, stderr))
+        run_dir = Path(summary["run_dir"])
+        assert Path(summary["log"]).parent == run_dir
+        assert Path(summary["model_dir"]).is_relative_to(run_dir)
+        assert f'"seed": {seed}' in Path(summary["log"]).read_text()
+        assert json.loads((run_dir / "summary.json").read_text())["run_dir"] == str(run_dir)
+    assert len({p.name for p in root.glob("crypto-pipeline-*")}) == 2
+
+
+def test_a_changed_source_at_the_same_path_runs_again(tmp_path):
+    source = tmp_path / "prices.csv"
+    shutil.copy(SAMPLE_PATH, source)
+    first = summary_of(run(tmp_path / "runs", "--source", str(source)))
+    lines = source.read_text().splitlines(keepends=True)
+    source.write_text("".join(lines[:1001]))
+    second = summary_of(run(tmp_path / "runs", "--source", str(source)))
+    assert second["cache_hits"] == []
+    assert second["rows"]["raw"] == 1000 != first["rows"]["raw"]
+    assert summary_of(run(tmp_path / "runs", "--source", str(source)))["cache_hits"] == [
+        "ingest",
+        "transform",
+        "tune",
+        "train",
+        "deploy",
+    ]
+
+
+def test_a_cached_step_whose_files_were_deleted_runs_again(tmp_path):
+    root = tmp_path / "runs"
+    first = summary_of(run(root))
+    Path(first["model_dir"], "saved_model.pb").unlink()
+    second = summary_of(run(root))
+    assert second["cache_hits"] == ["ingest", "transform", "tune"]
+    assert Path(second["model_dir"], "saved_model.pb").exists()
+    assert second["metrics"] == first["metrics"]
+    shutil.rmtree(Path(second["run_dir"]) / "transform-step" / "data")
+    third = summary_of(run(root))
+    assert third["cache_hits"] == ["ingest"]
+
+
+def test_a_failing_step_shows_its_own_error_and_fix(tmp_path):
+    result = run(tmp_path / "runs", "--source", str(tmp_path / "missing.csv"))
+    assert result.returncode == 1
+    assert "error: the ingest step failed: source file not found" in result.stderr
+    assert "fix: check the path" in result.stderr
+    assert "\x1b[" not in result.stdout + result.stderr
+    (log,) = (tmp_path / "runs").glob("crypto-pipeline-*/kfp-local.log")
+    assert f"log: {log}" in result.stderr
+    assert not (log.parent / "ingest-step").exists()  # no half-written outputs
+
+
+@pytest.fixture
+def mounted(tmp_path):
+    """Mounts a tmpfs at a folder with the given options; unmounts it afterwards."""
+    mounts = []
+
+    def mount(options: str) -> Path:
+        where = tmp_path / f"mnt{len(mounts)}"
+        where.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], check=True)
+        mounts.append(where)
+        return where
+
+    yield mount
+    for where in mounts:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@needs_root
+def test_a_read_only_pipeline_root_gets_an_error_and_a_fix(mounted):
+    root = mounted("ro,size=1m")
+    result = run(root)
+    assert result.returncode == 1
+    assert "error: cannot write at" in result.stderr and "read-only" in result.stderr
+    assert "fix: choose a writable folder" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(root.iterdir()) == []
+
+
+@needs_root
+def test_a_full_disk_gets_an_error_and_a_fix_and_no_half_written_step(mounted):
+    root = mounted("size=600k")  # room for the source copy, not for the transform's splits
+    result = run(root)
+    assert result.returncode == 1, result.stdout
+    assert "No space left on device" in result.stderr or "disk is full" in result.stderr
+    assert "fix: free some space" in result.stderr
+    assert "Traceback" not in result.stderr
+    for run_dir in root.glob("crypto-pipeline-*"):
+        manifest = json.loads((run_dir / "artifacts.json").read_text())
+        written = {
+            str(p.relative_to(run_dir))
+            for p in run_dir.rglob("*")
+            if p.is_file() and p.parent != run_dir
+        }
+        assert written == set(manifest), "files of an unfinished step were left behind"

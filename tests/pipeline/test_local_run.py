@@ -1,0 +1,89 @@
+import errno
+import subprocess
+import sys
+import textwrap
+import time
+
+from crypto_pipeline.errors import storage_error
+from crypto_pipeline.heartbeat import STALE_S, Heartbeat
+from crypto_pipeline.local_run import step_failure
+
+LOG = """\
+04:06:59.100 - INFO - Executing task \x1b[96m'ingest-step'\x1b[0m
+    ingested 10 rows
+04:06:59.200 - INFO - Task \x1b[96m'ingest-step'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m
+04:06:59.300 - INFO - Executing task \x1b[96m'transform-step'\x1b[0m
+    Traceback (most recent call last):
+      File "x.py", line 1, in <module>
+        raise ValueError("an earlier one")
+    ValueError: an earlier one
+
+    During handling of the above exception, another exception occurred:
+
+    Traceback (most recent call last):
+      File "transform.py", line 9, in transform
+    crypto_pipeline.errors.CoinNotFoundError: no rows of 'dogecoin' in the file
+      coins with the most rows: bitcoin 1,000
+      fix: pass --coin with one of the coins above
+
+04:06:59.343 - ERROR - Task \x1b[96m'transform-step'\x1b[0m finished with status \
+\x1b[91mFAILURE\x1b[0m
+"""
+
+
+def test_a_failed_steps_own_error_and_fix_are_read_from_the_log():
+    failure = step_failure(LOG, "transform")
+    assert failure.problem == (
+        "no rows of 'dogecoin' in the file\n  coins with the most rows: bitcoin 1,000"
+    )
+    assert failure.fix == "pass --coin with one of the coins above"
+
+
+def test_any_other_exception_is_named_and_a_full_disk_gets_a_fix():
+    log = LOG.replace(
+        "crypto_pipeline.errors.CoinNotFoundError: no rows of 'dogecoin' in the file\n"
+        "      coins with the most rows: bitcoin 1,000\n"
+        "      fix: pass --coin with one of the coins above\n",
+        "OSError: [Errno 28] No space left on device: '/runs/x'\n",
+    )
+    failure = step_failure(log, "transform")
+    assert failure.problem == "OSError: [Errno 28] No space left on device: '/runs/x'"
+    assert failure.fix.startswith("free some space")
+
+
+def test_failed_writes_become_errors_with_fixes():
+    full = storage_error(OSError(errno.ENOSPC, "No space left on device", "/runs/a"))
+    assert full.problem == "cannot write at /runs/a: the disk is full"
+    read_only = storage_error(OSError(errno.EROFS, "Read-only file system", "/mnt"))
+    assert "read-only" in read_only.problem and "--pipeline-root" in read_only.fix
+    assert storage_error(OSError(errno.ENOENT, "No such file")) is None
+
+
+def test_a_step_ends_when_its_runs_heartbeat_stops(tmp_path):
+    output = tmp_path / "run" / "train-step" / "model"
+    output.parent.mkdir(parents=True)
+    step = textwrap.dedent(
+        f"""
+        import time
+        from crypto_pipeline.heartbeat import stop_with_run
+        stop_with_run({str(output)!r})
+        time.sleep(60)
+        """
+    )
+    with Heartbeat(tmp_path / "run") as heartbeat:
+        process = subprocess.Popen([sys.executable, "-c", step], stderr=subprocess.PIPE, text=True)
+        time.sleep(STALE_S + 2)  # beats keep it alive longer than the staleness limit
+        assert process.poll() is None
+        heartbeat.stop()
+        started = time.monotonic()
+        assert process.wait(timeout=10) == 143
+    assert time.monotonic() - started < 3
+    assert "the run that started this step is gone" in process.stderr.read()
+
+
+def test_a_step_without_a_heartbeat_is_left_alone(tmp_path):
+    step = (
+        "from crypto_pipeline.heartbeat import stop_with_run; "
+        f"stop_with_run({str(tmp_path / 'a' / 'b' / 'c')!r}); import time; time.sleep(2)"
+    )
+    assert subprocess.run([sys.executable, "-c", step], timeout=30).returncode == 0
