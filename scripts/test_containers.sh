@@ -346,6 +346,35 @@ PY
     f'subprocess runner {s:.1f} s: {d / s:.2f}x (goal: at most 2x)')" "$dock_s" "$sub_s"
 }
 
+check_docker_kill() {  # kill -9 of a docker run mid-step: its container stops by itself
+  local runs="$WORK/pipeline" log="$WORK/run-killed.log" pid left=""
+  "$ROOT/.venv/bin/crypto-pipeline" run --runner docker --pipeline-root "$runs" \
+    "${QUICK[@]}" --seed 5 > "$log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 240); do
+    grep -q "tune      running" "$log" && break
+    sleep 0.5
+  done
+  sleep 3
+  if [[ -z "$(docker ps -q --filter label=crypto-pipeline.run)" ]]; then
+    fail "no step container was running to kill (see $log)"
+    kill -9 "$pid" 2> /dev/null
+    return 0
+  fi
+  kill -9 "$pid"
+  for _ in $(seq 1 40); do
+    left=$(docker ps -q --filter label=crypto-pipeline.run)
+    [[ -z "$left" ]] && break
+    sleep 0.5
+  done
+  if [[ -z "$left" ]]; then
+    pass "after kill -9 of a docker run, its step container stopped by itself"
+  else
+    fail "a step container outlived its killed run by 20 s: $left"
+    docker rm -f "$left" > /dev/null
+  fi
+}
+
 check_serve() {  # the serve image as KServe runs it: the manifest's arguments, /mnt/models
   local summary="$WORK/pipeline/docker/latest/summary.json" port name=poets-serve-test
   local answer="" image version args
@@ -423,6 +452,7 @@ else
   say "the whole pipeline with kfp.local's DockerRunner, then the serve image as KServe runs it"
   check_docker_pipeline
   check_serve
+  check_docker_kill
 fi
 
 if ((failures)); then
