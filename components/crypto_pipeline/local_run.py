@@ -47,11 +47,11 @@ class _Progress(io.TextIOBase):
     _line: str = ""
 
     def write(self, text: str) -> int:
-        self.log.write(text)
         self._line += text
         *lines, self._line = self._line.split("\n")
         for line in lines:
             plain = _ANSI.sub("", line)
+            self.log.write(plain + "\n")  # a file: kfp.local's colour codes left out
             if m := _EXECUTING.search(plain):
                 step = m.group(1).removesuffix("-step")
                 self.started[step] = time.perf_counter()
@@ -393,6 +393,7 @@ def run_local(
                 "run the same command again: the steps that finished come from the cache",
             ) from None
         except RuntimeError:  # kfp.local: a task failed; its output in the log says why
+            progress.write("\n")
             log.flush()
             failed = [s for s, status in progress.statuses.items() if status != "SUCCESS"]
             failure = step_failure(log_path.read_text(), failed[0] if failed else "")
