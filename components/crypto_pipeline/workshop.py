@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,22 +201,79 @@ def manifest_objects(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     ]
 
 
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _arguments(command: str | Sequence[str | os.PathLike[str]]) -> list[str]:
+    """The program and its arguments; a string must already be what ``shlex.join`` shows."""
+    if isinstance(command, str):
+        try:
+            arguments = shlex.split(command)
+        except ValueError as exc:  # an unclosed quote
+            raise ConfigError(
+                f"`{command}` cannot be read as a command: {exc}",
+                "close the quote, or pass the command as a list of arguments",
+            ) from exc
+        if arguments and "=" in arguments[0] and _VARIABLE.fullmatch(arguments[0].split("=")[0]):
+            raise ConfigError(
+                f"`{command}` starts with a variable assignment, which only a shell understands",
+                "pass the variables as env={'NAME': 'value'} and the command without them",
+            )
+        if shlex.join(arguments) != command:
+            raise ConfigError(
+                f"`{command}` is shell text, not a plain command: without a shell it would run "
+                f"as `{shlex.join(arguments)}`",
+                "pass the command as a list of arguments (each value one item), variables as "
+                "env={...}, and do pipes or redirections in Python; to only show shell text, "
+                "use workshop.show",
+            )
+    else:
+        arguments = [os.fspath(argument) for argument in command]
+    if not arguments:
+        raise ConfigError("no command given", "pass the program and its arguments as a list")
+    return arguments
+
+
+def _shown(arguments: Sequence[str], env: Mapping[str, str]) -> str:
+    """The command as a learner can paste it into a POSIX shell."""
+    return " ".join(
+        [*(f"{name}={shlex.quote(value)}" for name, value in env.items()), shlex.join(arguments)]
+    )
+
+
+def show(text: str, why_not: str = "") -> None:
+    """Shows shell text to run elsewhere (a pipe, ``$PWD``, a server that runs until stopped).
+
+    Nothing runs here: for a command that may run, use ``sh``.
+    """
+    print(f"$ {text}")
+    print(f"  (shown, not run here: {why_not})" if why_not else "  (shown, not run here)")
+
+
 def sh(
-    command: str,
+    command: str | Sequence[str | os.PathLike[str]],
     *,
     run: bool = True,
     why_not: str = "",
+    env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     timeout_s: float = 900,
     check: bool = True,
     capture: bool = False,
 ) -> str | None:
-    """Shows a shell command and, when ``run`` is true, runs it and prints its output.
+    """Shows a command and, when ``run`` is true, runs it (no shell) and prints its output.
+
+    It is shown quoted as a POSIX shell needs it, so a learner can paste it into a terminal,
+    and it runs as exactly those arguments: a value holding a space or a ``;`` stays one
+    argument and starts nothing else.
 
     Args:
-        command: The command as a learner would type it.
+        command: The program and its arguments, e.g. ``["docker", "image", "ls", image]``.
+            A string is accepted for a fixed command, and only when it is already quoted the
+            way ``shlex.join`` shows it (no pipes, redirections, ``$`` or variables).
         run: Run it here; when false, only show it (with ``why_not``).
         why_not: Why it is not run here, e.g. the answer of ``docker_engine()``.
+        env: Environment variables to set for it (shown before the command, as a shell would).
         cwd: Folder to run it in (default: the repository's root).
         timeout_s: Seconds before the command is stopped.
         check: Raise when the command fails.
@@ -224,26 +283,43 @@ def sh(
         With ``capture``, its standard output (None when it was only shown); else None.
 
     Raises:
-        CommandError: The command failed (its output is quoted).
+        ConfigError: The command is shell text, empty, or names an invalid variable; this is
+            checked whether or not it runs.
+        CommandError: The command could not start, or failed (its output is quoted).
     """
-    print(f"$ {command}")
+    arguments = _arguments(command)
+    env = dict(env or {})
+    for name in env:
+        if not _VARIABLE.fullmatch(name):
+            raise ConfigError(
+                f"{name!r} is not an environment variable name",
+                "use letters, digits and underscores, not starting with a digit",
+            )
+    shown = _shown(arguments, env)
     if not run:
-        print(f"  (shown, not run here: {why_not})" if why_not else "  (shown, not run here)")
+        show(shown, why_not)
         return None
-    result = subprocess.run(
-        command,
-        shell=True,
-        cwd=cwd or project_root(),
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-    )
+    print(f"$ {shown}")
+    try:
+        result = subprocess.run(
+            arguments,
+            cwd=cwd or project_root(),
+            env={**os.environ, **env} if env else None,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+    except OSError as exc:
+        raise CommandError(
+            f"`{shown}` could not start: {exc.filename or arguments[0]}: {exc.strerror}",
+            "install the program, or fix the folder or path named, then rerun the cell",
+        ) from exc
     output = (result.stdout + result.stderr).rstrip()
     if output:
         print(output)
     if check and result.returncode != 0:
         raise CommandError(
-            f"`{command}` failed with exit status {result.returncode}",
+            f"`{shown}` failed with exit status {result.returncode}",
             "read its output above; rerun the cell once the cause is fixed",
         )
     return result.stdout if capture else None

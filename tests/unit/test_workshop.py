@@ -1,10 +1,13 @@
 """workshop: how notebook cells find a Docker engine, a cluster or a KFP host, or do without."""
 
+import shlex
 import stat
+import sys
 
 import pytest
 
 from crypto_pipeline import workshop
+from crypto_pipeline.errors import ConfigError
 from crypto_pipeline.workshop import CommandError
 
 
@@ -67,17 +70,118 @@ def test_kfp_host_empty_unreachable_failing_and_healthy(httpserver):
     assert workshop.kfp_host(httpserver.url_for("/"))
 
 
+PRINT_ARGV = "import sys; print(sys.argv[1:])"
+
+
 def test_sh_shows_runs_and_fails_loudly(capsys, tmp_path):
-    assert workshop.sh("echo hello", run=False, why_not="no engine") is None
+    assert workshop.sh(["echo", "hello"], run=False, why_not="no engine") is None
     assert capsys.readouterr().out == "$ echo hello\n  (shown, not run here: no engine)\n"
-    assert workshop.sh("echo hello", cwd=tmp_path) is None
+    assert workshop.sh(["echo", "hello"], cwd=tmp_path) is None
     assert capsys.readouterr().out == "$ echo hello\nhello\n"
     assert workshop.sh("echo hello", cwd=tmp_path, capture=True) == "hello\n"
-    assert workshop.sh("echo hello", run=False, capture=True) is None
-    with pytest.raises(CommandError, match="`exit 3` failed with exit status 3"):
-        workshop.sh("exit 3", cwd=tmp_path)
-    assert workshop.sh("echo oops >&2; exit 3", cwd=tmp_path, check=False, capture=True) == ""
+    assert workshop.sh(["echo", "hello"], run=False, capture=True) is None
+    fail = [sys.executable, "-c", "import sys; print('oops', file=sys.stderr); sys.exit(3)"]
+    with pytest.raises(CommandError, match="failed with exit status 3"):
+        workshop.sh(fail, cwd=tmp_path)
+    assert workshop.sh(fail, cwd=tmp_path, check=False, capture=True) == ""
     assert "oops" in capsys.readouterr().out
+
+
+def test_sh_passes_a_value_with_a_space_and_a_semicolon_as_one_argument(capsys, tmp_path):
+    value = "poets image; touch injected"
+    said = workshop.sh([sys.executable, "-c", PRINT_ARGV, value], cwd=tmp_path, capture=True)
+    assert said == f"{[value]}\n"
+    assert not (tmp_path / "injected").exists()
+    assert list(tmp_path.iterdir()) == []
+    shown = capsys.readouterr().out.splitlines()[0]
+    assert shown.endswith(" 'poets image; touch injected'")
+    assert shlex.split(shown.removeprefix("$ ")) == [sys.executable, "-c", PRINT_ARGV, value]
+
+
+def test_sh_shows_a_command_quoted_so_it_can_be_pasted(capsys):
+    image = "localhost:5001/poets image:0.1.0;id"
+    workshop.sh(
+        ["docker", "image", "inspect", "--format", "user={{.Config.User}}", image], run=False
+    )
+    shown = capsys.readouterr().out.splitlines()[0]
+    assert shown == (
+        "$ docker image inspect --format 'user={{.Config.User}}' "
+        "'localhost:5001/poets image:0.1.0;id'"
+    )
+    workshop.sh(["kubectl", "get", "pods", "-n", "poets"], run=False)
+    assert capsys.readouterr().out.startswith("$ kubectl get pods -n poets\n")
+
+
+def test_sh_accepts_paths_as_arguments(tmp_path):
+    folder = tmp_path / "a folder; with spaces"
+    folder.mkdir()
+    said = workshop.sh([sys.executable, "-c", PRINT_ARGV, folder], cwd=folder, capture=True)
+    assert said == f"{[str(folder)]}\n"
+
+
+def test_sh_sets_environment_variables_without_a_shell(capsys, tmp_path):
+    read = "import os; print(os.environ['PROJECT'], os.environ['PATH'] != '')"
+    project = "my project; touch injected"
+    said = workshop.sh(
+        [sys.executable, "-c", read], env={"PROJECT": project}, cwd=tmp_path, capture=True
+    )
+    assert said == f"{project} True\n"
+    assert not (tmp_path / "injected").exists()
+    assert capsys.readouterr().out.startswith("$ PROJECT='my project; touch injected' ")
+    workshop.sh(["bash", "scripts/cluster.sh", "--dry-run", "gke"], env={"PROJECT": "p"}, run=False)
+    assert capsys.readouterr().out.startswith("$ PROJECT=p bash scripts/cluster.sh --dry-run gke\n")
+    with pytest.raises(ConfigError, match="'MY-VAR' is not an environment variable name"):
+        workshop.sh(["env"], env={"MY-VAR": "x"}, run=False)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "echo a; touch injected",
+        "echo a && touch injected",
+        "curl -s http://localhost:30001/ | head -5",
+        "echo $HOME",
+        "date > injected",
+        'docker run -v "$PWD":/work image',
+    ],
+)
+def test_sh_refuses_shell_text_whether_or_not_it_would_run(text, capsys, tmp_path):
+    for run in (True, False):
+        with pytest.raises(ConfigError, match="is shell text, not a plain command"):
+            workshop.sh(text, run=run, cwd=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    assert capsys.readouterr().out == ""
+
+
+def test_sh_refuses_a_variable_prefix_and_names_env():
+    with pytest.raises(ConfigError, match="variable assignment") as refused:
+        workshop.sh("PROJECT=my-project bash scripts/cluster.sh --dry-run gke", run=False)
+    assert "env={'NAME': 'value'}" in refused.value.fix
+
+
+def test_sh_refuses_an_unclosed_quote():
+    with pytest.raises(ConfigError, match="cannot be read as a command: No closing quotation"):
+        workshop.sh("echo 'hello", run=False)
+
+
+def test_sh_refuses_an_empty_command():
+    for empty in ("", []):
+        with pytest.raises(ConfigError, match="no command given"):
+            workshop.sh(empty, run=False)
+
+
+def test_sh_names_a_program_that_is_not_there(tmp_path):
+    with pytest.raises(CommandError, match="could not start: no-such-program-here"):
+        workshop.sh(["no-such-program-here", "--version"], cwd=tmp_path)
+
+
+def test_show_prints_shell_text_and_runs_nothing(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert workshop.show("date > injected; curl -s x | head -5", why_not="open it") is None
+    assert capsys.readouterr().out == (
+        "$ date > injected; curl -s x | head -5\n  (shown, not run here: open it)\n"
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_project_root_is_the_checkout():
