@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from crypto_pipeline.serve import running_server
+from crypto_pipeline.errors import ConfigError
+from crypto_pipeline.serve import require_saved_model, running_server
 
 
 def main() -> int:
@@ -39,8 +40,10 @@ def main() -> int:
         summary = Path("runs/latest/summary.json")
         if summary.exists():
             args.model = json.loads(summary.read_text())["model_dir"]
-    if not args.model or not Path(args.model, "saved_model.pb").exists():
-        print(f"no SavedModel in {args.model}: run `make pipeline` first", file=sys.stderr)
+    try:
+        require_saved_model(args.model or "runs/latest/train/model")
+    except ConfigError as exc:
+        print(f"error: {exc.problem}\n  fix: {exc.fix}", file=sys.stderr)
         return 1
 
     with running_server(args.model) as base:

@@ -392,7 +392,9 @@ PY
   )
   port=$(free_port)
   # shellcheck disable=SC2086  # the manifest's arguments, one word each
+  # The manifest's securityContext too: read-only root, /tmp an emptyDir, no capabilities.
   docker run -d --name "$name" -p "127.0.0.1:$port:8080" -v "$version:/mnt/models:ro" \
+    --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges \
     "$image" $args > /dev/null
   containers+=("$name")
   for _ in $(seq 1 90); do

@@ -321,9 +321,16 @@ def _cmd_deploy(args: argparse.Namespace, extra: Sequence[str]) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace, extra: Sequence[str]) -> None:
-    from crypto_pipeline.serve import MODEL_NAME, serve
+    from crypto_pipeline.serve import (
+        MODEL_NAME,
+        check_listen_address,
+        client_url,
+        require_saved_model,
+        serve,
+    )
 
     _beam_args_refused(extra)
+    check_listen_address(args.host, args.port)
     if args.model:
         model_dir = Path(args.model)
     else:
@@ -334,32 +341,47 @@ def _cmd_serve(args: argparse.Namespace, extra: Sequence[str]) -> None:
                 "run the pipeline first (make pipeline), or pass --model DIR",
             )
         model_dir = Path(json.loads(summary.read_text())["model_dir"])
-    if not (model_dir / "saved_model.pb").exists():
-        raise ConfigError(
-            f"no SavedModel in {model_dir} (saved_model.pb is missing)",
-            "pass the model/ folder written by the train step, e.g. "
-            "--model runs/models/crypto/1 (run `make pipeline` first)",
-        )
+    model_dir = require_saved_model(model_dir)
+    reach = "every interface" if args.host in ("0.0.0.0", "::") else f"{args.host} only"
     print(
-        f"serving {model_dir} as '{MODEL_NAME}' on http://127.0.0.1:{args.port}\n"
-        f"  try: crypto-pipeline predict --url http://127.0.0.1:{args.port} "
+        f"serving {model_dir} as '{MODEL_NAME}' on port {args.port}, {reach}\n"
+        f"  try: crypto-pipeline predict --url {client_url(args.host, args.port)} "
         "--open 100 --high 104 --low 97",
         flush=True,
     )
-    serve(model_dir, args.port)
+    serve(model_dir, args.port, args.host)
 
 
 def _cmd_predict(args: argparse.Namespace, extra: Sequence[str]) -> None:
-    from crypto_pipeline.serve import RequestError, predict
+    from crypto_pipeline.serve import (
+        FLOAT32_MAX,
+        FLOAT32_SMALLEST_NORMAL,
+        RequestError,
+        parse_instances,
+        predict,
+    )
 
     _beam_args_refused(extra)
+    instance = {"open": args.open, "high": args.high, "low": args.low}
+    try:
+        parse_instances({"instances": [instance]})
+    except RequestError as exc:
+        raise ConfigError(
+            str(exc).replace("instances[0].", "--").replace("instances[0]: ", ""),
+            "pass finite, positive prices with --low <= --open <= --high, each from "
+            f"{FLOAT32_SMALLEST_NORMAL:.7g} to {FLOAT32_MAX:.7g} (the model's float32)",
+        ) from None
     try:
         (close,) = predict(args.url, [[args.open, args.high, args.low]])
-    except (RequestError, ConnectionError) as exc:
+    except ConnectionError as exc:
         raise ConfigError(
             str(exc),
             "start a server with `make serve` (or crypto-pipeline serve --model DIR) and "
-            "check --url; prices must be positive with low <= open <= high",
+            "check --url",
+        ) from None
+    except RequestError as exc:
+        raise ConfigError(
+            str(exc), "check --url: it must name a KServe V1 server of this model"
         ) from None
     print(
         f"predicted close: {close:,.2f} (open {args.open:g}, high {args.high:g}, low {args.low:g})"
@@ -571,9 +593,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "serve",
         help="serve a trained model over KServe's V1 REST protocol",
-        description="Starts a KServe ModelServer on 127.0.0.1:PORT: POST "
-        '/v1/models/crypto:predict with {"instances": [[open, high, low], ...]} returns '
-        '{"predictions": [close, ...]}.',
+        description="Starts a KServe ModelServer on HOST:PORT (127.0.0.1:8080 by default: "
+        'this machine only): POST /v1/models/crypto:predict with {"instances": [[open, high, '
+        'low], ...]} returns {"predictions": [close, ...]}. Bodies over 4 MiB, NaN, Infinity '
+        "and prices outside float32 are refused; the model repository (load/unload) is off.",
     )
     p.add_argument("--model", help="a SavedModel folder (default: the latest run's model)")
     p.add_argument(
@@ -581,7 +604,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=PipelineConfig().pipeline_root,
         help="where to look for the latest run (default: %(default)s)",
     )
-    p.add_argument("--port", type=int, default=8080, help="default: %(default)s")
+    p.add_argument("--port", type=int, default=8080, help="1 to 65535 (default: %(default)s)")
+    from crypto_pipeline.serve import DEFAULT_HOST
+
+    p.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help="the address to listen on (default: %(default)s, this machine only; "
+        "0.0.0.0: every interface, e.g. in a container or pod)",
+    )
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser(

@@ -40,8 +40,7 @@ from typing import Any
 import fsspec
 
 from crypto_pipeline.config import DeployConfig, cluster_uri
-from crypto_pipeline.errors import ConfigError
-from crypto_pipeline.serve import MODEL_NAME, make_model
+from crypto_pipeline.serve import MODEL_NAME, make_model, require_saved_model
 
 MANIFEST_NAME = "inferenceservice.yaml"
 DEPLOYMENT_NAME = "deployment.json"
@@ -78,21 +77,6 @@ def _next_version(fs, model_uri: str) -> int:
     return max(numbers, default=0) + 1
 
 
-def _saved_model(model_dir: str | os.PathLike[str]) -> Path:
-    """``model_dir`` as a Path, once it is known to hold a SavedModel.
-
-    Raises:
-        ConfigError: It does not.
-    """
-    model_dir = Path(model_dir)
-    if not (model_dir / "saved_model.pb").exists():
-        raise ConfigError(
-            f"no SavedModel in {model_dir}",
-            "pass the model/ folder written by the train step",
-        )
-    return model_dir
-
-
 def register(
     model_dir: str | os.PathLike[str], registry_uri: str, name: str = MODEL_NAME
 ) -> tuple[int, str]:
@@ -107,7 +91,7 @@ def register(
     Raises:
         ConfigError: ``model_dir`` holds no SavedModel.
     """
-    model_dir = _saved_model(model_dir)
+    model_dir = require_saved_model(model_dir)
     fs, root = fsspec.core.url_to_fs(registry_uri)
     model_uri = f"{root.rstrip('/')}/{name}"
     fs.makedirs(model_uri, exist_ok=True)
@@ -142,8 +126,12 @@ def inference_service(storage_uri: str, config: DeployConfig | None = None) -> d
 
     A custom predictor: the container must be named ``kserve-container`` for KServe to
     set ``STORAGE_URI`` up; the storage initializer downloads it to ``/mnt/models``
-    (read-only), where ``crypto-pipeline serve`` loads it. Standard (raw Deployment)
-    mode: no Knative or Istio needed.
+    (read-only), where ``crypto-pipeline serve`` loads it and listens on every interface
+    of the pod (``--host 0.0.0.0``; its default, 127.0.0.1, would not be reachable).
+    Standard (raw Deployment) mode: no Knative or Istio needed. The container runs as
+    non-root, without privilege escalation, capabilities or a writable root filesystem
+    (TensorFlow needs a writable ``/tmp``: an ``emptyDir``), under the runtime's default
+    seccomp profile.
 
     Args:
         storage_uri: The model version's folder (``gs://``, ``s3://``, ``pvc://`` …).
@@ -157,7 +145,15 @@ def inference_service(storage_uri: str, config: DeployConfig | None = None) -> d
             {
                 "name": "kserve-container",
                 "image": config.image,
-                "args": ["serve", "--model", "/mnt/models", "--port", str(SERVING_PORT)],
+                "args": [
+                    "serve",
+                    "--model",
+                    "/mnt/models",
+                    "--port",
+                    str(SERVING_PORT),
+                    "--host",
+                    "0.0.0.0",
+                ],
                 "env": [{"name": "STORAGE_URI", "value": storage_uri}],
                 "ports": [{"containerPort": SERVING_PORT, "protocol": "TCP"}],
                 "readinessProbe": {
@@ -172,9 +168,13 @@ def inference_service(storage_uri: str, config: DeployConfig | None = None) -> d
                     "runAsNonRoot": True,
                     "allowPrivilegeEscalation": False,
                     "capabilities": {"drop": ["ALL"]},
+                    "readOnlyRootFilesystem": True,
+                    "seccompProfile": {"type": "RuntimeDefault"},
                 },
+                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
             }
         ],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
     }
     if config.service_account:
         predictor["serviceAccountName"] = config.service_account
@@ -271,7 +271,7 @@ def deploy(
         version, version_uri = register(model_dir, config.registry_uri)
         request, response = smoke_test(version_uri)
     else:  # nothing to copy: the model artifact is the version
-        model_dir = _saved_model(model_dir)
+        model_dir = require_saved_model(model_dir)
         version = None
         remote = "://" in model_uri and not model_uri.startswith("file://")
         version_uri = cluster_uri(f"{model_uri.rstrip('/')}/model") if remote else str(model_dir)

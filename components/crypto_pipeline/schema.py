@@ -247,6 +247,47 @@ def parse_number(text: str) -> float | None:
     return float(text)
 
 
+def price_problem(price: float) -> str | None:
+    """The rule for one price, in a CSV row and in a serving request: finite and positive.
+
+    Args:
+        price: An open, high, low or close.
+
+    Returns:
+        ``None`` when the price is acceptable, else the reason: ``non_finite`` or
+        ``non_positive_price``.
+    """
+    if not math.isfinite(price):
+        return NON_FINITE
+    if price <= 0:
+        return NON_POSITIVE_PRICE
+    return None
+
+
+def price_range_problem(
+    open_: float, high: float, low: float, close: float | None = None
+) -> str | None:
+    """The rules between one day's prices, in a CSV row and in a serving request.
+
+    High is not below low, open lies in [low, high], and so does close when it is given
+    (a serving request has no close).
+
+    Returns:
+        ``None`` when the prices fit together, else the first reason they don't:
+        ``high_below_low``, ``open_outside_low_high`` or ``close_outside_low_high``.
+    """
+    if high < low:
+        return HIGH_BELOW_LOW
+    if not low <= open_ <= high:
+        return OPEN_OUTSIDE_RANGE
+    if close is not None and not low <= close <= high:
+        return CLOSE_OUTSIDE_RANGE
+    return None
+
+
+_PRICE_PROBLEM_TEXT = {NON_FINITE: "not finite", NON_POSITIVE_PRICE: "not positive"}
+
+
 @dataclass(frozen=True)
 class Rejection:
     """Why one row cannot be used.
@@ -299,7 +340,8 @@ def validate_row(fields: Sequence[str], header: Header, style: DateStyle) -> Mar
     A valid row has a real date, and open, high, low and close present, finite and
     positive, with low <= open <= high and low <= close <= high. The other numbers may
     be missing, but when present they must be finite numbers (volume, market cap and
-    spread not negative).
+    spread not negative). The price rules are ``price_problem`` and
+    ``price_range_problem``, which the model server applies to its requests too.
 
     Args:
         fields: The row's cells, already split, in the header's order.
@@ -334,20 +376,21 @@ def validate_row(fields: Sequence[str], header: Header, style: DateStyle) -> Mar
         if value is None:
             if column in PRICE_COLUMNS:
                 return Rejection(MISSING_PRICE, f"{column} is missing")
+        elif column in PRICE_COLUMNS and (problem := price_problem(value)):
+            return Rejection(problem, f"{column}={text.strip()} is {_PRICE_PROBLEM_TEXT[problem]}")
         elif not math.isfinite(value):
             return Rejection(NON_FINITE, f"{column}={text.strip()} is not finite")
-        elif column in PRICE_COLUMNS and value <= 0:
-            return Rejection(NON_POSITIVE_PRICE, f"{column}={text.strip()} is not positive")
         elif column in NON_NEGATIVE_COLUMNS and value < 0:
             return Rejection(NEGATIVE_VALUE, f"{column}={text.strip()} is negative")
         values[column] = value
 
     o, h, lo, c = values["open"], values["high"], values["low"], values["close"]
-    if h < lo:
+    problem = price_range_problem(o, h, lo, c)
+    if problem == HIGH_BELOW_LOW:
         return Rejection(HIGH_BELOW_LOW, f"high={h!r} < low={lo!r}")
-    if not lo <= o <= h:
+    if problem == OPEN_OUTSIDE_RANGE:
         return Rejection(OPEN_OUTSIDE_RANGE, f"open={o!r} outside [low={lo!r}, high={h!r}]")
-    if not lo <= c <= h:
+    if problem == CLOSE_OUTSIDE_RANGE:
         return Rejection(CLOSE_OUTSIDE_RANGE, f"close={c!r} outside [low={lo!r}, high={h!r}]")
     return MarketRow(
         slug=cell("slug").strip(),

@@ -3,24 +3,53 @@
 It is the protocol KServe's TensorFlow runtime speaks on a cluster, so the same requests
 work here and there::
 
-    POST /v1/models/crypto:predict
+    POST /v1/models/crypto:predict    (Content-Type: application/json)
     {"instances": [[open, high, low], ...]}                        -> {"predictions": [close, ...]}
     {"instances": [{"open": o, "high": h, "low": l}, ...]}         (accepted here; see README)
 
-Readiness and health: ``GET /v1/models/crypto`` (``{"name": "crypto", "ready": true}``)
-and ``GET /`` (``{"status": "alive"}``), from KServe.
+Readiness and health: ``GET /v1/models/crypto`` (``{"name": "crypto", "ready": true}``),
+``GET /v1/models``, ``GET /`` (``{"status": "alive"}``), ``GET /v2/health/live`` and
+``GET /v2/health/ready``, from KServe.
 
-Every request is checked before the model sees it: a bad one gets a 400 with a message
-naming the instance and the problem (an unknown model name gets a 404), and the server
-stays up. The checks are those of the transform step: numbers, finite, positive,
-low <= open <= high.
+Where it listens: 127.0.0.1 (this machine only) unless ``host`` says otherwise;
+``crypto-pipeline serve --host 0.0.0.0`` opens every interface, which the InferenceService
+does because a pod is reached through its own interface.
+
+Nothing else of KServe's app is open. ``GET /metrics`` stays: Prometheus text with request
+counts and latencies, no request content, what a cluster's Prometheus scrapes. Every other
+route is refused before KServe sees it: the model repository's ``load`` and ``unload``
+answer 403 (one model, loaded at start, for the server's lifetime: restart the server to
+serve another); ``/docs`` and ``/openapi.json`` answer 404 (they would list routes this
+server refuses; the protocol is the one above), as do the V2 inference and metadata
+routes and ``:explain``.
+
+Every request is checked before the model sees it, and the server stays up:
+
+- a body over ``MAX_BODY_BYTES`` (4 MiB) gets a 413 without being read when its
+  Content-Length says so, or as soon as a chunked body passes the limit;
+- a Content-Type other than ``application/json`` gets a 415 (a request without one is
+  read as JSON, as KServe does);
+- a body that is not JSON, or holds NaN or Infinity, gets a 400 that says where and what
+  to send;
+- a bad instance or value gets a 400 naming the instance and the problem. The price rules
+  are the transform step's (``schema.price_problem`` and ``schema.price_range_problem``:
+  finite, positive, low <= open <= high), and each price must be a normal float32, the
+  model's input type (from 1.175494e-38 to 3.402823e+38);
+- an unknown model name gets a 404.
+
+Error messages quote at most 80 characters of any value they name. Each refused request
+is one warning line in the server's log (method, path, client, status and message),
+without a traceback or the body.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
+import re
+import reprlib
 import socket
 import subprocess
 import sys
@@ -32,26 +61,80 @@ from typing import Any
 
 import numpy as np
 
-from crypto_pipeline.errors import TrainingError
+from crypto_pipeline.errors import ConfigError
 from crypto_pipeline.features import INPUTS
+from crypto_pipeline.schema import (
+    HIGH_BELOW_LOW,
+    NON_FINITE,
+    NON_POSITIVE_PRICE,
+    OPEN_OUTSIDE_RANGE,
+    price_problem,
+    price_range_problem,
+)
 
 MODEL_NAME = "crypto"
 MAX_INSTANCES = 10_000
 """Most instances one request may carry; larger batches get a 400 telling to split them."""
+MAX_BODY_BYTES = 4 * 1024 * 1024
+"""Largest request body (4 MiB); a larger one gets a 413. ``MAX_INSTANCES`` instances
+take about 0.6 MB as ``[open, high, low]`` lists of 17-digit prices and about 1.5 MB as
+pretty-printed objects, so every request the server would accept fits."""
+FLOAT32_SMALLEST_NORMAL = float(np.finfo(np.float32).tiny)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+SHOWN_CHARS = 80
+"""Most characters of a request's value that an error message quotes."""
+DEFAULT_HOST = "127.0.0.1"
+"""Where the server listens unless told otherwise: this machine only."""
+
+log = logging.getLogger(__name__)
 
 
 class RequestError(ValueError):
     """A request the server refuses, with the reason a client can act on."""
 
 
-def _number(value: Any, where: str) -> float:
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = SHOWN_CHARS
+_REPR.maxlist = _REPR.maxdict = 4
+
+
+def shorten(text: str, limit: int = SHOWN_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, the last one an ellipsis when it was cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _shown(value: Any) -> str:
+    """A request's value as an error message quotes it: its repr, at most 80 characters."""
+    try:
+        return shorten(_REPR.repr(value))
+    except ValueError:  # an int past Python's digit limit for str()
+        return f"an {type(value).__name__} too long to show"
+
+
+def _names(names: Sequence[Any]) -> str:
+    return shorten(", ".join(str(n) for n in names[:10]))
+
+
+def _price(value: Any, where: str) -> float:
+    """One price of a request, checked by the transform step's rule and as a float32."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RequestError(f"{where}: {value!r} is not a number")
-    if not math.isfinite(value):
-        raise RequestError(f"{where}: {value!r} is not finite")
-    if value <= 0:
-        raise RequestError(f"{where}: {value!r} is not a positive price")
-    return float(value)
+        raise RequestError(f"{where}: {_shown(value)} is not a number")
+    float32_range = (
+        f"outside the model's float32 range: send a price from "
+        f"{FLOAT32_SMALLEST_NORMAL:.7g} to {FLOAT32_MAX:.7g}"
+    )
+    try:
+        price = float(value)
+    except OverflowError:
+        raise RequestError(f"{where}: {_shown(value)} is {float32_range}") from None
+    problem = price_problem(price)
+    if problem == NON_FINITE:
+        raise RequestError(f"{where}: {_shown(value)} is not finite")
+    if problem == NON_POSITIVE_PRICE:
+        raise RequestError(f"{where}: {_shown(value)} is not a positive price")
+    if not FLOAT32_SMALLEST_NORMAL <= price <= FLOAT32_MAX:
+        raise RequestError(f"{where}: {_shown(value)} is {float32_range}")
+    return price
 
 
 def parse_instances(payload: Any, limit: int = MAX_INSTANCES) -> np.ndarray:
@@ -70,9 +153,9 @@ def parse_instances(payload: Any, limit: int = MAX_INSTANCES) -> np.ndarray:
     """
     if not isinstance(payload, dict) or "instances" not in payload:
         raise RequestError('the body must be a JSON object with "instances": [...]')
-    extra = sorted(set(payload) - {"instances"})
+    extra = sorted(str(k) for k in set(payload) - {"instances"})
     if extra:
-        raise RequestError(f"unknown field(s) in the body: {', '.join(extra)}")
+        raise RequestError(f"unknown field(s) in the body: {_names(extra)}")
     instances = payload["instances"]
     if not isinstance(instances, list):
         raise RequestError('"instances" must be a list')
@@ -88,10 +171,10 @@ def parse_instances(payload: Any, limit: int = MAX_INSTANCES) -> np.ndarray:
         where = f"instances[{i}]"
         if isinstance(instance, dict):
             missing = [k for k in INPUTS if k not in instance]
-            unknown = sorted(set(instance) - set(INPUTS))
+            unknown = sorted(str(k) for k in set(instance) - set(INPUTS))
             if missing or unknown:
                 parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
-                    [f"unknown {', '.join(unknown)}"] if unknown else []
+                    [f"unknown {_names(unknown)}"] if unknown else []
                 )
                 raise RequestError(
                     f"{where}: {'; '.join(parts)} (expected keys: {', '.join(INPUTS)})"
@@ -108,10 +191,11 @@ def parse_instances(payload: Any, limit: int = MAX_INSTANCES) -> np.ndarray:
                 f"{where}: expected [open, high, low] or an object with those keys, "
                 f"got {type(instance).__name__}"
             )
-        open_, high, low = (_number(v, f"{where}.{k}") for k, v in zip(INPUTS, values, strict=True))
-        if high < low:
+        open_, high, low = (_price(v, f"{where}.{k}") for k, v in zip(INPUTS, values, strict=True))
+        problem = price_range_problem(open_, high, low)
+        if problem == HIGH_BELOW_LOW:
             raise RequestError(f"{where}: high {high!r} is below low {low!r}")
-        if not low <= open_ <= high:
+        if problem == OPEN_OUTSIDE_RANGE:
             raise RequestError(f"{where}: open {open_!r} is outside [low {low!r}, high {high!r}]")
         rows[i] = (open_, high, low)
     return rows
@@ -152,14 +236,17 @@ def make_model(model_dir: str | os.PathLike[str], name: str = MODEL_NAME):
             return self.ready
 
         async def preprocess(self, payload, headers=None):
-            try:
-                return parse_instances(payload)
-            except RequestError as exc:
-                raise kserve.errors.InvalidInput(str(exc)) from None
+            return parse_instances(payload)
 
         async def predict(self, prices, headers=None):
             output = self._signature(prices=tf.constant(prices))
             closes = next(iter(output.values())).numpy().ravel()
+            for i, close in enumerate(closes):
+                if not math.isfinite(close):
+                    raise RequestError(
+                        f"instances[{i}]: the model's prediction for these prices is not "
+                        "finite: send prices nearer those the model was trained on"
+                    )
             return {"predictions": [round(float(c), 6) for c in closes]}
 
     model = CryptoModel()
@@ -167,58 +254,342 @@ def make_model(model_dir: str | os.PathLike[str], name: str = MODEL_NAME):
     return model
 
 
-def serve(model_dir: str | os.PathLike[str], port: int = 8080) -> None:
-    """Serves the model on ``port`` until interrupted (KServe handles SIGINT/SIGTERM)."""
+def require_saved_model(model_dir: str | os.PathLike[str]) -> Path:
+    """``model_dir`` as a Path, once it is known to hold a SavedModel.
+
+    Raises:
+        ConfigError: It holds no ``saved_model.pb``.
+    """
+    model_dir = Path(model_dir)
+    if not (model_dir / "saved_model.pb").is_file():
+        raise ConfigError(
+            f"no SavedModel in {model_dir} (saved_model.pb is missing)",
+            "pass the model/ folder written by the train step or a registered version, "
+            "e.g. --model runs/models/crypto/1 (run `make pipeline` first to train one)",
+        )
+    return model_dir
+
+
+def check_listen_address(host: str, port: int) -> None:
+    """Checks that the server can listen on ``host:port`` before the model is loaded.
+
+    Raises:
+        ConfigError: The port is not 1 to 65535, the host is not an address of this
+            machine, or another program holds the port.
+    """
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ConfigError(
+            f"--port {port} is not a TCP port", "pass a port from 1 to 65535, e.g. --port 8080"
+        )
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            f"pass a free --port (another program may hold {port}; ports below 1024 need "
+            "root) and a --host of this machine: 127.0.0.1 (this machine only, the default) "
+            "or 0.0.0.0 (every interface)",
+        ) from None
+
+
+def client_url(host: str, port: int) -> str:
+    """The URL a client on this machine uses for a server listening on ``host:port``."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _routes(name: str) -> dict[str, str]:
+    """The routes the server answers, path to method."""
+    return {
+        "/": "GET",
+        "/v1/models": "GET",
+        f"/v1/models/{name}": "GET",
+        f"/v1/models/{name}:predict": "POST",
+        "/v2/health/live": "GET",
+        "/v2/health/ready": "GET",
+        "/metrics": "GET",
+    }
+
+
+_MODEL_PATH = re.compile(r"/v1/models/([^/]+?)(:predict|:explain)?")
+_NON_FINITE_JSON = re.compile(r"-?(nan|inf(inity)?)\b", re.IGNORECASE)
+_SEND = 'send a JSON object like {"instances": [[100, 104, 97]]}, Content-Type: application/json'
+
+
+def _json_problem(body: bytes) -> str | None:
+    """Why ``body`` is not acceptable JSON, or None when it is."""
+    import orjson
+
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if not body.strip():
+            return f"the body is empty: {_SEND}"
+        where = f"line {exc.lineno} column {exc.colno}"
+        text = body.decode("utf-8", "replace")
+        start = exc.pos - 1 if text[exc.pos - 1 : exc.pos] == "-" else exc.pos
+        token = _NON_FINITE_JSON.match(text, max(start, 0))
+        if token or "infinity when parsed" in exc.msg:
+            shown = f"{token.group(0)} " if token else "a number too large for a double "
+            return (
+                f"the body holds {shown}at {where}: JSON has no NaN or Infinity; "
+                "send finite numbers (each price positive, at most 3.402823e+38)"
+            )
+        return f"the body is not JSON ({shorten(exc.msg)} at {where}): {_SEND}"
+    return None
+
+
+class _Guard:
+    """ASGI middleware in front of KServe's app: routes, body size, Content-Type, JSON.
+
+    What it refuses never reaches KServe. What it lets through reaches KServe with the
+    body as it came and, for a prediction, the Content-Type as plain ``application/json``.
+    """
+
+    def __init__(self, app, model_name: str = MODEL_NAME, max_body: int = MAX_BODY_BYTES):
+        self.app = app
+        self.model_name = model_name
+        self.max_body = max_body
+        self.routes = _routes(model_name)
+        self.predict_path = f"/v1/models/{model_name}:predict"
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        method, path = scope["method"], scope["path"]
+        if self.routes.get(path) == method:
+            if path == self.predict_path:
+                return await self._predict(scope, receive, send)
+            return await self.app(scope, receive, send)
+        await refuse(scope, send, *self._refusal(method, path))
+
+    def _refusal(self, method: str, path: str) -> tuple[int, str]:
+        served = ", ".join(f"{m} {p}" for p, m in self.routes.items())
+        if path.startswith("/v2/repository/"):
+            return 403, (
+                "the model repository (load, unload) is turned off: this server serves the "
+                "model it started with; restart `crypto-pipeline serve --model DIR` to serve "
+                "another"
+            )
+        model = _MODEL_PATH.fullmatch(path)
+        if model and model.group(1) != self.model_name and model.group(2) != ":explain":
+            return 404, (
+                f"no model named {_shown(model.group(1))}: this server serves "
+                f"'{self.model_name}' (POST {self.predict_path})"
+            )
+        if path in self.routes:
+            return 405, f"{method} {path} is not served: use {self.routes[path]} {path}"
+        return 404, f"{method} {shorten(path)} is not served: this server answers {served}"
+
+    async def _predict(self, scope, receive, send):
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_body:
+            return await refuse(scope, send, 413, self._too_large(int(length)))
+        media = headers.get("content-type", "").split(";")[0].strip().lower()
+        if media and media != "application/json":
+            return await refuse(
+                scope,
+                send,
+                415,
+                f"Content-Type {shorten(media)} is not JSON: {_SEND} "
+                "(curl: -H 'Content-Type: application/json')",
+            )
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return await refuse(scope, send, 413, self._too_large(None))
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        problem = _json_problem(body)
+        if problem:
+            return await refuse(scope, send, 400, problem)
+        # KServe reads a body as JSON only for an exact "application/json" (or none).
+        scope = dict(scope)
+        scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
+        scope["headers"].append((b"content-type", b"application/json"))
+        handed_on = False
+
+        async def replay():
+            nonlocal handed_on
+            if handed_on:
+                return await receive()
+            handed_on = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+    def _too_large(self, size: int | None) -> str:
+        shown = "" if size is None else f"{size:,} bytes, "
+        return (
+            f"the body is {shown}over the limit of {self.max_body:,} bytes "
+            f"({self.max_body / 2**20:g} MiB): send at most {MAX_INSTANCES:,} instances "
+            "a request, and larger batches in several requests"
+        )
+
+
+async def refuse(scope, send, status: int, message: str) -> None:
+    """Answers ``{"error": message}`` with ``status`` and logs one line about it."""
+    import orjson
+
+    _log_refusal(scope, status, message)
+    body = orjson.dumps({"error": message})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _log_refusal(scope, status: int, message: str) -> None:
+    client = scope.get("client")
+    log.warning(
+        "refused %s %s from %s: %d %s",
+        scope.get("method", "?"),
+        shorten(scope.get("path", "?")),
+        f"{client[0]}:{client[1]}" if client else "?",
+        status,
+        shorten(message, 4 * SHOWN_CHARS),
+    )
+
+
+async def _request_refused(request, exc: RequestError):
+    """KServe's app's handler for the model's refusals: a 400 and one log line."""
+    from starlette.responses import JSONResponse
+
+    _log_refusal(request.scope, 400, str(exc))
+    return JSONResponse({"error": str(exc)}, status_code=400)
+
+
+def guard(app, model_name: str = MODEL_NAME) -> None:
+    """Puts the checks in front of KServe's FastAPI ``app``; call it before the server starts."""
+    app.add_middleware(_Guard, model_name=model_name)
+    app.add_exception_handler(RequestError, _request_refused)
+
+
+def _model_server(kserve, host: str, port: int):
+    """KServe's ModelServer, listening on ``host`` instead of KServe's fixed 0.0.0.0."""
+
+    class ModelServer(kserve.ModelServer):
+        def setup_event_loop(self):
+            # start() builds its uvicorn server with host 0.0.0.0 and calls this before
+            # that server binds: the one moment to set the address.
+            rest = getattr(self, "_rest_server", None)
+            if rest is None or not hasattr(rest, "config"):
+                raise RuntimeError(
+                    "this kserve version builds its REST server differently: "
+                    "crypto_pipeline.serve cannot set the address to listen on"
+                )
+            rest.config.host = host
+            super().setup_event_loop()
+
+    return ModelServer(http_port=port, enable_grpc=False, workers=1)
+
+
+def _log_to_stderr() -> None:
+    """Shows the refusal lines, whatever the root logger's level."""
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+def serve(model_dir: str | os.PathLike[str], port: int = 8080, host: str = DEFAULT_HOST) -> None:
+    """Serves the model on ``host:port`` until interrupted (KServe handles SIGINT/SIGTERM).
+
+    Args:
+        model_dir: The SavedModel folder.
+        port: The TCP port, 1 to 65535.
+        host: The address to listen on: 127.0.0.1 (this machine only) or 0.0.0.0 (every
+            interface, as in a pod).
+
+    Raises:
+        ConfigError: The address cannot be listened on, or ``model_dir`` holds no SavedModel.
+    """
     import warnings
 
+    check_listen_address(host, port)
+    model_dir = require_saved_model(model_dir)
     # kserve's own use of a FastAPI class that FastAPI now deprecates: not the user's concern.
     warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
     kserve = _import_kserve()
     model = make_model(model_dir)
-    kserve.ModelServer(http_port=port, enable_grpc=False, workers=1).start([model])
+    guard(kserve.model_server.app)
+    _log_to_stderr()
+    _model_server(kserve, host, port).start([model])
 
 
 @contextlib.contextmanager
 def running_server(
-    model_dir: str | os.PathLike[str], port: int | None = None, timeout_s: float = 120.0
+    model_dir: str | os.PathLike[str],
+    port: int | None = None,
+    timeout_s: float = 120.0,
+    host: str = DEFAULT_HOST,
+    log_path: str | os.PathLike[str] | None = None,
 ) -> Iterator[str]:
-    """Runs ``crypto-pipeline serve`` in a subprocess on loopback until the block ends.
+    """Runs ``crypto-pipeline serve`` in a subprocess until the block ends.
 
     Waits until the model reports ready, yields the server's base URL, and stops the
     server afterwards. Used by the notebooks, the tests and the serving benchmark.
 
     Args:
         model_dir: The SavedModel folder to serve.
-        port: The port on 127.0.0.1 (default: a free one).
+        port: The port (default: a free one).
         timeout_s: Seconds to wait for the model to become ready.
+        host: The address to listen on (default: 127.0.0.1, this machine only).
+        log_path: A file for the server's output (default: a temporary file, quoted when
+            the server fails to start).
 
     Raises:
-        TrainingError: ``model_dir`` holds no SavedModel.
+        ConfigError: ``model_dir`` holds no SavedModel.
         RuntimeError: The server exited or was not ready in time (its log is quoted).
     """
     import requests
 
-    if not Path(model_dir, "saved_model.pb").exists():
-        raise TrainingError(
-            f"no SavedModel in {model_dir}",
-            "train a model first (`make pipeline`, or `crypto-pipeline train`)",
-        )
+    require_saved_model(model_dir)
     if port is None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
+    base = client_url(host, port)
     command = [sys.executable, "-m", "crypto_pipeline.cli", "serve", "--model"]
-    with tempfile.TemporaryFile("w+") as log:
+    with (
+        open(log_path, "w+") if log_path else tempfile.TemporaryFile("w+")  # noqa: SIM115
+    ) as output:
         process = subprocess.Popen(
-            [*command, os.fspath(model_dir), "--port", str(port)], stdout=log, stderr=log
+            [*command, os.fspath(model_dir), "--port", str(port), "--host", host],
+            stdout=output,
+            stderr=output,
         )
         try:
             deadline = time.monotonic() + timeout_s
             while True:
                 if process.poll() is not None:
-                    log.seek(0)
-                    raise RuntimeError(f"the server exited ({process.returncode}):\n{log.read()}")
+                    output.seek(0)
+                    raise RuntimeError(
+                        f"the server exited ({process.returncode}):\n{output.read()}"
+                    )
                 try:
                     if requests.get(f"{base}/v1/models/{MODEL_NAME}", timeout=1).json()["ready"]:
                         break
@@ -242,8 +613,10 @@ def predict(url: str, instances: list[list[float]], timeout_s: float = 10.0) -> 
         timeout_s: Seconds to wait for the answer.
 
     Raises:
-        RequestError: The server refused the request (its message is kept).
-        ConnectionError: No server answered at ``url``.
+        RequestError: The instances hold NaN or Infinity (JSON cannot carry them), the
+            server refused the request (its message is kept), or its answer is not a V1
+            answer.
+        ConnectionError: No server answered at ``url`` in time.
     """
     import requests
 
@@ -251,15 +624,27 @@ def predict(url: str, instances: list[list[float]], timeout_s: float = 10.0) -> 
         url = f"{url.rstrip('/')}/v1/models/{MODEL_NAME}:predict"
     try:
         response = requests.post(url, json={"instances": instances}, timeout=timeout_s)
-    except requests.ConnectionError as exc:
-        raise ConnectionError(f"no server answered at {url}: {exc}") from None
+    except requests.exceptions.InvalidJSONError:
+        raise RequestError(
+            "the instances hold NaN or Infinity, which JSON cannot carry: send finite prices"
+        ) from None
+    except requests.RequestException as exc:
+        raise ConnectionError(
+            f"no server answered at {url}: {shorten(str(exc), 4 * SHOWN_CHARS)}"
+        ) from None
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
     if response.status_code >= 400:
-        try:
-            message = response.json().get("error", response.text)
-        except ValueError:
-            message = response.text
-        raise RequestError(f"the server answered {response.status_code}: {message}")
-    return closes(response.json())
+        message = answer.get("error") if isinstance(answer, dict) else None
+        message = str(message) if message is not None else response.text
+        raise RequestError(
+            f"the server answered {response.status_code}: {shorten(message, 4 * SHOWN_CHARS)}"
+        )
+    if answer is None:
+        raise RequestError(f"the answer is not JSON: {shorten(response.text)}")
+    return closes(answer)
 
 
 def closes(answer: Any) -> list[float]:
@@ -273,12 +658,12 @@ def closes(answer: Any) -> list[float]:
     """
     predictions = answer.get("predictions") if isinstance(answer, dict) else None
     if not isinstance(predictions, list):
-        raise RequestError(f'the answer has no "predictions" list: {str(answer)[:200]}')
+        raise RequestError(f'the answer has no "predictions" list: {_shown(answer)}')
     values = []
     for p in predictions:
         if isinstance(p, list) and len(p) == 1:
             p = p[0]
         if isinstance(p, bool) or not isinstance(p, int | float):
-            raise RequestError(f"the answer holds {p!r} where a predicted close belongs")
+            raise RequestError(f"the answer holds {_shown(p)} where a predicted close belongs")
         values.append(float(p))
     return values

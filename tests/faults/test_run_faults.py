@@ -135,7 +135,7 @@ def test_a_cached_step_whose_files_were_deleted_runs_again(tmp_path):
     assert second["cache_hits"] == ["ingest", "transform", "tune"]
     assert Path(second["model_dir"], "saved_model.pb").exists()
     assert second["metrics"] == first["metrics"]
-    shutil.rmtree(Path(second["run_dir"]) / "transform-step" / "data")
+    shutil.rmtree(Path(first["run_dir"]) / "transform-step" / "data")
     third = summary_of(run(root))
     assert third["cache_hits"] == ["ingest"]
 

@@ -1,4 +1,5 @@
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -79,6 +80,21 @@ def test_ingest_then_transform(tmp_path, csv_file):
             "unknown option",
         ),
         (["serve", "--pipeline-root", "/no/such/runs"], "no finished run"),
+        (["serve", "--model", "/no/such"], "no SavedModel in /no/such (saved_model.pb is missing)"),
+        (["serve", "--port", "70000"], "--port 70000 is not a TCP port"),
+        (["serve", "--port", "-1"], "--port -1 is not a TCP port"),
+        (["serve", "--port", "0"], "--port 0 is not a TCP port"),
+        (["serve", "--host", "203.0.113.7"], "cannot listen on 203.0.113.7:8080"),
+        (["serve", "--host", "no-such-host.invalid"], "cannot listen on no-such-host.invalid"),
+        (["predict", "--open", "nan", "--high", "104", "--low", "97"], "--open: nan is not finite"),
+        (["predict", "--open", "100", "--high", "inf", "--low", "97"], "--high: inf is not finite"),
+        (["predict", "--open", "1e308", "--high", "1e308", "--low", "97"], "float32 range"),
+        (["predict", "--open", "100", "--high", "96", "--low", "97"], "high 96.0 is below low"),
+        (["predict", "--open", "-1", "--high", "104", "--low", "97"], "not a positive price"),
+        (
+            ["predict", "--url", "http://127.0.0.1:9", "--open", "1", "--high", "2", "--low", "1"],
+            "no server answered at http://127.0.0.1:9",
+        ),
         (["submit", "--host", "http://127.0.0.1:9", "--package", "/no/such.yaml"], "no compiled"),
         (["submit", "--host", "http://127.0.0.1:9", "--param", "trials"], "KEY=VALUE"),
         (["deploy", "--model", "/no/such", "--output-dir", "x"], "no SavedModel"),
@@ -90,6 +106,22 @@ def test_errors_name_the_problem_and_the_fix_and_exit_non_zero(tmp_path, args, m
     assert message in result.stderr
     assert "fix:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_a_port_in_use_before_loading_a_model():
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = cli("serve", "--port", str(port), "--model", "/no/such")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "fix: pass a free --port" in result.stderr
+
+
+def test_serve_says_where_it_listens():
+    help_text = cli("serve", "--help").stdout
+    assert "--host HOST" in help_text and "127.0.0.1" in help_text and "0.0.0.0" in help_text
 
 
 def test_bad_choice_is_a_usage_error():

@@ -73,7 +73,16 @@ def test_the_cluster_serves_with_the_same_server_as_here():
     serve = container(manifest)
     assert serve["name"] == "kserve-container"  # the name KServe sets STORAGE_URI up for
     assert serve["image"] == DeployConfig().image
-    assert serve["args"] == ["serve", "--model", "/mnt/models", "--port", "8080"]
+    # Inside a pod the server must listen on the pod's interface, not on its loopback.
+    assert serve["args"] == [
+        "serve",
+        "--model",
+        "/mnt/models",
+        "--port",
+        "8080",
+        "--host",
+        "0.0.0.0",
+    ]
     assert storage_uri(manifest) == "gs://bucket/models/crypto/3"
     assert manifest["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
 
@@ -94,6 +103,22 @@ def test_without_a_registry_the_model_artifact_is_served(trained, tmp_path):
 def test_kfp_minio_uris_become_s3():
     assert cluster_uri("minio://mlpipeline/a/b") == "s3://mlpipeline/a/b"
     assert cluster_uri("gs://bucket/a") == "gs://bucket/a"
+
+
+def test_the_server_container_runs_with_least_privilege():
+    """The restricted Pod Security profile, and a read-only root filesystem."""
+    manifest = inference_service("gs://bucket/models/crypto/3")
+    assert container(manifest)["securityContext"] == {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    # TensorFlow will not import without a writable temporary folder.
+    (mount,) = container(manifest)["volumeMounts"]
+    (volume,) = manifest["spec"]["predictor"]["volumes"]
+    assert mount == {"name": volume["name"], "mountPath": "/tmp"} and "emptyDir" in volume
 
 
 @needs_crd
