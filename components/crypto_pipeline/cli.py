@@ -43,7 +43,11 @@ _BEAM_HELP = (
 
 
 def _beam_args(extra: Sequence[str]) -> tuple[str, ...]:
-    """Checks that leftover flags are Beam pipeline options, so typos don't vanish."""
+    """Checks that leftover flags are Beam pipeline options, so typos don't vanish.
+
+    Only the commands that run the Beam transform (``run``, ``transform``) take them; any
+    other command refuses options it does not know (see ``main``).
+    """
     if not extra:
         return ()
     from apache_beam.options.pipeline_options import PipelineOptions
@@ -82,12 +86,12 @@ def _add_transform_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _transform_config(args: argparse.Namespace, extra: Sequence[str]) -> TransformConfig:
+def _transform_config(args: argparse.Namespace) -> TransformConfig:
     return TransformConfig(
         coin=args.coin,
         date_format=args.date_format,
         split=Split.parse(args.split),
-        beam_args=_beam_args(extra),
+        beam_args=args.beam_args,
     )
 
 
@@ -107,17 +111,16 @@ def _print_transform(stats: dict, output_dir: str) -> None:
     print(f"  wrote splits, rejects and stats.json to {output_dir} ({stats['seconds']:.1f} s)")
 
 
-def _cmd_ingest(args: argparse.Namespace, extra: Sequence[str]) -> None:
+def _cmd_ingest(args: argparse.Namespace) -> None:
     from crypto_pipeline.ingest import ingest
 
-    _beam_args_refused(extra)
     print(ingest(args.source, args.output_dir).describe())
 
 
-def _cmd_transform(args: argparse.Namespace, extra: Sequence[str]) -> None:
+def _cmd_transform(args: argparse.Namespace) -> None:
     from crypto_pipeline.transform import transform
 
-    config = _transform_config(args, extra)
+    config = _transform_config(args)
     stats = transform(args.input, args.output_dir, config)
     _print_transform(stats, args.output_dir)
 
@@ -169,10 +172,9 @@ def _print_train(metrics: dict, output_dir: str) -> None:
     )
 
 
-def _cmd_tune(args: argparse.Namespace, extra: Sequence[str]) -> None:
+def _cmd_tune(args: argparse.Namespace) -> None:
     from crypto_pipeline.tune import katib_experiment, tune
 
-    _beam_args_refused(extra)
     config = _tune_config(args)
     if args.katib_manifest:
         import yaml
@@ -187,27 +189,25 @@ def _cmd_tune(args: argparse.Namespace, extra: Sequence[str]) -> None:
     _print_tune(tune(args.data_dir, args.output_dir, config), args.output_dir)
 
 
-def _cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> None:
+def _cmd_train(args: argparse.Namespace) -> None:
     from crypto_pipeline.train import read_params, train
 
-    _beam_args_refused(extra)
     config = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed)
     metrics = train(args.data_dir, read_params(args.params), args.output_dir, config)
     _print_train(metrics, args.output_dir)
 
 
-def _cmd_trial(args: argparse.Namespace, extra: Sequence[str]) -> None:
+def _cmd_trial(args: argparse.Namespace) -> None:
     from crypto_pipeline.hyperparameters import Params
     from crypto_pipeline.tune import OBJECTIVE_METRIC, trial
 
-    _beam_args_refused(extra)
     params = Params.from_dict({h.name: getattr(args, h.name) for h in SEARCH_SPACE})
     config = TuneConfig(trials=1, epochs=args.epochs, patience=args.patience, seed=args.seed)
     best = trial(args.data_dir, params, config)
     print(f"best {OBJECTIVE_METRIC}={best:.8g}")
 
 
-def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> None:
+def _cmd_run(args: argparse.Namespace) -> None:
     from crypto_pipeline.local_run import format_summary, run_config, run_root
     from crypto_pipeline.pipeline import PIPELINE_NAME
 
@@ -215,7 +215,7 @@ def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> None:
     config = PipelineConfig(
         source_uri=args.source,
         pipeline_root=args.pipeline_root,
-        transform=_transform_config(args, extra),
+        transform=_transform_config(args),
         tune=TuneConfig(
             trials=args.trials, epochs=args.epochs or defaults.tune.epochs, seed=args.seed
         ),
@@ -238,18 +238,16 @@ def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> None:
     print(f"summary    {summary['run_dir']}/summary.json ({summary['latest']} points at this run)")
 
 
-def _cmd_compile(args: argparse.Namespace, extra: Sequence[str]) -> None:
+def _cmd_compile(args: argparse.Namespace) -> None:
     from crypto_pipeline.compiled import compile_pipeline
 
-    _beam_args_refused(extra)
     path = compile_pipeline(args.output, registry=args.registry, tag=args.tag)
     print(f"wrote {path} (images {args.registry}/<step>:{args.tag})")
 
 
-def _cmd_submit(args: argparse.Namespace, extra: Sequence[str]) -> None:
+def _cmd_submit(args: argparse.Namespace) -> None:
     from crypto_pipeline.submit import read_token, submit
 
-    _beam_args_refused(extra)
     package = Path(args.package)
     if not package.exists():
         raise ConfigError(
@@ -294,10 +292,9 @@ def _cmd_submit(args: argparse.Namespace, extra: Sequence[str]) -> None:
     )
 
 
-def _cmd_deploy(args: argparse.Namespace, extra: Sequence[str]) -> None:
+def _cmd_deploy(args: argparse.Namespace) -> None:
     from crypto_pipeline.deploy import deploy
 
-    _beam_args_refused(extra)
     config = DeployConfig(
         registry_uri=args.registry,
         storage_uri=args.storage_uri,
@@ -320,7 +317,7 @@ def _cmd_deploy(args: argparse.Namespace, extra: Sequence[str]) -> None:
     )
 
 
-def _cmd_serve(args: argparse.Namespace, extra: Sequence[str]) -> None:
+def _cmd_serve(args: argparse.Namespace) -> None:
     from crypto_pipeline.serve import (
         MODEL_NAME,
         check_listen_address,
@@ -329,7 +326,6 @@ def _cmd_serve(args: argparse.Namespace, extra: Sequence[str]) -> None:
         serve,
     )
 
-    _beam_args_refused(extra)
     check_listen_address(args.host, args.port)
     if args.model:
         model_dir = Path(args.model)
@@ -352,7 +348,7 @@ def _cmd_serve(args: argparse.Namespace, extra: Sequence[str]) -> None:
     serve(model_dir, args.port, args.host)
 
 
-def _cmd_predict(args: argparse.Namespace, extra: Sequence[str]) -> None:
+def _cmd_predict(args: argparse.Namespace) -> None:
     from crypto_pipeline.serve import (
         FLOAT32_MAX,
         FLOAT32_SMALLEST_NORMAL,
@@ -361,7 +357,6 @@ def _cmd_predict(args: argparse.Namespace, extra: Sequence[str]) -> None:
         predict,
     )
 
-    _beam_args_refused(extra)
     instance = {"open": args.open, "high": args.high, "low": args.low}
     try:
         parse_instances({"instances": [instance]})
@@ -388,17 +383,9 @@ def _cmd_predict(args: argparse.Namespace, extra: Sequence[str]) -> None:
     )
 
 
-def _cmd_sample(args: argparse.Namespace, extra: Sequence[str]) -> None:
-    _beam_args_refused(extra)
+def _cmd_sample(args: argparse.Namespace) -> None:
     path = write_sample(Path(args.output))
     print(f"wrote the synthetic sample (not real market data) to {path}")
-
-
-def _beam_args_refused(extra: Sequence[str]) -> None:
-    if extra:
-        raise ConfigError(
-            f"unknown option(s): {' '.join(extra)}", "check the spelling against --help"
-        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -452,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--registry", default=DEFAULT_REGISTRY, help="images (default: %(default)s)")
     p.add_argument("--tag", default=DEFAULT_TAG, help="image tag (default: %(default)s)")
-    p.set_defaults(func=_cmd_run)
+    p.set_defaults(func=_cmd_run, takes_beam_options=True)
 
     p = sub.add_parser(
         "ingest",
@@ -473,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="the crypto-markets.csv written by ingest")
     p.add_argument("--output-dir", required=True)
     _add_transform_options(p)
-    p.set_defaults(func=_cmd_transform)
+    p.set_defaults(func=_cmd_transform, takes_beam_options=True)
 
     p = sub.add_parser(
         "tune",
@@ -644,7 +631,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     runtime_environment(verbose=args.verbose)
     try:
-        args.func(args, extra)
+        if getattr(args, "takes_beam_options", False):
+            args.beam_args = _beam_args(extra)
+        elif extra:
+            raise ConfigError(
+                f"unknown option(s): {' '.join(extra)}",
+                f"check the spelling against `crypto-pipeline {args.command} --help`",
+            )
+        args.func(args)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
