@@ -228,7 +228,8 @@ def runtime_environment(verbose: bool = False) -> None:
     they are off (the same seed gives the same metrics from the command line, the tests,
     the notebooks and the pipeline's components). Unless ``verbose``, TensorFlow's C++
     start-up logs and its Python INFO lines are silenced, and so is Beam's hint about
-    its interactive extras, printed whenever Beam runs inside Jupyter. Values already in
+    its interactive extras, printed whenever Beam runs inside Jupyter, and Beam's log of a
+    failed worker (the exception itself still reaches the caller). Values already in
     the environment win.
     """
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -236,3 +237,6 @@ def runtime_environment(verbose: bool = False) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         for logger in ("tensorflow", "apache_beam.runners.interactive"):
             logging.getLogger(logger).setLevel(logging.ERROR)
+        # A failed Beam worker's traceback: the exception itself reaches the caller, which
+        # turns it into an error and a fix.
+        logging.getLogger("apache_beam").setLevel(logging.CRITICAL)

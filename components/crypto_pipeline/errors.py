@@ -64,7 +64,7 @@ _STORAGE_FIXES = {
     ),
     errno.EDQUOT: ("the disk quota is used up", "free some space or choose another folder"),
     errno.EROFS: (
-        "the file system is read-only",
+        "it is on a read-only file system",
         "choose a writable folder (--output-dir, --pipeline-root)",
     ),
     errno.EACCES: (
@@ -78,13 +78,38 @@ _STORAGE_FIXES = {
 }
 
 
-def storage_error(exc: OSError) -> StorageError | None:
-    """The StorageError for a failed write (full disk, read-only, no permission), else None."""
-    if exc.errno not in _STORAGE_FIXES:
-        return None
-    what, fix = _STORAGE_FIXES[exc.errno]
-    where = f" at {os.fsdecode(exc.filename)}" if exc.filename else ""
-    return StorageError(f"cannot write{where}: {what}", fix)
+def storage_error(
+    exc: BaseException, folder: str | os.PathLike[str] | None = None
+) -> StorageError | None:
+    """The StorageError for a write the disk refused (full, read-only, no permission).
+
+    Libraries pass an ``OSError`` on inside other exceptions (Beam: as the context of a
+    ``RuntimeError``, or among a ``BeamIOError``'s details), so the whole chain is searched.
+
+    Args:
+        exc: What the write raised.
+        folder: The folder the user chose, named instead of the temporary file that failed.
+
+    Returns:
+        ``cannot write to FOLDER: <why>`` with its fix, or None for any other cause.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _STORAGE_FIXES:
+            what, fix = _STORAGE_FIXES[e.errno]
+            where = folder if folder is not None else e.filename
+            to = f" to {os.fsdecode(where)}" if where else ""
+            return StorageError(f"cannot write{to}: {what}", fix)
+        todo += [e.__cause__, e.__context__]
+        details = getattr(e, "exception_details", None)
+        if isinstance(details, dict):
+            todo += [d for d in details.values() if isinstance(d, BaseException)]
+    return None
 
 
 def storage_fix(text: str) -> str:

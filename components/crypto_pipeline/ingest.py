@@ -2,34 +2,44 @@
 
 The source is a URI that fsspec can open: a local path, ``file://``, ``http(s)://``,
 ``gs://`` (gcsfs) or ``s3://`` (s3fs); ``.gz``, ``.bz2`` and ``.xz`` files are
-decompressed on the way. Credentials for buckets come from the environment (workload
+decompressed on the way, archives (zip, tar, 7z) are refused with the command that
+unpacks them. Credentials for buckets come from the environment (workload
 identity on a cluster, the cloud SDK's login on a workstation), never from the project.
 
 What ingest checks, so that later steps can trust the file: it is text (no binary
-bytes, UTF-8), it has a header with the required columns, and at least one data row.
+bytes, UTF-8, not compressed or archived: ``check_text``, which the transform shares),
+it has a header with the required columns, and at least one data row.
 Rows are not validated here; the transform does that, row by row, with reasons.
 
-Writes are atomic: the copy goes to a temporary file in the output folder and is renamed
-into place only after every check passed, so a failure never leaves half a file behind.
+Writes are atomic: the copy and ``ingest.json`` go to temporary files in the output
+folder and replace the previous pair only when both are written and every check passed,
+so a failure (a bad source, a full disk) never leaves half a file behind, nor a copy
+without its manifest.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import datetime as dt
 import hashlib
+import http
 import json
 import os
+import re
+import shlex
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import fsspec
 
-from crypto_pipeline.errors import SchemaError, SourceError
+from crypto_pipeline.errors import SchemaError, SourceError, storage_error
 from crypto_pipeline.sample_data import SAMPLE_PATH
 from crypto_pipeline.schema import COLUMNS, parse_header
 
@@ -81,8 +91,138 @@ class IngestResult:
         return text
 
 
+_PACKED = (
+    (re.compile(rb"PK(\x03\x04|\x05\x06)"), "a zip archive", "unzip {}"),
+    (re.compile(rb"7z\xbc\xaf\x27\x1c"), "a 7-Zip archive", "7z x {}"),
+    (re.compile(rb".{257}ustar", re.DOTALL), "a tar archive", "tar -xf {}"),
+    (re.compile(rb"\x1f\x8b"), "gzip-compressed", "gunzip -c {} > crypto-markets.csv"),
+    (re.compile(rb"BZh[1-9]1AY&SY"), "bzip2-compressed", "bunzip2 -c {} > crypto-markets.csv"),
+    (re.compile(rb"\xfd7zXZ\x00"), "xz-compressed", "unxz -c {} > crypto-markets.csv"),
+    (re.compile(rb"\x28\xb5\x2f\xfd"), "zstd-compressed", "unzstd -c {} > crypto-markets.csv"),
+)
+"""First bytes of archives and compressed files: what the file is, how to unpack it."""
+
+
+def _local_name(uri: str) -> str:
+    return PurePosixPath(urlsplit(uri).path).name if _has_scheme(uri) else uri
+
+
+def _packed_error(uri: str, what: str, command: str) -> SourceError:
+    unpack = command.format(shlex.quote(_local_name(uri)))
+    if "archive" in what:
+        return SourceError(
+            f"{uri} is {what}, not a CSV file",
+            f"unpack it first ({unpack}) and pass the crypto-markets.csv inside",
+        )
+    return SourceError(
+        f"{uri} is {what}, not a CSV text file",
+        f"unpack it first ({unpack}) and pass the CSV; ingest also unpacks a file on the "
+        "way when its name ends in .gz, .bz2 or .xz",
+    )
+
+
+def check_text(
+    data: bytes, offset: int, uri: str, decoder: codecs.IncrementalDecoder | None = None
+) -> str:
+    """Decodes one chunk of a source file, refusing what is not UTF-8 CSV text.
+
+    Ingest checks every chunk it copies; the transform checks its input's first bytes
+    and then every byte range, with the same messages.
+
+    Args:
+        data: The chunk.
+        offset: Where the chunk starts in the file. At 0, archives and compressed files
+            are recognized by their first bytes.
+        uri: The file, as errors name it.
+        decoder: An incremental UTF-8 decoder, for chunks that may end inside a
+            character; without one, the chunk must end at a line end.
+
+    Returns:
+        The chunk's text.
+
+    Raises:
+        SourceError: An archive, a compressed file, binary bytes or bytes that are not
+            UTF-8, with the byte offset.
+    """
+    if offset == 0:
+        for signature, what, command in _PACKED:
+            if signature.match(data):
+                raise _packed_error(uri, what, command)
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise SourceError(
+            f"{uri} is not a CSV text file (it holds binary bytes near byte {offset + nul:,})",
+            "pass the crypto-markets.csv file itself (a CSV text file)",
+        )
+    try:
+        return decoder.decode(data) if decoder else data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SourceError(
+            f"{uri} is not UTF-8 text (bad byte near byte {offset + exc.start:,})",
+            "save the file as UTF-8 CSV (spreadsheets: 'CSV UTF-8')",
+        ) from exc
+
+
+def no_data_rows(uri: str) -> SourceError:
+    """The error for a file that has a header and nothing under it."""
+    return SourceError(
+        f"{uri} has a header but no data rows",
+        "pass a file with at least one data row under the header " + ",".join(COLUMNS),
+    )
+
+
 def _has_scheme(uri: str) -> bool:
     return "://" in uri
+
+
+SUPPORTED_SOURCES = "a local path or a file://, http://, https://, gs:// or s3:// URI"
+"""The sources that the project's environment reads (fsspec with gcsfs and s3fs)."""
+
+_COPY_COMMANDS = {"sftp": "scp HOST:PATH .", "ssh": "scp HOST:PATH .", "scp": "scp HOST:PATH ."}
+
+
+def _unsupported(uri: str, reason: str) -> SourceError:
+    scheme = uri.split("://", 1)[0]
+    copy = _COPY_COMMANDS.get(scheme.lower())
+    return SourceError(
+        f"ingest cannot read {scheme}:// sources: {reason}",
+        "copy the file to this machine first"
+        + (f" (e.g. {copy})" if copy else "")
+        + f" and pass its path; --source takes {SUPPORTED_SOURCES}",
+    )
+
+
+def _http_fix(status: int) -> str:
+    if status in (401, 403, 407):
+        return (
+            "the server refuses to give the file: check the URL and whether it needs a login; "
+            "download it yourself and pass its local path (--source path/to/crypto-markets.csv)"
+        )
+    if status >= 500:
+        return (
+            "the server failed: try again later, or pass a local path "
+            "(--source path/to/crypto-markets.csv)"
+        )
+    return (
+        "check the URL (the server has no file at that address); when the file is elsewhere, "
+        "pass a local path (--source path/to/crypto-markets.csv), or leave --source out to "
+        "use the bundled sample"
+    )
+
+
+def _http_error(uri: str, exc: BaseException) -> SourceError | None:
+    """The error naming the HTTP status that the server answered, when one is in ``exc``."""
+    for e in (exc, exc.__cause__, exc.__context__):
+        status = getattr(e, "status", None)
+        if isinstance(status, int) and status >= 400:
+            try:
+                phrase = http.HTTPStatus(status).phrase
+            except ValueError:
+                phrase = str(getattr(e, "message", "")) or "error"
+            return SourceError(
+                f"the server answered {status} {phrase} for {uri}", _http_fix(status)
+            )
+    return None
 
 
 def _fix_for(uri: str) -> str:
@@ -117,6 +257,15 @@ def _open_source(uri: str):
         if path.is_dir():
             raise SourceError(f"source is a folder, not a file: {path}", _fix_for(uri))
         uri = str(path)
+    elif "::" not in uri:  # a chained URL names several protocols; fsspec checks those
+        try:
+            fsspec.get_filesystem_class(uri.split("://", 1)[0].lower())
+        except ValueError as exc:
+            raise _unsupported(uri, "no such protocol") from exc
+        except ImportError as exc:
+            raise _unsupported(uri, f"this environment has no library for them ({exc})") from exc
+    if fsspec.utils.infer_compression(_local_name(uri)) == "zip":
+        raise _packed_error(uri, "a zip archive", "unzip {}")
     options: dict[str, Any] = {}
     if uri.lower().startswith(("http://", "https://")):
         import aiohttp
@@ -129,20 +278,23 @@ def _open_source(uri: str):
     try:
         return fsspec.open(uri, mode="rb", compression="infer", **options).open()
     except ImportError as exc:
-        raise SourceError(
-            f"no filesystem library for {uri}: {exc}",
-            "install the project's environment (make setup), which includes gcsfs and s3fs",
-        ) from exc
+        raise _unsupported(uri, f"this environment has no library for them ({exc})") from exc
     except FileNotFoundError as exc:
+        http_error = _http_error(uri, exc)
+        if http_error is not None:
+            raise http_error from exc
         cause = exc.__cause__ or exc.__context__
         if cause is not None:  # fsspec's http reports a failed connection as not found
             raise SourceError(
                 f"could not reach {uri}: {type(cause).__name__}: {cause}", _fix_for(uri)
             ) from exc
         raise SourceError(f"source not found: {uri}", _fix_for(uri)) from exc
-    except (ValueError, PermissionError) as exc:  # unknown protocol, access denied
+    except (ValueError, PermissionError) as exc:  # a malformed URI, access denied
         raise SourceError(f"cannot open {uri}: {exc}", _fix_for(uri)) from exc
     except Exception as exc:  # connection errors have many types across fsspec backends
+        http_error = _http_error(uri, exc)
+        if http_error is not None:
+            raise http_error from exc
         raise SourceError(
             f"could not reach {uri}: {type(exc).__name__}: {exc}", _fix_for(uri)
         ) from exc
@@ -171,20 +323,7 @@ def _copy_checked(source, target, uri: str) -> tuple[str, int]:
             ) from exc
         if not chunk:
             break
-        nul = chunk.find(b"\x00")
-        if nul >= 0:
-            raise SourceError(
-                f"{uri} is not a CSV text file (it holds binary bytes near byte {size + nul:,})",
-                "pass the crypto-markets.csv file itself (compressed .gz/.bz2/.xz files "
-                "are fine; zip archives must be unpacked first)",
-            )
-        try:
-            decoder.decode(chunk)
-        except UnicodeDecodeError as exc:
-            raise SourceError(
-                f"{uri} is not UTF-8 text (bad byte near byte {size + exc.start:,})",
-                "save the file as UTF-8 CSV (spreadsheets: 'CSV UTF-8')",
-            ) from exc
+        check_text(chunk, size, uri, decoder)
         digest.update(chunk)
         target.write(chunk)
         size += len(chunk)
@@ -207,24 +346,30 @@ def _read_header_and_count(path: Path, uri: str) -> tuple[list[str], int]:
     except SchemaError as exc:
         raise SchemaError(f"{uri}: {exc.problem}", exc.fix) from None
     if rows == 0:
-        raise SourceError(
-            f"{uri} has a header but no data rows",
-            "pass a file with at least one data row under the header " + ",".join(COLUMNS),
-        )
+        raise no_data_rows(uri)
     return [h.strip().lstrip("\ufeff") for h in header], rows
 
 
-def _write_atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(fd)
+@contextlib.contextmanager
+def _staged(*paths: Path) -> Iterator[list[Path]]:
+    """Temporary files beside ``paths`` that replace them when the block succeeds.
+
+    Nothing is replaced until every file is written, and a failure removes the temporary
+    files: the folder keeps what it held before.
+    """
+    temps: list[Path] = []
     try:
-        with open(tmp, "wb") as f:  # f.name is the temporary path
-            write(f)
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; artifacts are for reading
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        for path in paths:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+            os.close(fd)
+            temps.append(Path(tmp))
+        yield temps
+        for tmp, path in zip(temps, paths, strict=True):
+            os.chmod(tmp, 0o644)  # mkstemp makes files private; artifacts are for reading
+            os.replace(tmp, path)
+    finally:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
 
 
 def ingest(source_uri: str, output_dir: str | os.PathLike[str]) -> IngestResult:
@@ -240,39 +385,38 @@ def ingest(source_uri: str, output_dir: str | os.PathLike[str]) -> IngestResult:
         What was copied, with its checksum and row count.
 
     Raises:
-        SourceError: The source is missing, unreachable, empty, header-only, binary or
-            not UTF-8.
+        SourceError: The source is missing, unreachable (or answers an HTTP error), of
+            an unsupported scheme, an archive, empty, header-only, binary or not UTF-8.
         SchemaError: The header lacks a required column.
+        StorageError: The output folder is read-only or its disk is full; it keeps what
+            it held before.
     """
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     target = out / RAW_FILE_NAME
-    header: list[str] = []
-    rows = 0
-    checksum = ""
-    size = 0
-
-    def copy(f) -> None:
-        nonlocal header, rows, checksum, size
+    try:
         with _open_source(source_uri) as src:
-            checksum, size = _copy_checked(src, f, source_uri)
-        f.flush()
-        header, rows = _read_header_and_count(Path(f.name), source_uri)
-
-    _write_atomic(target, copy)
-    result = IngestResult(
-        source_uri=source_uri,
-        path=str(target),
-        sha256=checksum,
-        bytes=size,
-        rows=rows,
-        columns=header,
-        extra_columns=list(parse_header(header).extra),
-        synthetic=checksum == _sha256(SAMPLE_PATH),
-        ingested_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    )
-    manifest = json.dumps(asdict(result), indent=2).encode() + b"\n"
-    _write_atomic(out / MANIFEST_NAME, lambda f: f.write(manifest))
+            out.mkdir(parents=True, exist_ok=True)
+            with _staged(target, out / MANIFEST_NAME) as (copy, manifest):
+                with copy.open("wb") as f:
+                    checksum, size = _copy_checked(src, f, source_uri)
+                header, rows = _read_header_and_count(copy, source_uri)
+                result = IngestResult(
+                    source_uri=source_uri,
+                    path=str(target),
+                    sha256=checksum,
+                    bytes=size,
+                    rows=rows,
+                    columns=header,
+                    extra_columns=list(parse_header(header).extra),
+                    synthetic=checksum == _sha256(SAMPLE_PATH),
+                    ingested_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                )
+                manifest.write_bytes(json.dumps(asdict(result), indent=2).encode() + b"\n")
+    except OSError as exc:
+        error = storage_error(exc, out)
+        if error is None:
+            raise
+        raise error from exc
     return result
 
 

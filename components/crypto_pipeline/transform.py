@@ -7,20 +7,24 @@ runner when Beam pipeline options say so (``--runner=DataflowRunner --project=�
 
 The graph::
 
-    file --PlanRanges--> byte ranges --Reshuffle--> ParseRange --+--> rows of the coin
-                                                                     +--> rejects (reason)
-                                                                     +--> counts, date evidence
-    date evidence of the whole file --> date style (side input)
-    rows of the coin --Validate(style)--> valid rows / rejects
-    valid rows --one group--> sort by date, drop duplicate dates, split by date
-               --> train / eval / test CSV, rejects CSV, counts
+    file --PlanRanges--> byte ranges --Reshuffle--> each range, read by three passes:
+    1 CountRange: rows per coin, date evidence, blank lines --> counts
+                  rows of the wrong width --> rejects
+      date evidence of the whole file --> date style (side input)
+    2 ValidateRange(style): the coin's rows parsed and checked --> rejects (reason)
+                  valid rows --FirstOfEachDate (combined per date)--> first row and count
+    3 FindDuplicates(style, repeated dates): the later rows of a repeated date --> rejects
+    first row of each date --one group--> sort by date, split by date
+        --> train / eval / test CSV; rejects CSV; counts
 
 The file is cut into line-aligned byte ranges (a cheap pass that only counts newlines)
 and each worker reads and parses its own ranges: lines never travel one by one as Beam
-elements, which would cost far more than parsing them. The last stage puts
-one coin's rows into a single group: a coin has at most one row per day (a few thousand
-rows), so a global sort by date is cheap there, while the heavy part (parsing and
-validating the whole file) stays parallel.
+elements, which would cost far more than parsing them. What passes from one stage to the
+next grows with the number of dates and coins, never with the number of rows: a runner
+holds that data between stages (the DirectRunner in memory), so the passes read the file
+again rather than pass rows on, and each writes its rejects as it goes. Only one row per
+date reaches the last stage, where a sort by date is cheap. Pass 3 reads nothing when no
+date repeats.
 
 Nothing is lost without being counted: ``rows_read = rows_kept + rows_rejected +
 duplicates + other_coins``. Rejected rows and dropped duplicates are written, with their
@@ -29,9 +33,11 @@ line number, reason and raw text, to the ``rejects`` output.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
 import io
+import itertools
 import json
 import os
 import shutil
@@ -49,18 +55,30 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from crypto_pipeline import schema
 from crypto_pipeline.config import TransformConfig, cluster_uri
-from crypto_pipeline.errors import CoinNotFoundError, ConfigError, DateFormatError, SourceError
+from crypto_pipeline.errors import (
+    CoinNotFoundError,
+    ConfigError,
+    DateFormatError,
+    PipelineError,
+    SourceError,
+    storage_error,
+)
+from crypto_pipeline.ingest import check_text, no_data_rows
 from crypto_pipeline.schema import COLUMNS, Header, MarketRow, Rejection
 from crypto_pipeline.splits import SPLITS
 
 STATS_NAME = "stats.json"
 REJECTS_HEADER = "line,reason,detail,raw"
+REJECTS_FILE = "rejects-00000-of-00001.csv"
 _COUNTS_NAME = "_counts"
+_REJECTS_PARTS = ("_rejects_parse", "_rejects_rows", "_rejects_duplicates")
 _RANGE_BYTES = 8 << 20
 _READ_BYTES = 1 << 20
 _REJECTED = "rejected:"
 _EVIDENCE = "date:"
 _COIN = "coin:"
+_ERROR = "error:problem"
+_ERROR_FIX = "error:fix"
 
 
 def _csv_line(fields: Iterable[object]) -> str:
@@ -109,51 +127,134 @@ def plan_ranges(path: str, target_bytes: int = _RANGE_BYTES) -> Iterator[tuple[i
             yield range_start, position, first_line
 
 
-class ParseRange(beam.DoFn):
-    """Splits a range's lines into fields, keeps the coin's rows and counts the rest.
+def _range_text(path: str, byte_range: tuple[int, int, int], strict: bool = False) -> str:
+    """Reads one range's text.
 
-    Main output: ``(line_number, raw_line, fields)`` for rows of the coin. Tagged
-    outputs: ``rejects`` (rows with the wrong number of fields) and ``counts`` (one
-    dict per range: rows read, other coins, blank lines, date evidence, rows per coin).
+    Args:
+        path: The CSV file.
+        byte_range: ``(start_byte, end_byte, first_line_number)`` from ``plan_ranges``.
+        strict: Refuse bytes that are not UTF-8 text (pass 1 does, for the whole file);
+            otherwise they are replaced.
+
+    Raises:
+        SourceError: With ``strict``, the range holds binary or non-UTF-8 bytes.
+    """
+    start, end, _ = byte_range
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        f.seek(start)
+        data = f.read(end - start)
+    return check_text(data, start, path) if strict else data.decode("utf-8", errors="replace")
+
+
+def _lines_with(text: str, first: int, containing: str) -> Iterator[tuple[int, str]]:
+    """Yields ``(line_number, line)`` for the lines of a range's text that hold ``containing``.
+
+    The lines are found by searching the text, so that the others cost nothing (most
+    lines, in a file of many coins).
+    """
+    number, counted = first, 0
+    found = text.find(containing)
+    while found >= 0:
+        start = text.rfind("\n", 0, found) + 1
+        end = text.find("\n", found)
+        end = len(text) if end < 0 else end
+        number += text.count("\n", counted, start)
+        counted = start
+        yield number, text[start:end]
+        found = text.find(containing, end + 1)
+
+
+def _fields(raw: str) -> list[str]:
+    """Splits one line into fields; a blank line has none.
 
     A record is one line: quoted fields may hold commas, not line breaks.
     """
+    if '"' in raw:  # only quoted fields need the csv module
+        return next(csv.reader([raw]), [])
+    return raw.split(",") if raw else []
 
+
+def _block(
+    byte_range: tuple[int, int, int], rejects: list[tuple[int, str, str, str]]
+) -> tuple[int, str]:
+    """A range's rejects as lines of the rejects CSV: one element, keyed by the range's start."""
+    return byte_range[0], "\n".join(_csv_line(r) for r in rejects)
+
+
+class WriteRejects(beam.DoFn):
+    """Writes each range's block of rejects to a file of its own, named by the range.
+
+    The writes happen where the rejects arise: nothing is grouped or held between
+    stages. A retried range rewrites the same file. ``join_rejects`` puts the files
+    together after the run.
+    """
+
+    def __init__(self, out_dir: str, part: str):
+        self._prefix = f"{out_dir}/{part}"
+
+    def process(self, block: tuple[int, str]) -> None:
+        start, text = block
+        with FileSystems.create(
+            f"{self._prefix}-{start:015d}.csv", compression_type=CompressionTypes.UNCOMPRESSED
+        ) as f:
+            f.write(text.encode() + b"\n")
+
+
+class _RangeFn(beam.DoFn):
     def __init__(self, path: str, header: Header, coin: str):
         self._path = path
         self._header = header
         self._coin = coin
+        self._width = len(header.names)
+        self._slug_at = header.index["slug"]
+        self._date_at = header.index["date"]
+
+    def _coin_rows(self, byte_range: tuple[int, int, int]) -> Iterator[tuple[int, str, list[str]]]:
+        """The range's rows of the coin that have the header's width."""
+        text = _range_text(self._path, byte_range)
+        for number, line in _lines_with(text, byte_range[2], self._coin):
+            raw = line.removesuffix("\r")
+            fields = _fields(raw)
+            if len(fields) == self._width and fields[self._slug_at].strip() == self._coin:
+                yield number, raw, fields
+
+
+class CountRange(_RangeFn):
+    """Pass 1: counts a range's rows by coin and by the shape of their dates.
+
+    Main output: one dict of counts per range (rows read, rows per coin, other coins,
+    blank lines, date evidence). Tagged output ``rejects``: the range's rows with the
+    wrong number of fields, as one block of rejects CSV lines. A range that is not UTF-8
+    text gives the error in its counts instead, for the driver to raise.
+    """
 
     def process(self, byte_range: tuple[int, int, int]) -> Iterator[Any]:
-        start, end, first = byte_range
-        with FileSystems.open(self._path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-            f.seek(start)
-            lines = f.read(end - start).decode("utf-8").split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()  # after the newline that ends the range
-        width = len(self._header.names)
-        slug_at = self._header.index["slug"]
-        date_at = self._header.index["date"]
-        coin = self._coin
+        try:
+            text = _range_text(self._path, byte_range, strict=True)
+        except SourceError as exc:
+            yield {_ERROR: exc.problem, _ERROR_FIX: exc.fix}
+            return
+        width, slug_at, date_at, coin = self._width, self._slug_at, self._date_at, self._coin
         classify = schema.classify_date
         per_coin: Counter[str] = Counter()
         evidence: Counter[str] = Counter()
-        blank = wrong_width = other = 0
-        for offset, raw in enumerate(lines):
-            raw = raw.removesuffix("\r")
-            if '"' in raw:  # only quoted fields need the csv module
-                fields = next(csv.reader([raw]), [])
-            else:
+        rejects = []
+        blank = other = 0
+        lines = text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()  # after the newline that ends the range
+        for number, line in enumerate(lines, byte_range[2]):
+            raw = line.removesuffix("\r")
+            if '"' in raw:
+                fields = _fields(raw)
+            else:  # the common case, inline: this loop runs for every line of the file
                 fields = raw.split(",") if raw else []
             if not fields:
                 blank += 1
                 continue
             if len(fields) != width:
-                wrong_width += 1
                 detail = f"{len(fields)} fields, the header has {width}"
-                yield beam.pvalue.TaggedOutput(
-                    "rejects", (first + offset, schema.WRONG_FIELD_COUNT, detail, raw)
-                )
+                rejects.append((number, schema.WRONG_FIELD_COUNT, detail, raw))
                 continue
             date = fields[date_at]
             # Only slashed dates can be ambiguous; the others are checked when parsed.
@@ -162,15 +263,82 @@ class ParseRange(beam.DoFn):
             per_coin[slug] += 1
             if slug != coin:
                 other += 1
-                continue
-            yield first + offset, raw, fields
         counts: Counter[str] = Counter(
-            rows_read=sum(per_coin.values()) + wrong_width, other_coins=other, blank_lines=blank
+            rows_read=sum(per_coin.values()) + len(rejects), other_coins=other, blank_lines=blank
         )
-        counts[_REJECTED + schema.WRONG_FIELD_COUNT] = wrong_width
+        counts[_REJECTED + schema.WRONG_FIELD_COUNT] = len(rejects)
         counts.update({_EVIDENCE + k: v for k, v in evidence.items()})
         counts.update({_COIN + k: v for k, v in per_coin.items()})
-        yield beam.pvalue.TaggedOutput("counts", dict(+counts))
+        yield dict(+counts)
+        if rejects:
+            yield beam.pvalue.TaggedOutput("rejects", _block(byte_range, rejects))
+
+
+class ValidateRange(_RangeFn):
+    """Pass 2: parses and checks a range's rows of the coin under the file's date style.
+
+    Main output: ``(iso_date, ((line_number, row), rows))`` for the first valid row of
+    each date in the range and the number of valid rows of that date there, for
+    ``FirstOfEachDate``. Tagged outputs: ``rejects`` (one block of rejects CSV lines)
+    and ``counts`` (rows rejected, by reason).
+    """
+
+    def process(self, byte_range: tuple[int, int, int], style: str | None) -> Iterator[Any]:
+        rejected: Counter[str] = Counter()
+        rejects = []
+        # One element per date and range: a file of one coin whose dates repeat would
+        # otherwise send every row through the combine.
+        firsts: dict[str, list[Any]] = {}
+        for number, raw, fields in self._coin_rows(byte_range):
+            if style is None:
+                result: MarketRow | Rejection = Rejection(
+                    schema.AMBIGUOUS_DATE, "the file's date style is undecided"
+                )
+            else:
+                result = schema.validate_row(fields, self._header, style)
+            if isinstance(result, Rejection):
+                rejected[result.reason] += 1
+                rejects.append((number, result.reason, result.detail, raw))
+            else:
+                first = firsts.setdefault(result.date.isoformat(), [(number, result), 0])
+                first[1] += 1
+        for day, (first, rows) in firsts.items():
+            yield day, (first, rows)
+        if rejects:
+            yield beam.pvalue.TaggedOutput("rejects", _block(byte_range, rejects))
+            yield beam.pvalue.TaggedOutput(
+                "counts", {_REJECTED + k: v for k, v in rejected.items()}
+            )
+
+
+class FindDuplicates(_RangeFn):
+    """Pass 3: the valid rows of a repeated date after its first, as ``duplicate_date``.
+
+    Side inputs: the date style, and the line of the first valid row of each date that
+    has more than one; with none, the range is not read. Output: one block of rejects
+    CSV lines per range.
+    """
+
+    def process(
+        self, byte_range: tuple[int, int, int], style: str | None, first_lines: dict[str, int]
+    ) -> Iterator[tuple[int, str]]:
+        if not first_lines or style is None:
+            return
+        rejects = []
+        for number, raw, fields in self._coin_rows(byte_range):
+            try:
+                day = schema.parse_date(fields[self._date_at], style).isoformat()
+            except ValueError:
+                continue
+            first = first_lines.get(day)
+            if first is None or first == number:
+                continue
+            if isinstance(schema.validate_row(fields, self._header, style), MarketRow):
+                rejects.append(
+                    (number, schema.DUPLICATE_DATE, f"{day} already on line {first}", raw)
+                )
+        if rejects:
+            yield _block(byte_range, rejects)
 
 
 def _merge_counts(dicts: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -197,81 +365,55 @@ def _style_or_none(counts: dict[str, int], requested: str) -> str | None:
         return None  # the driver raises the error with its message after the run
 
 
-class ValidateRow(beam.DoFn):
-    """Parses and checks one row of the coin under the file's date style."""
-
-    def __init__(self, header: Header):
-        self._header = header
-
-    def process(self, element: tuple[int, str, list[str]], style: str | None) -> Iterator[Any]:
-        number, raw, fields = element
-        if style is None:
-            result: MarketRow | Rejection = Rejection(
-                schema.AMBIGUOUS_DATE, "the file's date style is undecided"
-            )
-        else:
-            result = schema.validate_row(fields, self._header, style)
-        if isinstance(result, Rejection):
-            yield beam.pvalue.TaggedOutput("counts", {_REJECTED + result.reason: 1})
-            yield beam.pvalue.TaggedOutput("rejects", (number, result.reason, result.detail, raw))
-        else:
-            yield number, raw, result
-
-
 def split_rows(
-    rows: Iterable[tuple[int, str, MarketRow]], fractions: tuple[float, float, float]
-) -> tuple[dict[str, list[MarketRow]], list[tuple[int, str, str, str]]]:
-    """Sorts one coin's rows by date, drops repeated dates and splits by date.
+    rows: Iterable[MarketRow], fractions: tuple[float, float, float]
+) -> dict[str, list[MarketRow]]:
+    """Sorts one coin's rows (one per date) by date and splits them by date.
 
-    The first row of a date (in file order) is kept; later ones are returned as
-    rejects. Train takes the first ``floor(n * train)`` days, eval the next
-    ``floor(n * eval)``, test the rest: contiguous, in order, without overlap.
+    Train takes the first ``floor(n * train)`` days, eval the next ``floor(n * eval)``,
+    test the rest: contiguous, in order, without overlap.
 
     Args:
-        rows: ``(line_number, raw_line, row)`` of one coin.
+        rows: One row per date of one coin.
         fractions: Train, eval and test fractions.
 
     Returns:
-        The rows of each split, and the dropped duplicates as rejects.
+        The rows of each split.
     """
-    ordered = sorted(rows, key=lambda r: (r[2].date, r[0]))
-    kept: list[MarketRow] = []
-    duplicates: list[tuple[int, str, str, str]] = []
-    kept_line: dict[Any, int] = {}
-    for number, raw, row in ordered:
-        if row.date in kept_line:
-            detail = f"{row.date.isoformat()} already on line {kept_line[row.date]}"
-            duplicates.append((number, schema.DUPLICATE_DATE, detail, raw))
-        else:
-            kept_line[row.date] = number
-            kept.append(row)
+    kept = sorted(rows, key=lambda r: r.date)
     n_train = int(len(kept) * fractions[0])
     n_eval = int(len(kept) * fractions[1])
-    parts = {
+    return {
         "train": kept[:n_train],
         "eval": kept[n_train : n_train + n_eval],
         "test": kept[n_train + n_eval :],
     }
-    return parts, duplicates
 
 
 class SplitByDate(beam.DoFn):
-    """Runs ``split_rows`` on the coin's single group; emits each split as CSV text."""
+    """Runs ``split_rows`` on the first row of each date; emits each split as CSV text.
+
+    Input: the coin's single group of ``((line_number, row), rows_of_that_date)``.
+    """
 
     def __init__(self, fractions: tuple[float, float, float]):
         self._fractions = fractions
 
-    def process(self, keyed: tuple[Any, Iterable[tuple[int, str, MarketRow]]]) -> Iterator[Any]:
-        parts, duplicates = split_rows(keyed[1], self._fractions)
-        counts: dict[str, Any] = {"duplicates": len(duplicates)}
-        for reject in duplicates:
-            yield beam.pvalue.TaggedOutput("rejects", reject)
-        for name, rows in parts.items():
-            counts[f"split:{name}:rows"] = len(rows)
-            if rows:
-                counts[f"split:{name}:first_date"] = rows[0].date.isoformat()
-                counts[f"split:{name}:last_date"] = rows[-1].date.isoformat()
-                text = "\n".join(_csv_line(r.to_csv_fields()) for r in rows)
+    def process(
+        self, keyed: tuple[Any, Iterable[tuple[tuple[int, MarketRow], int]]]
+    ) -> Iterator[Any]:
+        rows = []
+        duplicates = 0
+        for (_, row), count in keyed[1]:
+            rows.append(row)
+            duplicates += count - 1
+        counts: dict[str, Any] = {"duplicates": duplicates}
+        for name, part in split_rows(rows, self._fractions).items():
+            counts[f"split:{name}:rows"] = len(part)
+            if part:
+                counts[f"split:{name}:first_date"] = part[0].date.isoformat()
+                counts[f"split:{name}:last_date"] = part[-1].date.isoformat()
+                text = "\n".join(_csv_line(r.to_csv_fields()) for r in part)
                 yield beam.pvalue.TaggedOutput(name, text)
         yield beam.pvalue.TaggedOutput("split_counts", counts)
 
@@ -286,47 +428,51 @@ def build_pipeline(
         input_path: The raw CSV (a local path, or a ``gs://`` URI on Dataflow).
         header: The file's parsed header.
         config: Coin, date format and split.
-        out_dir: Where the outputs go (``train-*.csv``, ``rejects-*.csv``, …).
+        out_dir: Where the outputs go (``train-*.csv``, …, and the rejects in parts for
+            ``join_rejects``).
     """
-    parsed = (
+    ranges = (
         p
         | "File" >> beam.Create([input_path])
         | "PlanRanges" >> beam.FlatMap(plan_ranges, _RANGE_BYTES)
         | "Spread" >> beam.Reshuffle()
-        | "ParseRange"
-        >> beam.ParDo(ParseRange(input_path, header, config.coin)).with_outputs(
-            "rejects", "counts", main="rows"
-        )
     )
-    parse_counts = parsed.counts | "SumParseCounts" >> beam.CombineGlobally(_merge_counts)
+    counted = ranges | "CountRange" >> beam.ParDo(
+        CountRange(input_path, header, config.coin)
+    ).with_outputs("rejects", main="counts")
+    parse_counts = counted.counts | "SumParseCounts" >> beam.CombineGlobally(_merge_counts)
     style = parse_counts | "DateStyle" >> beam.Map(_style_or_none, config.date_format)
-    validated = parsed.rows | "Validate" >> beam.ParDo(
-        ValidateRow(header), style=beam.pvalue.AsSingleton(style)
+    validated = ranges | "ValidateRange" >> beam.ParDo(
+        ValidateRange(input_path, header, config.coin), style=beam.pvalue.AsSingleton(style)
     ).with_outputs("rejects", "counts", main="rows")
+    first_of_dates = validated.rows | "FirstOfEachDate" >> beam.CombinePerKey(
+        beam.combiners.TupleCombineFn(min, sum)
+    )
+    repeated = first_of_dates | "RepeatedDates" >> beam.FlatMap(
+        lambda kv: [(kv[0], kv[1][0][0])] if kv[1][1] > 1 else []
+    )
+    duplicates = ranges | "FindDuplicates" >> beam.ParDo(
+        FindDuplicates(input_path, header, config.coin),
+        style=beam.pvalue.AsSingleton(style),
+        first_lines=beam.pvalue.AsDict(repeated),
+    )
     fractions = (config.split.train, config.split.eval, config.split.test)
     splits = (
-        validated.rows
-        | "OneGroup" >> beam.Map(lambda r: (None, r))
+        first_of_dates
+        | "OneGroup" >> beam.Map(lambda kv: (None, kv[1]))
         | "GroupCoin" >> beam.GroupByKey()
         | "SplitByDate"
-        >> beam.ParDo(SplitByDate(fractions)).with_outputs(
-            "rejects", "split_counts", *SPLITS, main="unused"
-        )
+        >> beam.ParDo(SplitByDate(fractions)).with_outputs("split_counts", *SPLITS, main="unused")
     )
     csv_header = ",".join(COLUMNS)
     for name in SPLITS:
         _ = splits[name] | f"Write{name.title()}" >> beam.io.WriteToText(
             f"{out_dir}/{name}", file_name_suffix=".csv", header=csv_header, num_shards=1
         )
-    _ = (
-        (parsed.rejects, validated.rejects, splits.rejects)
-        | "AllRejects" >> beam.Flatten()
-        | "RejectToCsv" >> beam.Map(_csv_line)
-        | "WriteRejects"
-        >> beam.io.WriteToText(
-            f"{out_dir}/rejects", file_name_suffix=".csv", header=REJECTS_HEADER, num_shards=1
-        )
-    )
+    for part, rejects in zip(
+        _REJECTS_PARTS, (counted.rejects, validated.rejects, duplicates), strict=True
+    ):
+        _ = rejects | f"Write{part.title()}" >> beam.ParDo(WriteRejects(out_dir, part))
     _ = (
         (parse_counts, validated.counts, splits.split_counts)
         | "AllCounts" >> beam.Flatten()
@@ -339,24 +485,68 @@ def build_pipeline(
     )
 
 
+def join_rejects(out_dir: str) -> None:
+    """Puts the rejects that the passes wrote in parts into one file, under one header.
+
+    Streams the parts one after another into ``rejects-00000-of-00001.csv`` (pass 1's
+    first, then pass 2's, then pass 3's, each in file order) and deletes them.
+    """
+    parts = [
+        m.path
+        for part in _REJECTS_PARTS
+        for m in sorted(
+            FileSystems.match([f"{out_dir}/{part}-*"])[0].metadata_list, key=lambda m: m.path
+        )
+    ]
+    with FileSystems.create(
+        f"{out_dir}/{REJECTS_FILE}", compression_type=CompressionTypes.UNCOMPRESSED
+    ) as out:
+        out.write(REJECTS_HEADER.encode() + b"\n")
+        for path in parts:
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+                shutil.copyfileobj(f, out, _READ_BYTES)
+    FileSystems.delete(parts)
+
+
 def read_header(input_path: str) -> Header:
     """Reads and checks the header of the raw CSV.
 
     Raises:
-        SourceError: The file is missing or empty.
+        SourceError: The file is missing, a folder, empty, compressed, an archive or
+            not UTF-8 text.
         SchemaError: A required column is missing.
     """
+    if "://" not in input_path and os.path.isdir(input_path):
+        inside = Path(input_path, "crypto-markets.csv")
+        raise SourceError(
+            f"transform input is a folder, not a file: {input_path}",
+            f"pass the CSV file itself (--input {inside})",
+        )
     if not FileSystems.exists(input_path):
         raise SourceError(
             f"transform input not found: {input_path}",
             "pass the crypto-markets.csv written by the ingest step "
             "(--input DIR/crypto-markets.csv)",
         )
-    with FileSystems.open(input_path) as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-        for line in text:
-            if line.strip():
-                return schema.parse_header(next(csv.reader([line])))
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    offset = 0
+    pending = ""
+    try:
+        with FileSystems.open(input_path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            while chunk := f.read(_READ_BYTES):
+                text = pending + check_text(chunk, offset, input_path, decoder)
+                *lines, pending = text.split("\n")
+                offset += len(chunk)
+                for line in lines:
+                    if line.strip():
+                        return schema.parse_header(next(csv.reader([line])))
+    except OSError as exc:
+        raise SourceError(
+            f"cannot read {input_path}: {exc.strerror or exc}",
+            "check the file's permissions (ls -l), or pass a copy that you can read",
+        ) from exc
+    if pending.strip():
+        return schema.parse_header(next(csv.reader([pending])))
     raise SourceError(f"{input_path} is empty", "run the ingest step on a non-empty file first")
 
 
@@ -395,14 +585,16 @@ def _stats(
         "date_evidence": _evidence(counts),
         "split_fractions": dataclasses.asdict(config.split),
         "splits": splits,
-        "rejects_file": "rejects-00000-of-00001.csv",
+        "rejects_file": REJECTS_FILE,
         "runner": runner,
     }
 
 
 def _first_rejects(rejects_path: str, limit: int = 3) -> list[str]:
     with FileSystems.open(rejects_path) as f:
-        rows = list(csv.reader(io.TextIOWrapper(f, encoding="utf-8")))[1 : limit + 1]
+        rows = list(
+            itertools.islice(csv.reader(io.TextIOWrapper(f, encoding="utf-8")), 1, limit + 1)
+        )
     return [f"line {line}: {reason}: {detail}" for line, reason, detail, _ in rows]
 
 
@@ -410,6 +602,8 @@ def _check(
     stats: dict[str, Any], counts: dict[str, Any], config: TransformConfig, work: str
 ) -> None:
     """Raises the clear error for a run whose output cannot be used."""
+    if stats["rows_read"] == 0:
+        raise no_data_rows(stats["input"])
     schema.resolve_date_style(config.date_format, _evidence(counts))
     if stats["rows_kept"] == 0:
         seen = stats["top_coins"]
@@ -490,9 +684,12 @@ def transform(
         The contents of ``stats.json``.
 
     Raises:
-        SourceError, SchemaError: The input is missing, empty or lacks columns.
+        SourceError, SchemaError: The input is missing, a folder, empty, header-only,
+            compressed, binary or not UTF-8, or lacks columns.
         DateFormatError: ``auto`` cannot tell the file's date style.
         CoinNotFoundError: The coin has no rows in the file, or none that is valid.
+        StorageError: The output folder is read-only or its disk is full; nothing of
+            this run is left in it.
     """
     config = config or TransformConfig()
     input_path = os.fspath(input_path)
@@ -501,7 +698,6 @@ def transform(
     local = "://" not in output_dir
     if local:
         final = Path(output_dir).resolve()
-        final.parent.mkdir(parents=True, exist_ok=True)
         work = str(final.parent / f".{final.name}.staging-{uuid.uuid4().hex[:8]}")
     else:
         work = output_dir.rstrip("/")
@@ -509,12 +705,17 @@ def transform(
     runner = options.view_as(StandardOptions).runner or "DirectRunner"
     started = time.perf_counter()
     try:
+        if local:
+            final.parent.mkdir(parents=True, exist_ok=True)
         with beam.Pipeline(options=options) as p:
             build_pipeline(p, input_path, header, config, work)
         counts_path = f"{work}/{_COUNTS_NAME}.json"
         with FileSystems.open(counts_path) as f:
             counts = json.loads(f.read())
         FileSystems.delete([counts_path])
+        if _ERROR in counts:
+            raise SourceError(counts[_ERROR], counts[_ERROR_FIX])
+        join_rejects(work)
         style = _style_or_none(counts, config.date_format) or "undecided"
         stats = _stats(counts, input_path, config, style, runner)
         stats["seconds"] = round(time.perf_counter() - started, 3)
@@ -525,7 +726,14 @@ def transform(
             if final.exists():
                 shutil.rmtree(final)
             os.replace(work, final)
+    except PipelineError:
+        raise
+    except Exception as exc:
+        error = storage_error(exc, output_dir)
+        if error is None:
+            raise
+        raise error from exc
     finally:
         if local and Path(work).exists():
-            shutil.rmtree(work)
+            shutil.rmtree(work, ignore_errors=True)
     return stats

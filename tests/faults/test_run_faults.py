@@ -173,7 +173,7 @@ def test_a_read_only_pipeline_root_gets_an_error_and_a_fix(mounted):
     root = mounted("ro,size=1m")
     result = run(root)
     assert result.returncode == 1
-    assert "error: cannot write at" in result.stderr and "read-only" in result.stderr
+    assert "error: cannot write to" in result.stderr and "read-only" in result.stderr
     assert "fix: choose a writable folder" in result.stderr
     assert "Traceback" not in result.stderr
     assert list(root.iterdir()) == []

@@ -2,6 +2,8 @@ import gzip
 import hashlib
 import json
 import socket
+import tarfile
+import zipfile
 
 import fsspec
 import pytest
@@ -143,9 +145,91 @@ def test_bad_sources_fail_clearly_and_leave_nothing(tmp_path, make_source, error
     assert not out.exists() or list(out.iterdir()) == []
 
 
-def test_http_404_is_not_found(tmp_path, httpserver):
-    with pytest.raises(SourceError, match="not found|could not reach"):
-        ingest(httpserver.url_for("/nothing.csv"), tmp_path / "out")
+@pytest.mark.parametrize(
+    ("status", "problem", "fix"),
+    [
+        (404, "answered 404 Not Found", "check the URL"),
+        (410, "answered 410 Gone", "check the URL"),
+        (403, "answered 403 Forbidden", "needs a login"),
+        (503, "answered 503 Service Unavailable", "try again later"),
+    ],
+)
+def test_an_http_error_names_the_status(tmp_path, httpserver, status, problem, fix):
+    httpserver.expect_request("/nothing.csv").respond_with_data("no", status=status)
+    url = httpserver.url_for("/nothing.csv")
+    with pytest.raises(SourceError) as err:
+        ingest(url, tmp_path / "out")
+    assert err.value.problem == f"the server {problem} for {url}"
+    assert fix in err.value.fix
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def _zip(directory, name: str) -> str:
+    path = directory / name
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("crypto-markets.csv", GOOD)
+    return str(path)
+
+
+def _tar_gz(directory) -> str:
+    path = directory / "crypto-markets.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(_write(directory, GOOD.encode()), arcname="crypto-markets.csv")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("make_source", "problem", "fix"),
+    [
+        (lambda d: _zip(d, "crypto-markets.zip"), "is a zip archive", "(unzip "),
+        (lambda d: _zip(d, "crypto-markets.csv"), "is a zip archive", "(unzip "),
+        (lambda d: _tar_gz(d), "is a tar archive", "(tar -xf "),
+        (
+            lambda d: _write(d, gzip.compress(GOOD.encode())),
+            "is gzip-compressed, not a CSV text file",
+            "gunzip -c",
+        ),
+    ],
+    ids=["zip", "zip-named-csv", "tar-gz", "gzip-named-csv"],
+)
+def test_archives_are_refused_with_the_command_that_unpacks_them(
+    tmp_path, make_source, problem, fix
+):
+    source = make_source(tmp_path)
+    with pytest.raises(SourceError) as err:
+        ingest(source, tmp_path / "out")
+    assert err.value.problem.startswith(source) and problem in err.value.problem
+    assert fix in err.value.fix and "crypto-markets.csv" in err.value.fix
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("uri", "problem", "fix"),
+    [
+        ("sftp://host/data/crypto-markets.csv", "paramiko", "scp HOST:PATH ."),
+        ("webdav://host/crypto-markets.csv", "webdav4", "copy the file to this machine"),
+        ("nosuch://host/crypto-markets.csv", "no such protocol", "copy the file"),
+    ],
+)
+def test_unsupported_schemes_say_what_works(tmp_path, uri, problem, fix):
+    with pytest.raises(SourceError) as err:
+        ingest(uri, tmp_path / "out")
+    scheme = uri.split("://")[0]
+    assert err.value.problem.startswith(f"ingest cannot read {scheme}:// sources")
+    assert problem in err.value.problem
+    assert fix in err.value.fix
+    assert "file://, http://, https://, gs:// or s3://" in err.value.fix
+    assert "make setup" not in err.value.fix
+
+
+def test_the_schemes_named_as_working_open(tmp_path, httpserver):
+    """Every scheme that the fix for an unsupported one names has its library here."""
+    for scheme in ("file", "http", "https", "gs", "s3"):
+        fsspec.get_filesystem_class(scheme)
+    httpserver.expect_request("/crypto-markets.csv").respond_with_data(GOOD)
+    local = _write(tmp_path, GOOD.encode())
+    for uri in (httpserver.url_for("/crypto-markets.csv"), f"file://{local}"):
+        assert ingest(uri, tmp_path / "out").rows == 5
 
 
 def test_a_failed_ingest_keeps_the_previous_copy(tmp_path, csv_file):

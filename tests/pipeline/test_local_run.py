@@ -53,7 +53,7 @@ def test_any_other_exception_is_named_and_a_full_disk_gets_a_fix():
 
 def test_failed_writes_become_errors_with_fixes():
     full = storage_error(OSError(errno.ENOSPC, "No space left on device", "/runs/a"))
-    assert full.problem == "cannot write at /runs/a: the disk is full"
+    assert full.problem == "cannot write to /runs/a: the disk is full"
     read_only = storage_error(OSError(errno.EROFS, "Read-only file system", "/mnt"))
     assert "read-only" in read_only.problem and "--pipeline-root" in read_only.fix
     assert storage_error(OSError(errno.ENOENT, "No such file")) is None

@@ -1,6 +1,8 @@
 import csv
 import datetime as dt
+import gzip
 import json
+import zipfile
 
 import pandas as pd
 import pytest
@@ -190,6 +192,81 @@ def test_bad_inputs_fail_before_running(tmp_path, csv_file):
         transform(tmp_path / "missing.csv", tmp_path / "out")
     with pytest.raises(SchemaError, match="close"):
         transform(csv_file(["bitcoin,2014-01-01,1"], header="slug,date,open"), tmp_path / "out")
+
+
+def _packed(directory, name: str, data: bytes):
+    path = directory / name
+    if name.endswith(".zip"):
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("crypto-markets.csv", data)
+    else:
+        path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    return path
+
+
+GOOD = ("\n".join([HEADER, *(row(d) for d in days(40))]) + "\n").encode()
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "problem", "fix"),
+    [
+        ("folder", None, "is a folder, not a file", "folder/crypto-markets.csv"),
+        ("crypto-markets.csv.gz", GOOD, "is gzip-compressed", "gunzip -c"),
+        ("crypto-markets.zip", GOOD, "is a zip archive", "unzip"),
+        ("image.png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary bytes near byte 8", "CSV"),
+        ("latin1.csv", HEADER.encode() + b"\nbitcoin,\xe9\n", "not UTF-8 text", "UTF-8"),
+        ("empty.csv", b"\n\n", "is empty", "ingest"),
+    ],
+    ids=["folder", "gz", "zip", "binary", "not-utf8", "empty"],
+)
+def test_unreadable_inputs_say_what_to_pass(tmp_path, name, data, problem, fix):
+    if data is None:
+        (tmp_path / name).mkdir()
+        path = tmp_path / name
+    else:
+        path = _packed(tmp_path, name, data)
+    with pytest.raises(SourceError) as err:
+        transform(path, tmp_path / "out")
+    assert problem in err.value.problem and str(path) in err.value.problem
+    assert fix in err.value.fix
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_bytes_deep_in_the_file_are_refused_with_their_offset(csv_file, tmp_path, monkeypatch):
+    """Past the header's first chunk, the ranges check the bytes: the same error."""
+    monkeypatch.setattr(transform_module, "_READ_BYTES", 64)
+    monkeypatch.setattr(transform_module, "_RANGE_BYTES", 512)
+    path = csv_file([row(d) for d in days(30)])
+    data = path.read_bytes()
+    at = data.index(b"2013-05-20")
+    path.write_bytes(data[:at] + b"\xff" + data[at + 1 :])
+    with pytest.raises(SourceError) as err:
+        transform(path, tmp_path / "out")
+    assert err.value.problem == f"{path} is not UTF-8 text (bad byte near byte {at:,})"
+    assert not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir() if "staging" in p.name] == []
+
+
+def test_a_header_only_file_has_no_data_rows(csv_file, tmp_path):
+    with pytest.raises(SourceError) as err:
+        transform(csv_file(["", ""]), tmp_path / "out")
+    assert err.value.problem.endswith("has a header but no data rows")
+    assert "at least one data row" in err.value.fix
+
+
+def test_duplicates_over_many_ranges_name_the_kept_line(csv_file, tmp_path, monkeypatch):
+    """The first row of a date in the file is kept wherever the ranges cut it."""
+    monkeypatch.setattr(transform_module, "_RANGE_BYTES", 300)
+    lines = [row(d, c=c) for c in ("134.21", "134", "133") for d in days(20)]
+    stats = transform(csv_file(lines), tmp_path / "out")
+    assert (stats["rows_kept"], stats["duplicates"]) == (20, 40)
+    train = pd.read_csv(split_path(tmp_path / "out", "train"))
+    assert set(train["close"]) == {134.21}
+    rejects = read_rejects(tmp_path / "out")
+    assert [int(r["line"]) for r in rejects] == list(range(22, 62))
+    for r in rejects:
+        kept = int(r["line"]) - 20 * ((int(r["line"]) - 2) // 20)
+        assert r["detail"] == f"{days(20)[kept - 2]} already on line {kept}"
 
 
 def test_ranges_cover_every_line_once(tmp_path):

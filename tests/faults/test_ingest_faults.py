@@ -1,0 +1,76 @@
+"""Ingest into a read-only output folder and onto a full disk: a clear error, no leftovers."""
+
+import contextlib
+import os
+import subprocess
+
+import pytest
+
+from conftest import HEADER, days, row
+from crypto_pipeline.errors import StorageError
+from crypto_pipeline.ingest import MANIFEST_NAME, RAW_FILE_NAME, ingest
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+
+
+@contextlib.contextmanager
+def tmpfs(path, options: str):
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True
+    )
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def write(path, lines):
+    path.write_text("\n".join([HEADER, *lines]) + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("below", ["", "new/out"])
+def test_a_read_only_folder_is_named_and_left_empty(tmp_path, below):
+    source = write(tmp_path / "in.csv", [row(d) for d in days(5)])
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as ro:
+        out = ro / below
+        with pytest.raises(StorageError) as err:
+            ingest(source, out)
+        assert err.value.problem == f"cannot write to {out}: it is on a read-only file system"
+        assert "writable" in err.value.fix
+        assert list(ro.iterdir()) == []
+
+
+def test_a_full_disk_is_named_and_the_previous_copy_kept(tmp_path):
+    small = write(tmp_path / "small.csv", [row(d) for d in days(5)])
+    large = write(tmp_path / "large.csv", [row(d) for d in days(200)] * 20)  # about 400 kB
+    with tmpfs(tmp_path / "disk", "size=256k") as disk:
+        out = disk / "out"
+        ingest(small, out)
+        before = {p.name: p.read_bytes() for p in out.iterdir()}
+        with pytest.raises(StorageError) as err:
+            ingest(large, out)
+        assert err.value.problem.startswith(f"cannot write to {out}: the disk is full")
+        assert "free some space" in err.value.fix
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+        assert sorted(before) == [RAW_FILE_NAME, MANIFEST_NAME]
+
+
+def test_a_manifest_that_does_not_fit_leaves_the_previous_pair(tmp_path):
+    """The copy fits and the manifest does not: neither replaces what was there."""
+    small = write(tmp_path / "small.csv", [row(d) for d in days(5)])
+    with tmpfs(tmp_path / "disk", "size=64k") as disk:
+        out = disk / "out"
+        ingest(small, out)
+        before = {p.name: p.read_bytes() for p in out.iterdir()}
+        stat = os.statvfs(disk)
+        free = stat.f_bavail * stat.f_frsize
+        # a copy that fills the last free block: no room is left for a manifest
+        rows = (free - 300 - len(HEADER) - 1) // (len(row()) + 1)
+        snug = write(tmp_path / "snug.csv", [row(d) for d in days(rows)])
+        with pytest.raises(StorageError, match="the disk is full"):
+            ingest(snug, out)
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -1,0 +1,59 @@
+"""The transform on a read-only output folder and on a full disk: a clear error, no leftovers."""
+
+import contextlib
+import os
+import subprocess
+
+import pytest
+
+from conftest import HEADER, days, row
+from crypto_pipeline.errors import StorageError
+from crypto_pipeline.transform import transform
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+
+
+@contextlib.contextmanager
+def tmpfs(path, options: str):
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True
+    )
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def write(path, lines):
+    path.write_text("\n".join([HEADER, *lines]) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("below", ["out", "new/out"])
+def test_a_read_only_folder_is_named_and_left_empty(tmp_path, below):
+    source = write(tmp_path / "in.csv", [row(d) for d in days(40)])
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as ro:
+        out = ro / below
+        with pytest.raises(StorageError) as err:
+            transform(source, out)
+        assert err.value.problem == f"cannot write to {out}: it is on a read-only file system"
+        assert "writable" in err.value.fix
+        assert list(ro.iterdir()) == []
+
+
+def test_a_full_disk_is_named_and_the_previous_output_kept(tmp_path):
+    small = write(tmp_path / "small.csv", [row(d) for d in days(40)])
+    # 4,000 rows of 200 dates: about 400 kB of duplicates for the rejects file
+    large = write(tmp_path / "large.csv", [row(d) for d in days(200)] * 20)
+    with tmpfs(tmp_path / "disk", "size=256k") as disk:
+        transform(small, disk / "out")
+        before = {p.name: p.read_bytes() for p in (disk / "out").iterdir()}
+        with pytest.raises(StorageError) as err:
+            transform(large, disk / "out")
+        assert err.value.problem.startswith(f"cannot write to {disk / 'out'}: the disk is full")
+        assert "free some space" in err.value.fix
+        assert [p.name for p in disk.iterdir()] == ["out"], "no staging folder left"
+        assert {p.name: p.read_bytes() for p in (disk / "out").iterdir()} == before
