@@ -71,7 +71,7 @@ format: setup  ## apply ruff's fixes and formatting; keep only the checked outpu
 	$(BIN)/ruff format .
 	$(BIN)/python scripts/clean_notebooks.py
 
-bench: setup  ## benchmark the Beam transform against pandas on 1,000,000 rows
+bench: setup  ## the Beam transform against pandas on 1,000,000 rows; its peak memory on 300 MB of one coin
 	$(BIN)/python scripts/bench_transform.py
 
 bench-serving: setup  ## latency of the model server (needs a finished `make pipeline`)
