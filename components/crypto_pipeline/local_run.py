@@ -363,6 +363,8 @@ def run_local(
         pipeline_root=str(root),
         enable_caching=enable_caching,
     )
+    if runner == "docker":  # the steps' user writes its task folders here (docker_runner)
+        run_dir.chmod(run_dir.stat().st_mode | 0o2070)
     log_path = run_dir / "kfp-local.log"
     pipeline = build_pipeline(registry, tag)
     with (
