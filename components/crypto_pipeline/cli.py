@@ -349,9 +349,8 @@ def _cmd_serve(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
+    from crypto_pipeline.schema import PRICE_MAX, PRICE_MIN
     from crypto_pipeline.serve import (
-        FLOAT32_MAX,
-        FLOAT32_SMALLEST_NORMAL,
         RequestError,
         parse_instances,
         predict,
@@ -364,7 +363,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         raise ConfigError(
             str(exc).replace("instances[0].", "--").replace("instances[0]: ", ""),
             "pass finite, positive prices with --low <= --open <= --high, each from "
-            f"{FLOAT32_SMALLEST_NORMAL:.7g} to {FLOAT32_MAX:.7g} (the model's float32)",
+            f"{PRICE_MIN:.7g} to {PRICE_MAX:.7g} (the model's float32)",
         ) from None
     try:
         (close,) = predict(args.url, [[args.open, args.high, args.low]])

@@ -62,6 +62,7 @@ MISSING_PRICE = "missing_price"
 NON_NUMERIC = "non_numeric"
 NON_FINITE = "non_finite"
 NON_POSITIVE_PRICE = "non_positive_price"
+PRICE_OUT_OF_RANGE = "price_out_of_range"
 NEGATIVE_VALUE = "negative_value"
 HIGH_BELOW_LOW = "high_below_low"
 OPEN_OUTSIDE_RANGE = "open_outside_low_high"
@@ -247,20 +248,31 @@ def parse_number(text: str) -> float | None:
     return float(text)
 
 
+PRICE_MIN = 1.1754943508222875e-38
+"""The smallest normal float32: prices go into the model as float32."""
+PRICE_MAX = 3.4028234663852886e38
+"""The largest float32; a larger price would become infinite in the model."""
+
+
 def price_problem(price: float) -> str | None:
-    """The rule for one price, in a CSV row and in a serving request: finite and positive.
+    """The rule for one price, in a CSV row and in a serving request.
+
+    Finite, positive, and within float32's normal range (``PRICE_MIN`` to ``PRICE_MAX``),
+    the model's input type: a larger price would become infinite there, a smaller one zero.
 
     Args:
         price: An open, high, low or close.
 
     Returns:
-        ``None`` when the price is acceptable, else the reason: ``non_finite`` or
-        ``non_positive_price``.
+        ``None`` when the price is acceptable, else the reason: ``non_finite``,
+        ``non_positive_price`` or ``price_out_of_range``.
     """
     if not math.isfinite(price):
         return NON_FINITE
     if price <= 0:
         return NON_POSITIVE_PRICE
+    if not PRICE_MIN <= price <= PRICE_MAX:
+        return PRICE_OUT_OF_RANGE
     return None
 
 
@@ -285,7 +297,11 @@ def price_range_problem(
     return None
 
 
-_PRICE_PROBLEM_TEXT = {NON_FINITE: "not finite", NON_POSITIVE_PRICE: "not positive"}
+_PRICE_PROBLEM_TEXT = {
+    NON_FINITE: "not finite",
+    NON_POSITIVE_PRICE: "not positive",
+    PRICE_OUT_OF_RANGE: f"outside float32's range ({PRICE_MIN:.7g} to {PRICE_MAX:.7g})",
+}
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,9 @@ from crypto_pipeline.schema import (
     NON_FINITE,
     NON_POSITIVE_PRICE,
     OPEN_OUTSIDE_RANGE,
+    PRICE_MAX,
+    PRICE_MIN,
+    PRICE_OUT_OF_RANGE,
     price_problem,
     price_range_problem,
 )
@@ -79,8 +82,6 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 """Largest request body (4 MiB); a larger one gets a 413. ``MAX_INSTANCES`` instances
 take about 0.6 MB as ``[open, high, low]`` lists of 17-digit prices and about 1.5 MB as
 pretty-printed objects, so every request the server would accept fits."""
-FLOAT32_SMALLEST_NORMAL = float(np.finfo(np.float32).tiny)
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 SHOWN_CHARS = 80
 """Most characters of a request's value that an error message quotes."""
 DEFAULT_HOST = "127.0.0.1"
@@ -120,8 +121,7 @@ def _price(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise RequestError(f"{where}: {_shown(value)} is not a number")
     float32_range = (
-        f"outside the model's float32 range: send a price from "
-        f"{FLOAT32_SMALLEST_NORMAL:.7g} to {FLOAT32_MAX:.7g}"
+        f"outside the model's float32 range: send a price from {PRICE_MIN:.7g} to {PRICE_MAX:.7g}"
     )
     try:
         price = float(value)
@@ -132,7 +132,7 @@ def _price(value: Any, where: str) -> float:
         raise RequestError(f"{where}: {_shown(value)} is not finite")
     if problem == NON_POSITIVE_PRICE:
         raise RequestError(f"{where}: {_shown(value)} is not a positive price")
-    if not FLOAT32_SMALLEST_NORMAL <= price <= FLOAT32_MAX:
+    if problem == PRICE_OUT_OF_RANGE:
         raise RequestError(f"{where}: {_shown(value)} is {float32_range}")
     return price
 

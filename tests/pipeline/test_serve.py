@@ -15,10 +15,15 @@ import pytest
 import requests
 
 from crypto_pipeline.errors import ConfigError
-from crypto_pipeline.schema import COLUMNS, MarketRow, parse_header, validate_row
+from crypto_pipeline.schema import (
+    COLUMNS,
+    PRICE_MAX,
+    PRICE_MIN,
+    MarketRow,
+    parse_header,
+    validate_row,
+)
 from crypto_pipeline.serve import (
-    FLOAT32_MAX,
-    FLOAT32_SMALLEST_NORMAL,
     MAX_BODY_BYTES,
     MAX_INSTANCES,
     RequestError,
@@ -110,7 +115,7 @@ def test_unknown_model_is_a_404(server):
 
 
 def test_edge_prices_of_float32_are_answered(server):
-    smallest, largest = FLOAT32_SMALLEST_NORMAL, FLOAT32_MAX
+    smallest, largest = PRICE_MIN, PRICE_MAX
     for day in ([smallest] * 3, [largest] * 3, [1e38, 1e38, 1e38]):
         response = post(server, {"instances": [day]})
         assert response.status_code == 200, response.text
@@ -290,7 +295,7 @@ def test_host_opens_every_interface_and_refusals_are_one_log_line(trained, tmp_p
 
 def test_requests_and_csv_rows_follow_the_same_price_rules():
     """One rule, one home: schema's price functions decide for both."""
-    values = [0.5, 1.0, 2.0, 0.0, -1.0, math.inf, -math.inf, math.nan]
+    values = [0.5, 1.0, 2.0, 0.0, -1.0, math.inf, -math.inf, math.nan, 1e39, 1e-45]
     header = parse_header(COLUMNS)
     for open_, high, low in itertools.product(values, repeat=3):
         row = f"bitcoin,BTC,Bitcoin,2013-04-28,1,{open_},{high},{low},{open_},0,1,0.5,1"

@@ -149,6 +149,8 @@ def test_missing_optional_values_are_fine():
         ({"low": "inf"}, schema.NON_FINITE),
         ({"open": "-1"}, schema.NON_POSITIVE_PRICE),
         ({"close": "0"}, schema.NON_POSITIVE_PRICE),
+        ({"high": "1e39"}, schema.PRICE_OUT_OF_RANGE),  # infinite as the model's float32
+        ({"close": "1e-45"}, schema.PRICE_OUT_OF_RANGE),
         ({"volume": "-5"}, schema.NEGATIVE_VALUE),
         ({"high": "130", "low": "132.1"}, schema.HIGH_BELOW_LOW),
         ({"open": "140"}, schema.OPEN_OUTSIDE_RANGE),
