@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from crypto_pipeline.config import TransformConfig
-from crypto_pipeline.schema import COLUMNS
+from crypto_pipeline.schema import COLUMNS, PRICE_MAX, PRICE_MIN
 from crypto_pipeline.transform import transform
 
 
@@ -152,6 +152,8 @@ def pandas_transform(input_path: Path, output_dir: Path, coin: str = "bitcoin") 
     reason[(reason == "") & prices.isna().any(axis=1)] = "missing_price"
     reason[(reason == "") & ~np.isfinite(prices).all(axis=1)] = "non_finite"
     reason[(reason == "") & (prices <= 0).any(axis=1)] = "non_positive_price"
+    out_of_range = ((prices < PRICE_MIN) | (prices > PRICE_MAX)).any(axis=1)
+    reason[(reason == "") & out_of_range] = "price_out_of_range"
     reason[(reason == "") & (prices["high"] < prices["low"])] = "high_below_low"
     outside = (prices["open"] < prices["low"]) | (prices["open"] > prices["high"])
     reason[(reason == "") & outside] = "open_outside_low_high"
