@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -105,3 +108,23 @@ def strict_schema(node):
     if isinstance(node, list):
         return [strict_schema(v) for v in node]
     return node
+
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="mounting a read-only or a small tmpfs needs root (CI has it)"
+)
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, options: str):
+    """Mounts a tmpfs (``ro``, ``size=1m`` …) at ``path`` for the block; unmounts it after."""
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True
+    )
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)

@@ -4,7 +4,6 @@ output folders that cannot be written. Each runs the real command in a real proc
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -16,13 +15,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from conftest import needs_root, tmpfs
 from crypto_pipeline.heartbeat import STALE_S
 from crypto_pipeline.sample_data import SAMPLE_PATH
 
 QUICK = ("--trials", "2", "--epochs", "4")
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0, reason="mounting a read-only or a small tmpfs needs root (CI has it)"
-)
 
 
 def command(root: Path, *args: str) -> list[str]:
@@ -151,47 +148,30 @@ def test_a_failing_step_shows_its_own_error_and_fix(tmp_path):
     assert not (log.parent / "ingest-step").exists()  # no half-written outputs
 
 
-@pytest.fixture
-def mounted(tmp_path):
-    """Mounts a tmpfs at a folder with the given options; unmounts it afterwards."""
-    mounts = []
-
-    def mount(options: str) -> Path:
-        where = tmp_path / f"mnt{len(mounts)}"
-        where.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], check=True)
-        mounts.append(where)
-        return where
-
-    yield mount
-    for where in mounts:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
 @needs_root
-def test_a_read_only_pipeline_root_gets_an_error_and_a_fix(mounted):
-    root = mounted("ro,size=1m")
-    result = run(root)
+def test_a_read_only_pipeline_root_gets_an_error_and_a_fix(tmp_path):
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as root:
+        result = run(root)
+        assert list(root.iterdir()) == []
     assert result.returncode == 1
     assert "error: cannot write to" in result.stderr and "read-only" in result.stderr
     assert "fix: choose a writable folder" in result.stderr
     assert "Traceback" not in result.stderr
-    assert list(root.iterdir()) == []
 
 
 @needs_root
-def test_a_full_disk_gets_an_error_and_a_fix_and_no_half_written_step(mounted):
-    root = mounted("size=600k")  # room for the source copy, not for the transform's splits
-    result = run(root)
+def test_a_full_disk_gets_an_error_and_a_fix_and_no_half_written_step(tmp_path):
+    with tmpfs(tmp_path / "full", "size=600k") as root:  # less than the sample's copy
+        result = run(root)
+        for run_dir in root.glob("crypto-pipeline-*"):
+            manifest = json.loads((run_dir / "artifacts.json").read_text())
+            written = {
+                str(p.relative_to(run_dir))
+                for p in run_dir.rglob("*")
+                if p.is_file() and p.parent != run_dir
+            }
+            assert written == set(manifest), "files of an unfinished step were left behind"
     assert result.returncode == 1, result.stdout
     assert "No space left on device" in result.stderr or "disk is full" in result.stderr
     assert "fix: free some space" in result.stderr
     assert "Traceback" not in result.stderr
-    for run_dir in root.glob("crypto-pipeline-*"):
-        manifest = json.loads((run_dir / "artifacts.json").read_text())
-        written = {
-            str(p.relative_to(run_dir))
-            for p in run_dir.rglob("*")
-            if p.is_file() and p.parent != run_dir
-        }
-        assert written == set(manifest), "files of an unfinished step were left behind"

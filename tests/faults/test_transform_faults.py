@@ -1,30 +1,12 @@
 """The transform on a read-only output folder and on a full disk: a clear error, no leftovers."""
 
-import contextlib
-import os
-import subprocess
-
 import pytest
 
-from conftest import HEADER, days, row
+from conftest import HEADER, days, needs_root, row, tmpfs
 from crypto_pipeline.errors import StorageError
 from crypto_pipeline.transform import transform
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
-
-
-@contextlib.contextmanager
-def tmpfs(path, options: str):
-    path.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True
-    )
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", str(path)], check=True)
+pytestmark = needs_root
 
 
 def write(path, lines):
