@@ -1,9 +1,11 @@
-"""The transform on a read-only output folder and on a full disk: a clear error, no leftovers."""
+"""Ingest and transform on a read-only output folder, and the transform on a full disk:
+a clear error, no leftovers."""
 
 import pytest
 
 from conftest import HEADER, days, needs_root, row, tmpfs
 from crypto_pipeline.errors import StorageError
+from crypto_pipeline.ingest import ingest
 from crypto_pipeline.transform import transform
 
 pytestmark = needs_root
@@ -14,13 +16,16 @@ def write(path, lines):
     return path
 
 
-@pytest.mark.parametrize("below", ["out", "new/out"])
-def test_a_read_only_folder_is_named_and_left_empty(tmp_path, below):
+@pytest.mark.parametrize(
+    ("step", "below"),
+    [(ingest, ""), (ingest, "new/out"), (transform, "out"), (transform, "new/out")],
+)
+def test_a_read_only_folder_is_named_and_left_empty(tmp_path, step, below):
     source = write(tmp_path / "in.csv", [row(d) for d in days(40)])
     with tmpfs(tmp_path / "ro", "ro,size=1m") as ro:
         out = ro / below
         with pytest.raises(StorageError) as err:
-            transform(source, out)
+            step(str(source), out)
         assert err.value.problem == f"cannot write to {out}: it is on a read-only file system"
         assert "writable" in err.value.fix
         assert list(ro.iterdir()) == []
