@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from crypto_pipeline import __version__
@@ -32,7 +32,7 @@ from crypto_pipeline.config import (
 from crypto_pipeline.errors import ConfigError, Interrupted, PipelineError, storage_error
 from crypto_pipeline.hyperparameters import SEARCH_SPACE
 from crypto_pipeline.sample_data import SAMPLE_PATH, write_sample
-from crypto_pipeline.schema import DATE_FORMATS
+from crypto_pipeline.schema import DATE_FORMATS, FORMATS, Header
 
 _BEAM_HELP = (
     "Any other --option is passed to Apache Beam as a pipeline option, e.g. "
@@ -70,7 +70,9 @@ def _beam_args(extra: Sequence[str]) -> tuple[str, ...]:
 def _add_transform_options(parser: argparse.ArgumentParser) -> None:
     defaults = TransformConfig()
     parser.add_argument(
-        "--coin", default=defaults.coin, help="slug of the coin to keep (default: %(default)s)"
+        "--coin",
+        help=f"slug of the coin to keep (default: {defaults.coin}); a single-asset file "
+        "(Yahoo Finance, CoinMarketCap exports: no coin column) needs it: it names the asset",
     )
     parser.add_argument(
         "--date-format",
@@ -86,19 +88,42 @@ def _add_transform_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _transform_config(args: argparse.Namespace) -> TransformConfig:
+def _coin(given: str | None, header: Callable[[], Header | None], source: str, how: str) -> str:
+    """The coin to keep: as given, or the default for a file whose slug column names coins.
+
+    A single-asset file does not say which coin it holds: it must be named, never guessed.
+    ``header`` reads the file's header; it is called only when no coin is given.
+    """
+    if given is not None:
+        return given
+    found = header()
+    if found is not None and found.single_asset:
+        raise ConfigError(
+            f"{source} is {found.describe_format()}: it has no coin column, so it does "
+            "not say which coin it holds",
+            f"name the asset, e.g. {how} (the name becomes the rows' slug)",
+        )
+    return TransformConfig().coin
+
+
+def _transform_config(
+    args: argparse.Namespace, source: str, header: Callable[[], Header]
+) -> TransformConfig:
+    split = Split.parse(args.split)  # flags first: they fail without reading anything
     return TransformConfig(
-        coin=args.coin,
+        coin=_coin(args.coin, header, source, "--coin bitcoin"),
         date_format=args.date_format,
-        split=Split.parse(args.split),
+        split=split,
         beam_args=args.beam_args,
     )
 
 
 def _print_transform(stats: dict, output_dir: str) -> None:
+    named = " (named by --coin)" if stats["coin_from"] != "slug column" else ""
     print(
         f"transformed {stats['rows_read']:,} rows of {stats['input']}\n"
-        f"  kept {stats['rows_kept']:,} rows of {stats['coin']}; rejected "
+        f"  format: {FORMATS[stats['format']]}\n"
+        f"  kept {stats['rows_kept']:,} rows of {stats['coin']}{named}; rejected "
         f"{stats['rows_rejected']:,}; duplicate dates dropped {stats['duplicates']:,}; "
         f"other coins {stats['other_coins']:,}"
     )
@@ -118,9 +143,9 @@ def _cmd_ingest(args: argparse.Namespace) -> None:
 
 
 def _cmd_transform(args: argparse.Namespace) -> None:
-    from crypto_pipeline.transform import transform
+    from crypto_pipeline.transform import read_header, transform
 
-    config = _transform_config(args)
+    config = _transform_config(args, args.input, lambda: read_header(args.input))
     stats = transform(args.input, args.output_dir, config)
     _print_transform(stats, args.output_dir)
 
@@ -208,6 +233,7 @@ def _cmd_trial(args: argparse.Namespace) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
+    from crypto_pipeline.ingest import source_header
     from crypto_pipeline.local_run import format_summary, run_config, run_root
     from crypto_pipeline.pipeline import PIPELINE_NAME
 
@@ -215,7 +241,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
     config = PipelineConfig(
         source_uri=args.source,
         pipeline_root=args.pipeline_root,
-        transform=_transform_config(args),
+        transform=_transform_config(args, args.source, lambda: source_header(args.source)),
         tune=TuneConfig(
             trials=args.trials, epochs=args.epochs or defaults.tune.epochs, seed=args.seed
         ),
@@ -263,11 +289,21 @@ def _cmd_submit(args: argparse.Namespace) -> None:
                 "pass e.g. --param source_uri=gs://bucket/crypto-markets.csv",
             )
         arguments[key] = int(value) if value.lstrip("-").isdigit() else value
+    source = str(arguments.get("source_uri", PipelineConfig().source_uri))
+    if "coin" not in arguments:
+        from crypto_pipeline.ingest import source_header
+
+        def header() -> Header | None:
+            try:
+                return source_header(source)
+            except PipelineError:  # unreadable from here; the cluster's ingest step will tell
+                return None
+
+        _coin(None, header, source, "--param coin=bitcoin")
     if "source_fingerprint" not in arguments:  # KFP's cache keys on it: changed data re-runs
         from crypto_pipeline.ingest import source_fingerprint
 
-        source = arguments.get("source_uri", PipelineConfig().source_uri)
-        arguments["source_fingerprint"] = source_fingerprint(str(source))
+        arguments["source_fingerprint"] = source_fingerprint(source)
     try:
         result = submit(
             package,

@@ -41,7 +41,7 @@ import fsspec
 
 from crypto_pipeline.errors import SchemaError, SourceError, storage_error
 from crypto_pipeline.sample_data import SAMPLE_PATH
-from crypto_pipeline.schema import COLUMNS, parse_header
+from crypto_pipeline.schema import COLUMNS, Header, parse_header
 
 RAW_FILE_NAME = "crypto-markets.csv"
 MANIFEST_NAME = "ingest.json"
@@ -60,6 +60,11 @@ class IngestResult:
         bytes: Size of the copy.
         rows: Data rows (non-blank lines after the header).
         columns: The header's column names.
+        format: What the header was recognised as, a key of ``schema.FORMATS``
+            (``crypto-markets``, ``yahoo-finance``, ``coinmarketcap``, ``single-asset``).
+        format_description: The format in words.
+        columns_used: Each column that is read, with the schema column it fills.
+        unused_columns: Columns recognised but not used (Yahoo's ``Adj Close``).
         extra_columns: Header names outside the schema (accepted, ignored).
         synthetic: True when the source is the bundled synthetic sample.
         ingested_at: UTC time of the copy, ISO 8601.
@@ -71,9 +76,18 @@ class IngestResult:
     bytes: int
     rows: int
     columns: list[str]
+    format: str
+    format_description: str
+    columns_used: dict[str, str]
+    unused_columns: list[str]
     extra_columns: list[str]
     synthetic: bool
     ingested_at: str
+
+    @property
+    def single_asset(self) -> bool:
+        """True when the file has no coin column: the transform's ``--coin`` names it."""
+        return "slug" not in self.columns_used.values()
 
     def describe(self) -> str:
         """One paragraph for a person: what was copied, and whether it is real data."""
@@ -81,6 +95,11 @@ class IngestResult:
             f"ingested {self.rows:,} rows ({self.bytes:,} bytes, sha256 {self.sha256[:12]}…)\n"
             f"  from {self.source_uri}\n  to   {self.path}"
         )
+        text += f"\n  format: {self.format_description}"
+        if self.single_asset:
+            text += "; the file does not name its coin: --coin names it"
+        if self.unused_columns:
+            text += f"\n  recognised and not used: {', '.join(self.unused_columns)}"
         if self.extra_columns:
             text += f"\n  extra columns accepted and ignored: {', '.join(self.extra_columns)}"
         if self.synthetic:
@@ -330,7 +349,14 @@ def _copy_checked(source, target, uri: str) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _read_header_and_count(path: Path, uri: str) -> tuple[list[str], int]:
+def _header(first_line: str, uri: str) -> Header:
+    try:
+        return parse_header(next(csv.reader([first_line])))
+    except SchemaError as exc:
+        raise SchemaError(f"{uri}: {exc.problem}", exc.fix) from None
+
+
+def _read_header_and_count(path: Path, uri: str) -> tuple[Header, int]:
     with path.open("r", encoding="utf-8-sig", newline="") as f:
         first = ""
         for line in f:
@@ -340,14 +366,30 @@ def _read_header_and_count(path: Path, uri: str) -> tuple[list[str], int]:
         if not first:
             raise SourceError(f"{uri} is empty", "pass a CSV file with a header row and data rows")
         rows = sum(1 for line in f if line.strip())
-    header = next(csv.reader([first]))
-    try:
-        parse_header(header)
-    except SchemaError as exc:
-        raise SchemaError(f"{uri}: {exc.problem}", exc.fix) from None
+    header = _header(first, uri)
     if rows == 0:
         raise no_data_rows(uri)
-    return [h.strip().lstrip("\ufeff") for h in header], rows
+    return header, rows
+
+
+def source_header(source_uri: str) -> Header:
+    """Reads the header of a source without copying it, to know its format up front.
+
+    Raises:
+        SourceError, SchemaError: As ``ingest`` would for the same source.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    text, offset = "", 0
+    with _open_source(source_uri) as src:
+        while offset < _CHUNK and (chunk := src.read(1 << 16)):
+            text += check_text(chunk, offset, source_uri, decoder)
+            offset += len(chunk)
+            for line in text.split("\n")[:-1]:
+                if line.strip():
+                    return _header(line, source_uri)
+    if text.strip():
+        return _header(text.strip(), source_uri)
+    raise SourceError(f"{source_uri} is empty", "pass a CSV file with a header row and data rows")
 
 
 @contextlib.contextmanager
@@ -406,8 +448,12 @@ def ingest(source_uri: str, output_dir: str | os.PathLike[str]) -> IngestResult:
                     sha256=checksum,
                     bytes=size,
                     rows=rows,
-                    columns=header,
-                    extra_columns=list(parse_header(header).extra),
+                    columns=list(header.names),
+                    format=header.format,
+                    format_description=header.describe_format(),
+                    columns_used=header.column_map(),
+                    unused_columns=list(header.unused),
+                    extra_columns=list(header.extra),
                     synthetic=checksum == _sha256(SAMPLE_PATH),
                     ingested_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 )

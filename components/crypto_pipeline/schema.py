@@ -10,6 +10,14 @@ Validation happens in two steps so that the transform can work in parallel:
 ``classify_date`` is a cheap look at one row's date that adds to the evidence for the
 file's date style, ``resolve_date_style`` turns the evidence of the whole file into one
 style (or refuses), and ``validate_row`` parses a row under that style.
+
+Besides ``crypto-markets.csv`` (many coins, one ``slug`` column naming each row's coin),
+the exports people download for a single asset are read by the same rules: a Yahoo
+Finance export (``Date,Open,High,Low,Close,Adj Close,Volume``) and a CoinMarketCap or
+Kaggle per-coin export (``Date,Open,High,Low,Close,Volume,Market Cap``, dates like
+``Feb 20, 2018``, numbers like ``9,926,540,000``, ``-`` for missing). Header names match
+in any case and with the usual aliases (``COLUMN_ALIASES``); a file without a coin column
+holds one asset, which the caller names (``--coin``).
 """
 
 from __future__ import annotations
@@ -40,15 +48,36 @@ COLUMNS: tuple[str, ...] = (
 )
 """The columns of the original ``crypto-markets.csv``, in its order."""
 
-REQUIRED_COLUMNS: tuple[str, ...] = ("slug", "date", "open", "high", "low", "close")
-"""Columns without which a file cannot be used; the others may be absent."""
+REQUIRED_COLUMNS: tuple[str, ...] = ("date", "open", "high", "low", "close")
+"""Columns without which a file cannot be used; the others may be absent. Without a
+``slug`` column, the file holds a single asset (see ``Header.single_asset``)."""
+
+UNUSED = ""
+"""Where ``COLUMN_ALIASES`` maps a column that is recognised but not used."""
+
+COLUMN_ALIASES: Mapping[str, str] = {
+    "marketcap": "market",
+    "vol": "volume",
+    "adjclose": UNUSED,  # Yahoo's close adjusted for splits; Close is the day's own close
+}
+"""Other names of the schema's columns, by ``column_key``; the schema's own names match too."""
+
+FORMATS: Mapping[str, str] = {
+    "crypto-markets": "crypto-markets.csv (many coins, a slug column names each row's coin)",
+    "yahoo-finance": "a Yahoo Finance export (one asset; Adj Close beside Close)",
+    "coinmarketcap": "a CoinMarketCap or Kaggle per-coin export (one asset; a Market Cap column)",
+    "single-asset": "a single-asset OHLC file (one asset, no coin column)",
+}
+"""The formats a header is recognised as, with what each means; ``Header.format`` is a key."""
 
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 OPTIONAL_NUMBER_COLUMNS: tuple[str, ...] = ("ranknow", "volume", "market", "close_ratio", "spread")
 NON_NEGATIVE_COLUMNS: frozenset[str] = frozenset({"volume", "market", "spread"})
 
-MISSING_VALUES: frozenset[str] = frozenset({"", "NA", "N/A", "NaN", "nan", "null", "NULL"})
-"""Cell texts that mean "no value" (pandas reads the same set as missing)."""
+MISSING_VALUES: frozenset[str] = frozenset(
+    {"", "NA", "N/A", "NaN", "nan", "null", "NULL", "-", "--", "\u2014"}
+)
+"""Cell texts that mean "no value": pandas' set, and the dashes of CoinMarketCap exports."""
 
 DateFormat = Literal["auto", "iso", "dayfirst", "monthfirst"]
 DATE_FORMATS: tuple[str, ...] = get_args(DateFormat)
@@ -69,59 +98,167 @@ OPEN_OUTSIDE_RANGE = "open_outside_low_high"
 CLOSE_OUTSIDE_RANGE = "close_outside_low_high"
 DUPLICATE_DATE = "duplicate_date"
 
-_ISO = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")
+# A time of day after the date (yfinance writes "2024-01-01 00:00:00+00:00") is allowed:
+# the rows are days, and the date is the day's.
+_ISO = re.compile(
+    r"^(\d{4})-(\d{1,2})-(\d{1,2})"
+    r"(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?: ?(?:Z|UTC|[+-]\d{2}:?\d{2}))?)?$"
+)
 _SLASHED = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
+_MONTH_DAY_YEAR = re.compile(r"^([A-Za-z]{3,9})\.? (\d{1,2}),? (\d{4})$")  # Feb 20, 2018
+_DAY_MONTH_YEAR = re.compile(r"^(\d{1,2}) ([A-Za-z]{3,9})\.?,? (\d{4})$")  # 20 Feb 2018
+_MONTHS = (
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+)
+_GROUPED = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?$")  # 9,926,540,000.5
 
 
 @dataclass(frozen=True)
 class Header:
-    """Where each known column sits in a file's rows.
+    """Where each known column sits in a file's rows, and what kind of file it is.
 
     Attributes:
         names: The header's column names, in file order.
-        index: Column name to position, for the known columns present.
+        index: Schema column name to position, for the known columns present.
         extra: Names in the header that the schema does not know (kept, ignored).
+        unused: Names the schema recognises but does not use, e.g. Yahoo's ``Adj Close``.
+        format: What the header was recognised as: a key of ``FORMATS``.
     """
 
     names: tuple[str, ...]
     index: Mapping[str, int]
     extra: tuple[str, ...]
+    unused: tuple[str, ...] = ()
+    format: str = "crypto-markets"
+
+    @property
+    def single_asset(self) -> bool:
+        """True when no column names the coin: every row is of the one asset of the file."""
+        return "slug" not in self.index
+
+    def describe_format(self) -> str:
+        """The recognised format in words, e.g. ``a Yahoo Finance export (one asset; …)``."""
+        return FORMATS[self.format]
+
+    def column_map(self) -> dict[str, str]:
+        """Each file column that is read, with the schema column it fills."""
+        return {self.names[i]: column for column, i in self.index.items()}
+
+
+def column_key(name: str) -> str:
+    """How header names are compared: letters and digits only, lower case.
+
+    ``Market Cap``, ``market_cap`` and ``MarketCap`` all give ``marketcap``; ``Close**``
+    (CoinMarketCap's footnote marks) gives ``close``.
+    """
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+_KNOWN_KEYS: Mapping[str, str] = {**{column_key(c): c for c in COLUMNS}, **COLUMN_ALIASES}
+
+_DELIMITERS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+
+
+def _header_fix(cleaned: Sequence[str]) -> str:
+    """The fix for a header without the required columns, from what the header holds."""
+    if len(cleaned) == 1:
+        for delimiter, name in _DELIMITERS.items():
+            if delimiter in cleaned[0]:
+                return (
+                    f"the file separates its fields with {name}, not commas: save it as "
+                    "comma-separated CSV (in pandas: pd.read_csv(path, sep="
+                    f"{delimiter!r}).to_csv(new_path, index=False))"
+                )
+    if cleaned and column_key(cleaned[0]) == "price" and "date" not in map(column_key, cleaned):
+        return (
+            "this looks like a yfinance file with a three-line header (Price, Ticker, Date): "
+            "write it with yf.download(..., multi_level_index=False).to_csv(path), or delete "
+            "its second and third lines and name the first column Date"
+        )
+    return (
+        "the first row must name the columns (in any case): "
+        + ",".join(REQUIRED_COLUMNS)
+        + ", and slug for a file of many coins; also known: "
+        + ",".join(c for c in COLUMNS if c not in REQUIRED_COLUMNS and c != "slug")
+        + ", Market Cap, Adj Close"
+    )
+
+
+def _file_format(index: Mapping[str, int], unused_keys: set[str]) -> str:
+    if "slug" in index:
+        return "crypto-markets"
+    if "adjclose" in unused_keys:
+        return "yahoo-finance"
+    if "market" in index:
+        return "coinmarketcap"
+    return "single-asset"
 
 
 def parse_header(names: Sequence[str]) -> Header:
     """Checks a header row and maps the known columns to their positions.
 
-    Extra columns are accepted and ignored; the order of columns does not matter.
+    Names match in any case, ignoring spaces, punctuation and footnote marks, and through
+    ``COLUMN_ALIASES``. Extra columns are accepted and ignored; the order of columns does
+    not matter. A header without ``slug`` is a single-asset file.
 
     Args:
         names: The cells of the file's first row.
 
     Returns:
-        The header, with the position of every known column present.
+        The header, with the position of every known column present and its format.
 
     Raises:
-        SchemaError: A required column is missing or a column name repeats.
+        SchemaError: A required column is missing, or two columns mean the same one.
     """
-    cleaned = tuple(n.strip().lstrip("\ufeff") for n in names)
-    repeated = sorted({n for n in cleaned if cleaned.count(n) > 1})
+    cleaned = tuple(n.strip().lstrip("\ufeff").strip() for n in names)
+    by_column: dict[str, list[str]] = {}
+    index: dict[str, int] = {}
+    unused: list[str] = []
+    unused_keys: set[str] = set()
+    extra: list[str] = []
+    for i, name in enumerate(cleaned):
+        key = column_key(name)
+        column = _KNOWN_KEYS.get(key)
+        if column is None:
+            extra.append(name)
+        elif column == UNUSED:
+            unused.append(name)
+            unused_keys.add(key)
+        else:
+            by_column.setdefault(column, []).append(name)
+            index[column] = i
+    repeated = {c: n for c, n in by_column.items() if len(n) > 1}
     if repeated:
+        listing = "; ".join(f"{c} as {' and '.join(map(repr, n))}" for c, n in repeated.items())
         raise SchemaError(
-            f"the header repeats column(s) {', '.join(repeated)}",
-            "give every column a unique name; the expected header is " + ",".join(COLUMNS),
+            f"the header repeats column(s): {listing}",
+            "give each column one name only: remove or rename the repeated ones",
         )
-    missing = [c for c in REQUIRED_COLUMNS if c not in cleaned]
+    missing = [c for c in REQUIRED_COLUMNS if c not in index]
     if missing:
         shown = ",".join(cleaned)[:200]
         raise SchemaError(
             f"required column(s) missing: {', '.join(missing)} (the header is: {shown})",
-            "the first row must name the columns; the pipeline needs "
-            + ",".join(REQUIRED_COLUMNS)
-            + " and knows "
-            + ",".join(COLUMNS),
+            _header_fix(cleaned),
         )
-    index = {name: i for i, name in enumerate(cleaned) if name in COLUMNS}
-    extra = tuple(n for n in cleaned if n not in COLUMNS)
-    return Header(names=cleaned, index=index, extra=extra)
+    return Header(
+        names=cleaned,
+        index=index,
+        extra=tuple(extra),
+        unused=tuple(unused),
+        format=_file_format(index, unused_keys),
+    )
 
 
 def classify_date(text: str) -> str:
@@ -203,7 +340,9 @@ def parse_date(text: str, style: DateStyle) -> dt.date:
     """Parses one date cell.
 
     Args:
-        text: ``yyyy-mm-dd`` (always accepted) or a slashed date.
+        text: ``yyyy-mm-dd`` (a time of day after it is allowed), a date with the month's
+            name (``Feb 20, 2018``, ``February 20 2018``, ``20 Feb 2018``), all always
+            accepted, or a slashed date.
         style: How to read slashed dates: ``dayfirst`` (``d/m/yyyy``) or ``monthfirst``
             (``m/d/yyyy``); with ``iso``, slashed dates are refused.
 
@@ -214,6 +353,18 @@ def parse_date(text: str, style: DateStyle) -> dt.date:
         ValueError: The text is not a date in an accepted shape, or names no real day.
     """
     text = text.strip()
+    try:
+        day = _parse_day(text, style)
+    except ValueError as exc:  # a shape of date, but no such day
+        raise ValueError(f"{text!r} names no real day ({exc})") from None
+    if day is None:
+        expected = "yyyy-mm-dd" if style == "iso" else f"yyyy-mm-dd, {_SLASH_SHAPE[style]}"
+        raise ValueError(f"{text!r} is not a date ({expected} or Mon d, yyyy)")
+    return day
+
+
+def _parse_day(text: str, style: DateStyle) -> dt.date | None:
+    """The day of a date cell in one of the accepted shapes; ``None`` for another shape."""
     m = _ISO.match(text)
     if m:
         return dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
@@ -222,8 +373,24 @@ def parse_date(text: str, style: DateStyle) -> dt.date:
         first, second, year = int(m.group(1)), int(m.group(2)), int(m.group(3))
         day, month = (first, second) if style == "dayfirst" else (second, first)
         return dt.date(year, month, day)
-    expected = "yyyy-mm-dd" if style == "iso" else f"yyyy-mm-dd or {_SLASH_SHAPE[style]}"
-    raise ValueError(f"{text!r} is not a date ({expected})")
+    m = _MONTH_DAY_YEAR.match(text)
+    if m and (month := _month(m.group(1))):
+        return dt.date(int(m.group(3)), month, int(m.group(2)))
+    m = _DAY_MONTH_YEAR.match(text)
+    if m and (month := _month(m.group(2))):
+        return dt.date(int(m.group(3)), month, int(m.group(1)))
+    return None
+
+
+def _month(name: str) -> int | None:
+    """The number of a month from its name or an abbreviation of 3 letters or more."""
+    name = name.lower()
+    if name == "sept":
+        return 9
+    for number, month in enumerate(_MONTHS, 1):
+        if month.startswith(name):
+            return number
+    return None
 
 
 _SLASH_SHAPE = {"dayfirst": "d/m/yyyy", "monthfirst": "m/d/yyyy"}
@@ -232,11 +399,15 @@ _SLASH_SHAPE = {"dayfirst": "d/m/yyyy", "monthfirst": "m/d/yyyy"}
 def parse_number(text: str) -> float | None:
     """Parses a number cell; scientific notation is fine, missing values give ``None``.
 
+    Thousands separators are read when they group digits by three (``9,926,540,000``,
+    ``1,234.5``); a comma anywhere else (``1,5``, a decimal comma) is not guessed at.
+    A leading ``$`` is dropped: some exports print prices as money.
+
     Args:
-        text: The cell, e.g. ``"135.3"``, ``"1.23E+09"`` or ``"NA"``.
+        text: The cell, e.g. ``"135.3"``, ``"1.23E+09"``, ``"9,926,540,000"`` or ``"NA"``.
 
     Returns:
-        The value, or ``None`` for an empty or ``NA`` cell. Infinities come back as
+        The value, or ``None`` for an empty, ``NA`` or ``-`` cell. Infinities come back as
         they are, for the caller to refuse.
 
     Raises:
@@ -245,7 +416,15 @@ def parse_number(text: str) -> float | None:
     text = text.strip()
     if text in MISSING_VALUES:
         return None
-    return float(text)
+    try:
+        return float(text)
+    except ValueError:
+        plain = text.removeprefix("$")
+        if _GROUPED.match(plain):
+            plain = plain.replace(",", "")
+        elif "," in plain:
+            raise
+        return float(plain)
 
 
 PRICE_MIN = 1.1754943508222875e-38
@@ -350,7 +529,9 @@ def _format_cell(value: object) -> str:
     return str(value)
 
 
-def validate_row(fields: Sequence[str], header: Header, style: DateStyle) -> MarketRow | Rejection:
+def validate_row(
+    fields: Sequence[str], header: Header, style: DateStyle, asset: str = ""
+) -> MarketRow | Rejection:
     """Parses and checks one row.
 
     A valid row has a real date, and open, high, low and close present, finite and
@@ -363,6 +544,8 @@ def validate_row(fields: Sequence[str], header: Header, style: DateStyle) -> Mar
         fields: The row's cells, already split, in the header's order.
         header: The file's header.
         style: How to read slashed dates (see ``resolve_date_style``).
+        asset: The coin of a single-asset file (its rows' slug); unused when the file
+            has a slug column.
 
     Returns:
         The parsed row, or the reason it cannot be used.
@@ -409,7 +592,7 @@ def validate_row(fields: Sequence[str], header: Header, style: DateStyle) -> Mar
     if problem == CLOSE_OUTSIDE_RANGE:
         return Rejection(CLOSE_OUTSIDE_RANGE, f"close={c!r} outside [low={lo!r}, high={h!r}]")
     return MarketRow(
-        slug=cell("slug").strip(),
+        slug=asset if header.single_asset else cell("slug").strip(),
         symbol=cell("symbol").strip(),
         name=cell("name").strip(),
         date=date,

@@ -206,16 +206,25 @@ class _RangeFn(beam.DoFn):
         self._header = header
         self._coin = coin
         self._width = len(header.names)
-        self._slug_at = header.index["slug"]
+        self._slug_at = header.index.get("slug")  # None: a single-asset file, all the coin's
         self._date_at = header.index["date"]
 
     def _coin_rows(self, byte_range: tuple[int, int, int]) -> Iterator[tuple[int, str, list[str]]]:
         """The range's rows of the coin that have the header's width."""
         text = _range_text(self._path, byte_range)
-        for number, line in _lines_with(text, byte_range[2], self._coin):
+        slug_at = self._slug_at
+        # In a file of many coins, only the lines that hold the coin's slug are split.
+        lines = (
+            enumerate(text.split("\n"), byte_range[2])
+            if slug_at is None
+            else _lines_with(text, byte_range[2], self._coin)
+        )
+        for number, line in lines:
             raw = line.removesuffix("\r")
             fields = _fields(raw)
-            if len(fields) == self._width and fields[self._slug_at].strip() == self._coin:
+            if len(fields) == self._width and (
+                slug_at is None or fields[slug_at].strip() == self._coin
+            ):
                 yield number, raw, fields
 
 
@@ -259,7 +268,7 @@ class CountRange(_RangeFn):
             date = fields[date_at]
             # Only slashed dates can be ambiguous; the others are checked when parsed.
             evidence[classify(date) if "/" in date else "not_slashed"] += 1
-            slug = fields[slug_at].strip()
+            slug = coin if slug_at is None else fields[slug_at].strip()
             per_coin[slug] += 1
             if slug != coin:
                 other += 1
@@ -295,7 +304,7 @@ class ValidateRange(_RangeFn):
                     schema.AMBIGUOUS_DATE, "the file's date style is undecided"
                 )
             else:
-                result = schema.validate_row(fields, self._header, style)
+                result = schema.validate_row(fields, self._header, style, self._coin)
             if isinstance(result, Rejection):
                 rejected[result.reason] += 1
                 rejects.append((number, result.reason, result.detail, raw))
@@ -333,7 +342,7 @@ class FindDuplicates(_RangeFn):
             first = first_lines.get(day)
             if first is None or first == number:
                 continue
-            if isinstance(schema.validate_row(fields, self._header, style), MarketRow):
+            if isinstance(schema.validate_row(fields, self._header, style, self._coin), MarketRow):
                 rejects.append(
                     (number, schema.DUPLICATE_DATE, f"{day} already on line {first}", raw)
                 )
@@ -551,7 +560,12 @@ def read_header(input_path: str) -> Header:
 
 
 def _stats(
-    counts: dict[str, Any], input_path: str, config: TransformConfig, style: str, runner: str
+    counts: dict[str, Any],
+    input_path: str,
+    header: Header,
+    config: TransformConfig,
+    style: str,
+    runner: str,
 ) -> dict[str, Any]:
     rejected = {
         k[len(_REJECTED) :]: v for k, v in sorted(counts.items()) if k.startswith(_REJECTED)
@@ -570,7 +584,10 @@ def _stats(
     rows_kept = sum(s["rows"] for s in splits.values())
     return {
         "input": input_path,
+        "format": header.format,
         "coin": config.coin,
+        "coin_from": "--coin (a single-asset file)" if header.single_asset else "slug column",
+        "columns_used": header.column_map(),
         "date_format": {"requested": config.date_format, "used_for_slashed_dates": style},
         "rows_read": counts.get("rows_read", 0),
         "rows_valid": rows_kept + duplicates,
@@ -606,18 +623,19 @@ def _check(
         raise no_data_rows(stats["input"])
     schema.resolve_date_style(config.date_format, _evidence(counts))
     if stats["rows_kept"] == 0:
-        seen = stats["top_coins"]
-        if counts.get(_COIN + config.coin, 0) == 0:
-            listing = ", ".join(f"{c} ({n:,})" for c, n in seen.items()) or "none"
+        single_asset = stats["coin_from"] != "slug column"
+        of_coin = stats["rows_read"] if single_asset else counts.get(_COIN + config.coin, 0)
+        if of_coin == 0:
+            listing = ", ".join(f"{c} ({n:,})" for c, n in stats["top_coins"].items()) or "none"
             raise CoinNotFoundError(
                 f"coin {config.coin!r} is not in the file; coins with the most rows: {listing}",
                 "pass --coin with one of those slugs (lower case, as in the slug column)",
             )
+        whose = f"of {stats['input']}" if single_asset else f"of coin {config.coin!r}"
         reasons = ", ".join(f"{k} {v:,}" for k, v in stats["rejected_by_reason"].items())
         examples = "\n    ".join(_first_rejects(f"{work}/{stats['rejects_file']}"))
         raise CoinNotFoundError(
-            f"all {counts[_COIN + config.coin]:,} rows of coin {config.coin!r} were rejected "
-            f"({reasons}); for example:\n    {examples}",
+            f"all {of_coin:,} rows {whose} were rejected ({reasons}); for example:\n    {examples}",
             "fix those rows in the data, or pass the --date-format that the file uses, "
             "and run again",
         )
@@ -717,7 +735,7 @@ def transform(
             raise SourceError(counts[_ERROR], counts[_ERROR_FIX])
         join_rejects(work)
         style = _style_or_none(counts, config.date_format) or "undecided"
-        stats = _stats(counts, input_path, config, style, runner)
+        stats = _stats(counts, input_path, header, config, style, runner)
         stats["seconds"] = round(time.perf_counter() - started, 3)
         _check(stats, counts, config, work)
         with FileSystems.create(f"{work}/{STATS_NAME}") as f:

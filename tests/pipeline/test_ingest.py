@@ -121,7 +121,7 @@ def _closed_port() -> int:
             lambda d: _write(d, b"slug,date,open\nbitcoin,2013-04-28,1\n"),
             SchemaError,
             "high, low, close",
-            "slug,date,open,high,low,close",
+            "date,open,high,low,close, and slug",
         ),
     ],
     ids=[

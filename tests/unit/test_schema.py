@@ -181,9 +181,125 @@ def test_header_missing_columns_names_them_and_the_fix():
     with pytest.raises(SchemaError) as err:
         parse_header(["slug", "date", "open"])
     assert "high, low, close" in err.value.problem
-    assert "slug,date,open,high,low,close" in err.value.fix
+    assert "date,open,high,low,close, and slug for a file of many coins" in err.value.fix
 
 
 def test_header_with_repeated_names_is_refused():
     with pytest.raises(SchemaError, match="repeats"):
         parse_header([*COLUMNS, "close"])
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("9,926,540,000", 9926540000.0),
+        ("11,231.80", 11231.8),
+        ("-1,234", -1234.0),
+        ("$1,234.5", 1234.5),
+        ("$135.3", 135.3),
+        ("1.23E+09", 1.23e9),
+        ("-", None),
+        ("--", None),
+        ("null", None),
+    ],
+)
+def test_numbers_as_exports_write_them(text, value):
+    assert schema.parse_number(text) == value
+
+
+@pytest.mark.parametrize("text", ["1,5", "12,34", "1,2345", "1.234,5", "1,234,56", "$", "12 345"])
+def test_commas_that_do_not_group_thousands_are_not_guessed_at(text):
+    with pytest.raises(ValueError):
+        schema.parse_number(text)
+
+
+@pytest.mark.parametrize(
+    "text, day",
+    [
+        ("Feb 20, 2018", "2018-02-20"),
+        ("February 20, 2018", "2018-02-20"),
+        ("feb 20 2018", "2018-02-20"),
+        ("Sept 1, 2018", "2018-09-01"),
+        ("Sep. 1, 2018", "2018-09-01"),
+        ("20 Feb 2018", "2018-02-20"),
+        ("2024-01-01 00:00:00+00:00", "2024-01-01"),
+        ("2013-04-29 23:59:59", "2013-04-29"),
+        ("2020-03-01T00:00:00Z", "2020-03-01"),
+    ],
+)
+def test_dates_as_exports_write_them(text, day):
+    for style in ("iso", "dayfirst", "monthfirst"):
+        assert schema.parse_date(text, style).isoformat() == day
+
+
+@pytest.mark.parametrize(
+    "text", ["Feb 30, 2018", "Foo 20, 2018", "Ma 2, 2018", "2018-02-20 25", "20/Feb/2018"]
+)
+def test_dates_that_name_no_day_are_refused(text):
+    with pytest.raises(ValueError, match=f"^{text!r} (is not a date|names no real day)"):
+        schema.parse_date(text, "iso")
+
+
+@pytest.mark.parametrize(
+    "header, fmt",
+    [
+        ("slug,date,open,high,low,close", "crypto-markets"),
+        ("SLUG,Date,Open,High,Low,Close", "crypto-markets"),
+        ("Date,Open,High,Low,Close,Adj Close,Volume", "yahoo-finance"),
+        ("Date,Open,High,Low,Close,Volume,Market Cap", "coinmarketcap"),
+        ("date,open,high,low,close", "single-asset"),
+    ],
+)
+def test_the_header_says_what_kind_of_file_it_is(header, fmt):
+    parsed = parse_header(header.split(","))
+    assert parsed.format == fmt
+    assert parsed.single_asset == (fmt != "crypto-markets")
+    assert fmt in schema.FORMATS
+
+
+def test_aliases_and_unused_columns():
+    header = parse_header(
+        ["Date", "Open*", "High", "Low", "Close**", "Adj Close", "Vol.", "MarketCap"]
+    )
+    assert header.column_map() == {
+        "Date": "date",
+        "Open*": "open",
+        "High": "high",
+        "Low": "low",
+        "Close**": "close",
+        "Vol.": "volume",
+        "MarketCap": "market",
+    }
+    assert header.unused == ("Adj Close",) and header.extra == ()
+
+
+def test_a_row_of_a_single_asset_file_takes_the_named_coin():
+    header = parse_header(["Date", "Open", "High", "Low", "Close", "Volume", "Market Cap"])
+    row = validate_row(
+        ["Feb 20, 2018", "11,231.80", "11,958.50", "11,231.80", "11,403.70", "-", "1,000"],
+        header,
+        "iso",
+        "bitcoin",
+    )
+    assert isinstance(row, MarketRow)
+    assert (row.slug, row.date.isoformat(), row.high, row.volume, row.market) == (
+        "bitcoin",
+        "2018-02-20",
+        11958.5,
+        None,
+        1000.0,
+    )
+
+
+@pytest.mark.parametrize(
+    "header, fix",
+    [
+        ("Date;Open;High;Low;Close", "separates its fields with semicolons"),
+        ("Date\tOpen\tHigh\tLow\tClose", "separates its fields with tabs"),
+        ("Price,Adj Close,Close,High,Low,Open,Volume", "three-line header"),
+    ],
+)
+def test_a_header_that_is_not_comma_separated_columns_gets_the_fix(header, fix):
+    with pytest.raises(SchemaError, match="required column") as err:
+        parse_header(header.split(","))
+    assert fix in err.value.fix
