@@ -178,7 +178,7 @@ def _print_tune(result, output_dir: str) -> None:
     print(
         f"tuned {len(result.trials)} trials ({counted});"
         f" best eval loss {result.best_value:.4g}\n  best params: {result.best_params.to_dict()}\n"
-        f"  wrote best_params.json and trials.json to {output_dir}"
+        f"  wrote best_params.json, trials.json and {', '.join(result.plots)} to {output_dir}"
     )
 
 

@@ -104,6 +104,7 @@ def tune_step(
             "params": result.best_params.to_dict(),
             "best_eval_loss": result.best_value,
             "trials": len(result.trials),
+            "plots": result.plots,
             "seconds": round(time.perf_counter() - started, 3),
         }
     )

@@ -170,7 +170,7 @@ def _plot(result: FitResult, test: pd.DataFrame, predicted: np.ndarray, out: Pat
     )
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.legend()
-    names.append(_save(fig, out / "loss.png"))
+    names.append(save_figure(fig, out / "loss.png"))
 
     fig, ax = plt.subplots(figsize=(9, 4))
     ax.plot(dates, test["close"], label="actual close", color="black", linewidth=1)
@@ -184,7 +184,7 @@ def _plot(result: FitResult, test: pd.DataFrame, predicted: np.ndarray, out: Pat
     )
     ax.legend()
     fig.autofmt_xdate()
-    names.append(_save(fig, out / "test_predictions.png"))
+    names.append(save_figure(fig, out / "test_predictions.png"))
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     residuals = predicted - test["close"].to_numpy()
@@ -194,11 +194,12 @@ def _plot(result: FitResult, test: pd.DataFrame, predicted: np.ndarray, out: Pat
     right.hist(residuals, bins=40)
     right.set(xlabel="predicted - actual", ylabel="days", title="Residual distribution")
     fig.autofmt_xdate()
-    names.append(_save(fig, out / "residuals.png"))
+    names.append(save_figure(fig, out / "residuals.png"))
     return names
 
 
-def _save(fig, path: Path) -> str:
+def save_figure(fig, path: Path) -> str:
+    """Saves a matplotlib figure as a PNG, closes it, and returns the file's name."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()

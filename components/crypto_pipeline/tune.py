@@ -11,8 +11,11 @@ The objective is the eval split's loss: the mean squared error of the standardiz
 return, the quantity training minimizes. It weighs every day alike, where an error in
 dollars would weigh the expensive recent days most.
 
-Outputs: ``best_params.json`` (the input of the train step) and ``trials.json`` (every
-trial: number, state, params, eval loss, best epoch, seconds).
+Outputs: ``best_params.json`` (the input of the train step), ``trials.json`` (every
+trial: number, state, params, eval loss, best epoch, seconds) and two plots of the search,
+the views Katib's UI gives of an Experiment: ``optimization_history.png`` (each trial's
+eval loss and the best so far) and ``param_importances.png`` (how much each
+hyperparameter mattered, by Optuna's PED-ANOVA; it needs two finished trials).
 """
 
 from __future__ import annotations
@@ -34,15 +37,18 @@ DATA_PVC = "crypto-data"
 """The claim a Katib trial reads the transform output from, when it is not in a bucket."""
 BEST_PARAMS_NAME = "best_params.json"
 TRIALS_NAME = "trials.json"
+HISTORY_PLOT = "optimization_history.png"
+IMPORTANCE_PLOT = "param_importances.png"
 
 
 @dataclass(frozen=True)
 class TuneResult:
-    """The best params found and every trial."""
+    """The best params found, every trial, and the plots' file names."""
 
     best_params: Params
     best_value: float
     trials: list[dict[str, Any]]
+    plots: list[str]
 
 
 def _search_data(data_dir: str | os.PathLike[str]):
@@ -159,7 +165,46 @@ def tune(
     out.mkdir(parents=True, exist_ok=True)
     (out / TRIALS_NAME).write_text(json.dumps(trials, indent=2) + "\n")
     (out / BEST_PARAMS_NAME).write_text(json.dumps(best.to_dict(), indent=2) + "\n")
-    return TuneResult(best, float(study.best_value), trials)
+    return TuneResult(best, float(study.best_value), trials, plot_search(study, out))
+
+
+def plot_search(study, out: Path) -> list[str]:
+    """Draws the search as Katib's UI shows an Experiment; returns the files' names.
+
+    The importance plot needs two finished trials with different settings; with fewer,
+    only the history is drawn.
+    """
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.ticker
+    import optuna
+    from optuna.visualization import matplotlib as optuna_plots
+
+    from crypto_pipeline.train import save_figure
+
+    names = []
+    # Optuna's plots switch matplotlib's style: keep that to these figures.
+    with matplotlib.rc_context(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        ax = optuna_plots.plot_optimization_history(study, target_name=OBJECTIVE_METRIC)
+        ax.set_title("Optimization history: each trial's eval loss, and the best so far")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.figure.set_size_inches(8, 4.5)
+        names.append(save_figure(ax.figure, out / HISTORY_PLOT))
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if len({json.dumps(t.params, sort_keys=True) for t in complete}) >= 2:
+            ax = optuna_plots.plot_param_importances(
+                study,
+                evaluator=optuna.importance.PedAnovaImportanceEvaluator(),
+                target_name=OBJECTIVE_METRIC,
+            )
+            ax.set_title("Hyperparameter importance for the eval loss (PED-ANOVA)", loc="left")
+            ax.figure.set_size_inches(8, 4.5)
+            names.append(save_figure(ax.figure, out / IMPORTANCE_PLOT))
+    return names
 
 
 def _camel(name: str) -> str:

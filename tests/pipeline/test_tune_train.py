@@ -31,6 +31,21 @@ def test_tiny_tune_records_every_trial_and_the_best(sample_data, tmp_path):
     assert Params.from_dict(best) == result.best_params
     complete = [t for t in trials if t["state"] == "COMPLETE"]
     assert result.best_value == min(t["eval_loss"] for t in complete)
+    # What Katib's UI shows: the history, and with two finished trials the importances.
+    expected = ["optimization_history.png"] + ["param_importances.png"] * (len(complete) >= 2)
+    assert result.plots == expected
+    for name in expected:
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_one_trial_draws_the_history_only(sample_data, tmp_path):
+    import matplotlib
+
+    style = dict(matplotlib.rcParams)
+    result = tune(sample_data, tmp_path, TuneConfig(trials=1, epochs=2, seed=1), False)
+    assert result.plots == ["optimization_history.png"]
+    assert not (tmp_path / "param_importances.png").exists()
+    assert dict(matplotlib.rcParams) == style  # Optuna's style stays in its plots
 
 
 def test_metrics_hold_the_model_and_three_baselines(trained, sample_data):
