@@ -1,7 +1,10 @@
-"""The model: a Keras DNN regressor on scale-free features, and its serving wrapper.
+"""The model: a wide-and-deep Keras regressor on scale-free features, and its serving wrapper.
 
 The network sees scale-free features (see ``features``): it learns the day's return from
-the day's excursions. Two Keras models share its layers:
+the day's excursions. It has a linear part and a deep part side by side (``build_core``),
+and it starts as the least-squares line: with same-day inputs the relation is nearly
+linear, so the deep part is there to learn what the line misses, and it is kept only when
+it beats the line clearly on the eval days (``fit``). Two Keras models share its layers:
 
 - ``core`` maps standardized features to the standardized return; it is what trains;
 - ``serving`` wraps ``core`` with everything around it, so that the exported model takes
@@ -65,12 +68,38 @@ def set_seed(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def build_core(params: Params, n_features: int = len(features.FEATURES)):
-    """The DNN from standardized features to the standardized return.
+def least_squares(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """Ordinary least squares of ``y`` on ``x`` with an intercept: weights and bias.
+
+    Returns:
+        ``(weights of shape (n_features, 1), bias)``, or ``None`` when the data hold
+        values that are not finite (training then reports the diverging loss).
+    """
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        return None
+    design = np.column_stack([x, np.ones(len(x))])
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    return coef[:-1].reshape(-1, 1), float(coef[-1])
+
+
+def build_core(
+    params: Params,
+    n_features: int = len(features.FEATURES),
+    linear_start: tuple[np.ndarray, float] | None = None,
+):
+    """The wide-and-deep network from standardized features to the standardized return.
+
+    Two parts see the same inputs and their outputs add up: a linear part (the "wide"
+    part of TensorFlow's old ``DNNLinearCombinedRegressor``) and the deep part, hidden
+    layers shaped by ``params``. The deep part's output layer starts at zero, so with
+    ``linear_start`` (the least-squares fit on the train split) the untrained network
+    *is* least squares, and training learns only what the line misses.
 
     Args:
         params: Layers, sizes and learning rate.
         n_features: Width of the input.
+        linear_start: Weights and bias for the linear part (``least_squares``); without
+            them it starts at Keras' default initialization.
 
     Returns:
         A compiled ``keras.Model`` (mean squared error, Adam).
@@ -79,8 +108,15 @@ def build_core(params: Params, n_features: int = len(features.FEATURES)):
     x = inputs
     for i, units in enumerate(params.layer_sizes()):
         x = keras.layers.Dense(units, activation="relu", name=f"hidden_{i + 1}")(x)
-    output = keras.layers.Dense(1, name="standardized_return")(x)
+    deep = keras.layers.Dense(1, kernel_initializer="zeros", name="deep")(x)
+    wide = keras.layers.Dense(1, name="linear")(inputs)
+    output = keras.layers.Add(name="standardized_return")([wide, deep])
     core = keras.Model(inputs, output, name="core")
+    if linear_start is not None:
+        weights, bias = linear_start
+        core.get_layer("linear").set_weights(
+            [weights.astype("float32"), np.array([bias], "float32")]
+        )
     core.compile(optimizer=keras.optimizers.Adam(params.learning_rate), loss="mse")
     return core
 
@@ -120,12 +156,21 @@ def build_serving(core, scaler: Standardizer):
 
 @dataclass
 class FitResult:
-    """A trained core and how training went."""
+    """A trained core and how training went.
+
+    Attributes:
+        core: The trained network.
+        history: Train and eval loss of each epoch (``loss``, ``val_loss``).
+        best_epoch: The epoch whose weights were kept; 0 for the least-squares start.
+        best_eval_loss: Its eval loss.
+        start_eval_loss: The eval loss of the least-squares start.
+    """
 
     core: Any
     history: dict[str, list[float]]
     best_epoch: int
     best_eval_loss: float
+    start_eval_loss: float
 
 
 def fit(
@@ -138,7 +183,12 @@ def fit(
     seed: int,
     callbacks: Sequence[Any] = (),
 ) -> FitResult:
-    """Trains a core on train, stopping early on the eval split's loss.
+    """Trains a core from the least-squares start, stopping early on the eval split's loss.
+
+    The start itself (epoch 0, least squares on the train split) competes with the
+    trained network: early stopping keeps the epoch with the lowest eval loss, and that
+    epoch replaces the start only when it is ``clearly_better`` on the eval days;
+    otherwise the core stays the least-squares line.
 
     Args:
         params: The hyperparameters.
@@ -151,20 +201,26 @@ def fit(
         callbacks: More Keras callbacks (the tuner's pruning hook).
 
     Returns:
-        The core with the weights of its best eval epoch, and the loss history.
+        The core with the weights of its best eval epoch (0: the start), and the loss
+        history (epoch 1 onwards).
 
     Raises:
         TrainingError: The loss became NaN or infinite.
     """
     set_seed(seed)
-    core = build_core(params)
+    x_train, y_train = scaler.features(train[0]), scaler.target(train[1])
+    x_eval, y_eval = scaler.features(evaluation[0]), scaler.target(evaluation[1])
+    start = least_squares(x_train.astype(np.float64), y_train.astype(np.float64))
+    core = build_core(params, x_train.shape[1], start)
+    start_loss = float(core.evaluate(x_eval, y_eval, verbose=0))
+    start_weights = core.get_weights()
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=patience, restore_best_weights=True
     )
     history = core.fit(
-        scaler.features(train[0]),
-        scaler.target(train[1]),
-        validation_data=(scaler.features(evaluation[0]), scaler.target(evaluation[1])),
+        x_train,
+        y_train,
+        validation_data=(x_eval, y_eval),
         epochs=epochs,
         batch_size=params.batch_size,
         shuffle=True,
@@ -180,4 +236,33 @@ def fit(
             "lower learning_rate (e.g. divide it by 10) or check the data for extreme rows",
         )
     best = int(np.argmin(history["val_loss"]))
-    return FitResult(core, history, best + 1, float(history["val_loss"][best]))
+    trained_weights = core.get_weights()  # the best epoch's: early stopping restored them
+    trained = core.predict(x_eval, verbose=0).ravel()
+    core.set_weights(start_weights)
+    line = core.predict(x_eval, verbose=0).ravel()
+    if not clearly_better(trained, line, y_eval):  # the line stays
+        return FitResult(core, history, 0, start_loss, start_loss)
+    core.set_weights(trained_weights)
+    return FitResult(core, history, best + 1, float(history["val_loss"][best]), start_loss)
+
+
+SIGNIFICANCE_Z = 2.0
+"""How many standard errors the network must beat the line by, day by day on eval."""
+
+
+def clearly_better(predicted: np.ndarray, line: np.ndarray, actual: np.ndarray) -> bool:
+    """Whether the network's eval errors beat the line's by more than chance would.
+
+    The eval loss of any network differs a little from the line's by chance alone, and
+    picking the best of many epochs and trials makes such a difference look real. So
+    the network must lower the squared error day by day, on average, by more than
+    ``SIGNIFICANCE_Z`` standard errors of that average (a paired test over the eval days).
+    """
+    actual = np.asarray(actual, np.float64).ravel()
+    gain = (np.asarray(line, np.float64) - actual) ** 2 - (
+        np.asarray(predicted, np.float64) - actual
+    ) ** 2
+    if len(gain) < 2:
+        return False
+    spread = gain.std(ddof=1) / math.sqrt(len(gain))
+    return bool(gain.mean() > SIGNIFICANCE_Z * spread) if spread > 0 else bool(gain.mean() > 0)

@@ -40,7 +40,7 @@ from crypto_pipeline import features
 from crypto_pipeline.config import TrainConfig
 from crypto_pipeline.errors import ConfigError, DataError
 from crypto_pipeline.hyperparameters import Params
-from crypto_pipeline.model import FitResult, Standardizer, build_serving, fit
+from crypto_pipeline.model import FitResult, Standardizer, build_serving, fit, least_squares
 from crypto_pipeline.splits import SPLITS, split_path
 
 MIN_ROWS = {"train": 30, "eval": 5, "test": 5}
@@ -125,14 +125,12 @@ def regression_metrics(predicted: np.ndarray, actual: np.ndarray) -> dict[str, f
 def baseline_predictions(splits: Splits) -> dict[str, np.ndarray]:
     """The close predicted by each baseline on the test rows."""
     test = splits.test
-    x_train, y_train = splits.xy("train")
-    design = np.column_stack([x_train, np.ones(len(x_train))])
-    coef, *_ = np.linalg.lstsq(design, y_train, rcond=None)
-    x_test = np.column_stack([features.feature_matrix(test), np.ones(len(test))])
+    weights, bias = least_squares(*splits.xy("train"))
+    ret = features.feature_matrix(test) @ weights.ravel() + bias
     return {
         "open": test["open"].to_numpy(np.float64),
         "midpoint": ((test["high"] + test["low"]) / 2).to_numpy(np.float64),
-        "least_squares": features.close_from_return(test["open"].to_numpy(), x_test @ coef),
+        "least_squares": features.close_from_return(test["open"].to_numpy(), ret),
     }
 
 
@@ -161,7 +159,15 @@ def _plot(result: FitResult, test: pd.DataFrame, predicted: np.ndarray, out: Pat
     epochs = range(1, len(result.history["loss"]) + 1)
     ax.plot(epochs, result.history["loss"], label="train")
     ax.plot(epochs, result.history["val_loss"], label="eval")
-    ax.axvline(result.best_epoch, color="grey", linestyle=":", label="best epoch (kept)")
+    ax.axhline(
+        result.start_eval_loss, color="tab:green", linestyle="--", label="eval, least squares"
+    )
+    kept = (
+        "kept: the least-squares start"
+        if result.best_epoch == 0
+        else f"kept: epoch {result.best_epoch}"
+    )
+    ax.axvline(max(result.best_epoch, 1), color="grey", linestyle=":", label=kept)
     ax.set(
         xlabel="epoch",
         ylabel="loss (MSE of standardized return)",
@@ -263,6 +269,8 @@ def train(
         "rmse_vs_least_squares": model_metrics["rmse"] / baselines["least_squares"]["rmse"],
         "epochs_run": len(result.history["loss"]),
         "best_epoch": result.best_epoch,
+        "eval_loss": result.best_eval_loss,
+        "eval_loss_least_squares": result.start_eval_loss,
         "params": params.to_dict(),
         "seed": config.seed,
     }

@@ -278,7 +278,13 @@ def katib_experiment(
         "kind": "Experiment",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
-            "objective": {"type": "minimize", "objectiveMetricName": OBJECTIVE_METRIC},
+            "objective": {
+                "type": "minimize",
+                "objectiveMetricName": OBJECTIVE_METRIC,
+                # The trial prints the loss of the weights it keeps last; an epoch's lower
+                # loss that did not clearly beat least squares must not count.
+                "metricStrategies": [{"name": OBJECTIVE_METRIC, "value": "latest"}],
+            },
             "algorithm": {
                 "algorithmName": "tpe",
                 "algorithmSettings": [{"name": "random_state", "value": str(config.seed)}],
@@ -323,11 +329,13 @@ def katib_experiment(
 def trial(data_dir: str | os.PathLike[str], params: Params, config: TuneConfig) -> float:
     """Trains one Katib trial, printing ``eval_loss=<value>`` after every epoch.
 
-    Katib's stdout collector reads those lines: the objective (the minimum over the
-    epochs, for a minimized metric) and the curve its median-stop rule compares.
+    Katib's stdout collector reads those lines: the curve its median-stop rule compares,
+    and, as the objective, the latest value (the Experiment's metric strategy), which the
+    ``trial`` command prints last: the eval loss of the weights kept, the least-squares
+    start's when no epoch beat it clearly, as the local tuner counts it.
 
     Returns:
-        The best eval loss.
+        The eval loss of the weights kept.
     """
     import keras
 

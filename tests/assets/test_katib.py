@@ -63,6 +63,10 @@ def test_every_search_dimension_becomes_a_katib_parameter():
             assert space["distribution"] == ("logUniform" if h.log else "uniform")
     assert manifest["spec"]["maxTrialCount"] == 20
     assert manifest["spec"]["objective"]["objectiveMetricName"] == "eval_loss"
+    # The trial prints the kept weights' loss last; Katib must take that one.
+    assert manifest["spec"]["objective"]["metricStrategies"] == [
+        {"name": "eval_loss", "value": "latest"}
+    ]
 
 
 def test_trial_command_is_one_the_cli_accepts():

@@ -178,7 +178,8 @@ def test_tune_train_and_trial_commands(tmp_path):
     result = cli("trial", "--data-dir", str(data), "--epochs", "3", *TRIAL_FLAGS)
     assert result.returncode == 0, result.stderr
     reported = [line for line in result.stdout.splitlines() if "eval_loss=" in line]
-    assert len(reported) == 4  # one per epoch, then the best, for Katib's collector
+    assert len(reported) == 4  # one per epoch, then the kept weights' (Katib takes the last)
+    assert reported[-1].startswith("kept eval_loss=")
 
 
 def test_trial_refuses_out_of_range_params(tmp_path):

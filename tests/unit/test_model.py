@@ -3,7 +3,14 @@ import pytest
 
 from crypto_pipeline.errors import ConfigError, TrainingError
 from crypto_pipeline.hyperparameters import SEARCH_SPACE, Params
-from crypto_pipeline.model import Standardizer, build_core, build_serving, fit
+from crypto_pipeline.model import (
+    Standardizer,
+    build_core,
+    build_serving,
+    clearly_better,
+    fit,
+    least_squares,
+)
 
 
 def test_default_params_lie_in_the_search_space():
@@ -48,8 +55,8 @@ def test_bad_params_name_the_problem_and_the_range(values, problem, fix):
 def test_core_is_built_from_params():
     params = Params(num_layers=3, first_layer_size=40, layer_size_scale=0.5, learning_rate=0.01)
     core = build_core(params)
-    dense = [layer for layer in core.layers if layer.__class__.__name__ == "Dense"]
-    assert [layer.units for layer in dense] == [40, 20, 10, 1]
+    dense = {layer.name: layer.units for layer in core.layers if type(layer).__name__ == "Dense"}
+    assert dense == {"hidden_1": 40, "hidden_2": 20, "hidden_3": 10, "deep": 1, "linear": 1}
     assert float(core.optimizer.learning_rate) == pytest.approx(0.01)
 
 
@@ -79,3 +86,50 @@ def test_a_diverging_loss_stops_with_a_clear_error():
     with pytest.raises(TrainingError) as err:
         fit(Params(), scaler, (x_bad, y), (x, y), epochs=5, patience=2, seed=0)
     assert "NaN" in err.value.problem and "learning_rate" in err.value.fix
+
+
+def test_the_untrained_network_is_least_squares():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 2))
+    y = x @ [0.7, -0.2] + 0.1 + rng.normal(0, 0.3, size=200)
+    start = least_squares(x, y)
+    core = build_core(Params(num_layers=3), linear_start=start)
+    design = np.column_stack([x, np.ones(len(x))])
+    expected = design @ np.linalg.lstsq(design, y, rcond=None)[0]
+    np.testing.assert_allclose(core.predict(x, verbose=0).ravel(), expected, atol=1e-5)
+
+
+def test_when_no_epoch_beats_the_start_the_line_is_kept():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(300, 2))
+    y = x @ [0.5, -0.3] + 0.2  # exactly a line: no epoch can do better than the start
+    scaler = Standardizer.fit(x[:200], y[:200])
+    result = fit(Params(), scaler, (x[:200], y[:200]), (x[200:], y[200:]), 10, 3, 0)
+    assert result.best_epoch == 0 and len(result.history["val_loss"]) >= 1
+    assert result.best_eval_loss == result.start_eval_loss < 1e-8
+    feats = scaler.features(x[200:])
+    np.testing.assert_allclose(
+        result.core.predict(feats, verbose=0).ravel(), scaler.target(y[200:]), atol=1e-4
+    )
+
+
+def test_an_epoch_that_beats_the_start_is_kept():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(600, 2))
+    y = np.abs(x[:, 0]) + 0.1 * x[:, 1]  # a V shape: the line misses it, the network won't
+    scaler = Standardizer.fit(x[:400], y[:400])
+    result = fit(Params(), scaler, (x[:400], y[:400]), (x[400:], y[400:]), 30, 5, 0)
+    assert result.best_epoch >= 1
+    assert result.best_eval_loss < 0.5 * result.start_eval_loss
+
+
+def test_a_gain_within_chance_does_not_count():
+    rng = np.random.default_rng(6)
+    actual = rng.normal(size=400)
+    line = actual + rng.normal(0, 1.0, size=400)
+    # Errors like the line's, a hair smaller on average: what chance gives.
+    noisy = actual + rng.normal(0, 0.99, size=400)
+    assert not clearly_better(noisy, line, actual)
+    # Errors clearly smaller, day after day.
+    assert clearly_better(actual + 0.5 * (line - actual), line, actual)
+    assert not clearly_better(line, line, actual)  # no gain at all
