@@ -15,7 +15,8 @@ Outputs: ``best_params.json`` (the input of the train step), ``trials.json`` (ev
 trial: number, state, params, eval loss, best epoch, seconds) and two plots of the search,
 the views Katib's UI gives of an Experiment: ``optimization_history.png`` (each trial's
 eval loss and the best so far) and ``param_importances.png`` (how much each
-hyperparameter mattered, by Optuna's PED-ANOVA; it needs two finished trials).
+hyperparameter mattered, by Optuna's PED-ANOVA; it needs two finished trials whose losses
+differ).
 """
 
 from __future__ import annotations
@@ -171,8 +172,8 @@ def tune(
 def plot_search(study, out: Path) -> list[str]:
     """Draws the search as Katib's UI shows an Experiment; returns the files' names.
 
-    The importance plot needs two finished trials with different settings; with fewer,
-    only the history is drawn.
+    The importance plot needs two finished trials with different settings and different
+    losses; without them, only the history is drawn.
     """
     import warnings
 
@@ -195,7 +196,12 @@ def plot_search(study, out: Path) -> list[str]:
         ax.figure.set_size_inches(8, 4.5)
         names.append(save_figure(ax.figure, out / HISTORY_PLOT))
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        if len({json.dumps(t.params, sort_keys=True) for t in complete}) >= 2:
+        # Importance needs settings that differ and losses that differ: when every trial
+        # kept the least-squares start, no setting mattered.
+        if (
+            len({json.dumps(t.params, sort_keys=True) for t in complete}) >= 2
+            and len({t.value for t in complete}) >= 2
+        ):
             ax = optuna_plots.plot_param_importances(
                 study,
                 evaluator=optuna.importance.PedAnovaImportanceEvaluator(),
