@@ -201,10 +201,11 @@ def check_run(summary: dict) -> None:
     }
     metrics = summary["metrics"]
     baselines = metrics["baselines"]
-    # The quality bar: the tuned model clearly beats the midpoint rule and is at least
-    # about as good as least squares on the same features.
-    assert metrics["test_rmse"] <= 0.85 * baselines["midpoint"]["rmse"]
-    assert metrics["test_rmse"] <= 1.10 * baselines["least_squares"]["rmse"]
+    # The quality bar: at most 0.80 x the midpoint rule's RMSE, and at most least squares'
+    # (1.00 x, to float32's precision: the network that keeps its least-squares start
+    # computes the line in float32, the baseline in float64).
+    assert metrics["test_rmse"] <= 0.80 * baselines["midpoint"]["rmse"]
+    assert metrics["test_rmse"] <= 1.0005 * baselines["least_squares"]["rmse"]
     assert Path(summary["model_dir"], "saved_model.pb").exists()
     assert all(Path(p).exists() for p in summary["plots"])
     (close,) = summary["deployment"]["smoke_response"]["predictions"]

@@ -13,7 +13,7 @@ from crypto_pipeline.hyperparameters import SEARCH_SPACE, Params
 from crypto_pipeline.splits import split_path
 from crypto_pipeline.train import MIN_ROWS, load_model, load_splits, read_params, train
 from crypto_pipeline.transform import transform
-from crypto_pipeline.tune import tune
+from crypto_pipeline.tune import plot_search, tune
 
 
 def test_tiny_tune_records_every_trial_and_the_best(sample_data, tmp_path):
@@ -31,11 +31,37 @@ def test_tiny_tune_records_every_trial_and_the_best(sample_data, tmp_path):
     assert Params.from_dict(best) == result.best_params
     complete = [t for t in trials if t["state"] == "COMPLETE"]
     assert result.best_value == min(t["eval_loss"] for t in complete)
-    # What Katib's UI shows: the history, and with two finished trials the importances.
-    expected = ["optimization_history.png"] + ["param_importances.png"] * (len(complete) >= 2)
-    assert result.plots == expected
-    for name in expected:
+    assert result.plots[0] == "optimization_history.png"
+    assert (tmp_path / "optimization_history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _study(losses):
+    import optuna
+
+    from crypto_pipeline.tune import suggest
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for loss in losses:
+        trial = study.ask()
+        suggest(trial)
+        study.tell(trial, loss)
+    return study
+
+
+def test_the_search_plots_show_history_and_importance(tmp_path):
+    assert plot_search(_study([0.5, 0.4, 0.45, 0.3, 0.35, 0.6]), tmp_path) == [
+        "optimization_history.png",
+        "param_importances.png",
+    ]
+    for name in ("optimization_history.png", "param_importances.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_when_every_trial_kept_the_line_no_setting_mattered(tmp_path):
+    # Equal losses: every trial kept the least-squares start; importance has nothing to say.
+    assert plot_search(_study([0.12] * 5), tmp_path) == ["optimization_history.png"]
+    assert not (tmp_path / "param_importances.png").exists()
 
 
 def test_one_trial_draws_the_history_only(sample_data, tmp_path):
