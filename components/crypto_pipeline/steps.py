@@ -30,6 +30,7 @@ def ingest_step(source_uri: str, source_fingerprint: str, raw: Output[Dataset]):
             "sha256": result.sha256,
             "bytes": result.bytes,
             "rows": result.rows,
+            "format": result.format,
             "synthetic": result.synthetic,
             "seconds": round(time.perf_counter() - started, 3),
         }
