@@ -194,26 +194,30 @@ def test_a_single_asset_file_needs_the_coin_named(tmp_path, capsys):
     assert "kept 60 rows of bitcoin (named by --coin)" in capsys.readouterr().out
 
 
-def test_a_run_from_an_export_end_to_end(tmp_path, capsys):
-    days = pd.read_csv(SAMPLE_PATH).query("slug == 'bitcoin'").head(300)
-    path = tmp_path / "bitcoin_price.csv"
-    path.write_text("\n".join(cmc_lines(days, STYLES["coinmarketcap"][1])) + "\n")
+@pytest.mark.parametrize("style", ["yahoo-finance", "coinmarketcap"])
+def test_a_run_from_an_export_end_to_end(style, tmp_path):
+    write, header = STYLES[style]
+    lines = write(pd.read_csv(SAMPLE_PATH).query("slug == 'bitcoin'").head(300), header)
+    path = tmp_path / "export.csv"
+    path.write_text("\n".join(lines) + "\n")
     root = tmp_path / "runs"
     quick = ["--trials", "1", "--epochs", "2", "--coin", "bitcoin"]
     assert main(["run", "--source", str(path), "--pipeline-root", str(root), *quick]) == 0
     summary = json.loads((root / "latest" / "summary.json").read_text())
     (manifest,) = (root / "latest").glob("**/ingest.json")
-    assert json.loads(manifest.read_text())["format"] == "coinmarketcap"
+    assert json.loads(manifest.read_text())["format"] == style
+    (stats,) = (root / "latest").glob("**/stats.json")
+    stats = json.loads(stats.read_text())
+    assert (
+        stats["rows_read"]
+        == len(lines) - 1
+        == (
+            stats["rows_kept"] + stats["rows_rejected"] + stats["duplicates"] + stats["other_coins"]
+        )
+    )
     assert summary["coin"] == "bitcoin"
-    assert summary["rows"] == {
-        "raw": 300,
-        "valid": 300,
-        "rejected": 0,
-        "duplicates": 0,
-        "train": 210,
-        "eval": 45,
-        "test": 45,
-    }
+    rows = summary["rows"]
+    assert (rows["train"], rows["eval"], rows["test"]) == (210, 45, 45)
     assert summary["metrics"]["test_rmse"] > 0
 
 
