@@ -106,8 +106,21 @@ def _coin(given: str | None, header: Callable[[], Header | None], source: str, h
     return TransformConfig().coin
 
 
+def _readable_header(source: str) -> Header | None:
+    """A source's header, or ``None`` when it cannot be read from here.
+
+    The ingest step (on this machine, or on the cluster) then reports why, in its own words.
+    """
+    from crypto_pipeline.ingest import source_header
+
+    try:
+        return source_header(source)
+    except PipelineError:
+        return None
+
+
 def _transform_config(
-    args: argparse.Namespace, source: str, header: Callable[[], Header]
+    args: argparse.Namespace, source: str, header: Callable[[], Header | None]
 ) -> TransformConfig:
     split = Split.parse(args.split)  # flags first: they fail without reading anything
     return TransformConfig(
@@ -238,7 +251,6 @@ def _cmd_trial(args: argparse.Namespace) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
-    from crypto_pipeline.ingest import source_header
     from crypto_pipeline.local_run import format_summary, run_config, run_root
     from crypto_pipeline.pipeline import PIPELINE_NAME
 
@@ -246,7 +258,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
     config = PipelineConfig(
         source_uri=args.source,
         pipeline_root=args.pipeline_root,
-        transform=_transform_config(args, args.source, lambda: source_header(args.source)),
+        transform=_transform_config(args, args.source, lambda: _readable_header(args.source)),
         tune=TuneConfig(
             trials=args.trials, epochs=args.epochs or defaults.tune.epochs, seed=args.seed
         ),
@@ -296,15 +308,7 @@ def _cmd_submit(args: argparse.Namespace) -> None:
         arguments[key] = int(value) if value.lstrip("-").isdigit() else value
     source = str(arguments.get("source_uri", PipelineConfig().source_uri))
     if "coin" not in arguments:
-        from crypto_pipeline.ingest import source_header
-
-        def header() -> Header | None:
-            try:
-                return source_header(source)
-            except PipelineError:  # unreadable from here; the cluster's ingest step will tell
-                return None
-
-        _coin(None, header, source, "--param coin=bitcoin")
+        _coin(None, lambda: _readable_header(source), source, "--param coin=bitcoin")
     if "source_fingerprint" not in arguments:  # KFP's cache keys on it: changed data re-runs
         from crypto_pipeline.ingest import source_fingerprint
 
