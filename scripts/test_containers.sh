@@ -20,7 +20,9 @@
 # Usage: scripts/test_containers.sh [--skip-tensorflow]
 #   --skip-tensorflow  leave out the train and serve images (the slow TensorFlow builds)
 # Needs root (dockerd, debootstrap). Starts dockerd when none runs and stops it at the end;
-# removes the containers it starts, whatever happens.
+# removes the containers it starts, whatever happens. Step images cannot serve as a build
+# cache once they have been pushed and pulled back, so each run first removes the step
+# images an earlier run left, and stops early when the engine's disk is too full to build.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -31,6 +33,7 @@ TAG=0.1.0
 REGISTRY_PORT=5001
 STEP_REGISTRY="localhost:$REGISTRY_PORT/$IMAGES"  # the names the compiled pipeline uses
 QUICK=(--trials 2 --epochs 8 --seed 42 --no-cache)  # the same run with both runners
+NEED_GB=12  # free disk the step images need: about 6 GB of layers, 3 GB in the registry
 skip_tf=0
 [[ "${1:-}" == "--skip-tensorflow" ]] && skip_tf=1
 
@@ -54,6 +57,7 @@ cleanup() {
     say "stopping the registry on localhost:$REGISTRY_PORT"
     kill "$registry_pid" 2> /dev/null || true
     registry_pid=""
+    rm -rf "$WORK/registry/data"  # the pushed layers, gigabytes no later run reads
   fi
   if [[ "$started_dockerd" == 1 ]]; then
     say "stopping the dockerd this script started"
@@ -217,6 +221,35 @@ YAML
   done
   fail "the registry did not start; see $WORK/registry/registry.log"
   exit 1
+}
+
+free_gb() {  # free_gb PATH: whole gigabytes free on the file system holding PATH
+  df -P -B1G "$1" | awk 'NR == 2 {print $4}'
+}
+
+make_room() {  # remove the step images earlier runs left, then check the free disk
+  local old root free
+  # A pulled image keeps no build cache, so older step images are only dead weight: every
+  # image of $STEP_REGISTRY, tagged or superseded, and exited containers of failed builds.
+  old=$(docker images -q --filter "reference=$STEP_REGISTRY/*" | sort -u)
+  if [[ -n "$old" ]]; then
+    # shellcheck disable=SC2086  # one id per word
+    docker rmi -f $old > /dev/null 2>&1 || true
+    echo "    removed $(wc -w <<< "$old") step image(s) an earlier run left"
+  fi
+  # shellcheck disable=SC2046  # one id per word
+  docker rm $(docker ps -aq --filter status=exited --filter ancestor=python:3.11-slim-bookworm) \
+    > /dev/null 2>&1 || true
+  docker image prune -f > /dev/null  # layers nothing names any more
+  root=$(docker info -f '{{.DockerRootDir}}')
+  free=$(free_gb "$root")
+  echo "    $free GB free for $root and $(free_gb "$WORK") GB for $WORK (need $NEED_GB)"
+  if ((free < NEED_GB)) || (($(free_gb "$WORK") < NEED_GB / 2)); then
+    echo "error: too little free disk to build the step images: $free GB for $root," \
+      "$NEED_GB GB needed; fix: free space there (docker system df shows what the" \
+      "engine holds; docker system prune removes what nothing uses)" >&2
+    exit 1
+  fi
 }
 
 build_push_pull() {  # build_push_pull IMAGE...: build, push, drop the local tags, pull back
@@ -428,6 +461,7 @@ check_nginx
 check_docker_notebook
 
 say "step images, named as the compiled pipeline names them ($STEP_REGISTRY/<image>:$TAG)"
+make_room
 start_registry
 if [[ "$skip_tf" == 1 ]]; then
   build_push_pull ingest transform
