@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 UV_VERSION := 0.13.9
 
-.PHONY: help setup pipeline pipeline-docker images serve compile notebooks lab test test-containers security-scan lint format bench bench-serving sample lock clean
+.PHONY: help setup pipeline pipeline-docker images serve compile notebooks slides site browser lab test test-containers security-scan lint format bench bench-serving sample lock clean
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 17
@@ -30,14 +30,28 @@ images:  ## build the four step images as the compiled pipeline names them (REGI
 pipeline-docker: setup  ## the same pipeline, every step in its image with Docker (make images first)
 	$(BIN)/crypto-pipeline run --runner docker
 
-serve: setup  ## serve the latest run's model on http://127.0.0.1:8080 (KServe V1 protocol)
+serve: setup  ## serve the latest run's model on http://127.0.0.1:8082 (KServe V1 protocol)
 	$(BIN)/crypto-pipeline serve
 
 compile: setup  ## regenerate crypto_pipeline.yaml, the pipeline for Kubeflow Pipelines
 	$(BIN)/crypto-pipeline compile -o crypto_pipeline.yaml
 
-notebooks: setup  ## execute every notebook headless (papermill, quick settings) into notebooks/executed/
+notebooks: setup  ## execute every notebook headless (papermill, their defaults) into notebooks/executed/; prints the times
 	$(BIN)/python scripts/run_notebooks.py
+
+WEB := site/node_modules/.package-lock.json
+
+$(WEB): site/package-lock.json  # reveal.js, require.js, jQuery: the decks' files, pinned
+	cd site && npm ci --ignore-scripts --no-audit --no-fund
+
+slides: notebooks $(WEB)  ## a reveal.js deck per notebook, from its executed copy: build/site/slides/
+	$(BIN)/python scripts/build_site.py --slides
+
+site: notebooks $(WEB)  ## the whole series as a static site with every output, and the decks: build/site/
+	$(BIN)/python scripts/build_site.py
+
+browser:  ## install Debian's chromium for the browser tests (root; the tests download no browser)
+	command -v chromium > /dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium > /dev/null; }
 
 lab: setup  ## open JupyterLab on the notebooks, with the project's environment as the kernel
 	$(BIN)/jupyter lab --ServerApp.root_dir=. notebooks/01-introduction.ipynb
@@ -87,5 +101,5 @@ lock:  ## re-resolve requirements.lock from pyproject.toml, then environment.yml
 	  --quiet -o requirements.lock
 	$(PYTHON) scripts/render_environment.py
 
-clean:  ## remove run folders (keeps .venv)
-	rm -rf runs
+clean:  ## remove run folders and the built site (keeps .venv)
+	rm -rf runs build

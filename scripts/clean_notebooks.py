@@ -1,8 +1,9 @@
 """Keeps the committed notebooks clean: outputs only where nbval checks them.
 
-A code cell marked `# NBVAL_CHECK_OUTPUT` keeps its outputs and an execution count (nbval
+A code cell tagged `nbval-check-output` keeps its outputs and an execution count (nbval
 compares only cells that ran); every other cell has neither. Cells keep only their tags
-as metadata, the notebook only its kernel and language, and cell ids are numbered, so a
+and slide type (for `make slides`) as metadata, and a cell tagged `solution` starts
+folded; the notebook keeps only its kernel and language, and cell ids are numbered, so a
 diff shows what changed in the teaching, not in the last run.
 
     .venv/bin/python scripts/clean_notebooks.py           # clean in place (make format)
@@ -21,12 +22,13 @@ from pathlib import Path
 import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
+CHECK_TAG = "nbval-check-output"
+SOLUTION_TAG = "solution"
 
 
 def checked(cell) -> bool:
     """Whether nbval compares this cell's output with the committed one."""
-    return cell.cell_type == "code" and cell.source.lstrip().startswith(CHECK_MARKER)
+    return cell.cell_type == "code" and CHECK_TAG in cell.metadata.get("tags", [])
 
 
 def clean(notebook):
@@ -45,9 +47,14 @@ def clean(notebook):
     )
     for number, cell in enumerate(notebook.cells):
         cell.id = str(number)
-        cell.metadata = nbformat.from_dict(
-            {"tags": cell.metadata["tags"]} if cell.metadata.get("tags") else {}
+        tags = cell.metadata.get("tags", [])
+        slide = cell.metadata.get("slideshow", {}).get("slide_type")
+        kept = ({"tags": tags} if tags else {}) | (
+            {"slideshow": {"slide_type": slide}} if slide else {}
         )
+        cell.metadata = nbformat.from_dict(kept)
+        if SOLUTION_TAG in tags:  # an exercise's solution starts folded in JupyterLab
+            cell.metadata["jupyter"] = {"source_hidden": True}
         if cell.cell_type != "code":
             continue
         if checked(cell) and cell.outputs:

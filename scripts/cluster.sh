@@ -23,8 +23,10 @@
 # image by digest); an environment variable of the same name overrides one.
 # Other settings (environment variables, with their defaults):
 #   CLUSTER=poets  REGISTRY_PORT=5001  NAMESPACE=kubeflow
-#   GKE: PROJECT (required, your Google Cloud project id), REGION=us-central1,
-#        MACHINE_TYPE=e2-standard-4, NODES=2
+#   GKE: PROJECT (required, your Google Cloud project id), ZONE=us-central1-a,
+#        MACHINE_TYPE=e2-standard-4, NODES=2. A zonal cluster: NODES machines in all (a
+#        regional one would run NODES in each of the region's three zones), and GKE
+#        waives the management fee of one zonal cluster per billing account.
 # Each command is idempotent: what exists already is left as it is.
 set -euo pipefail
 
@@ -40,7 +42,7 @@ done
 CLUSTER="${CLUSTER:-poets}"
 REGISTRY_PORT="${REGISTRY_PORT:-5001}"
 NAMESPACE="${NAMESPACE:-kubeflow}"
-REGION="${REGION:-us-central1}"
+ZONE="${ZONE:-us-central1-a}"
 MACHINE_TYPE="${MACHINE_TYPE:-e2-standard-4}"
 NODES="${NODES:-2}"
 dry_run=0
@@ -115,15 +117,17 @@ up_gke() {
     echo "error: set PROJECT to your Google Cloud project id (PROJECT=my-project $0 gke)" >&2
     exit 1
   fi
-  if exists gcloud container clusters describe "$CLUSTER" --project "$PROJECT" --region "$REGION"; then
+  if exists gcloud container clusters describe "$CLUSTER" --project "$PROJECT" --zone "$ZONE"; then
     say "GKE cluster $CLUSTER exists"
   else
-    say "creating GKE cluster $CLUSTER in $PROJECT/$REGION (workload identity on)"
-    run gcloud container clusters create "$CLUSTER" --project "$PROJECT" --region "$REGION" \
+    say "creating GKE cluster $CLUSTER in $PROJECT/$ZONE (workload identity on)"
+    say "it costs money while it runs: $NODES x $MACHINE_TYPE (about \$0.13 an hour each" \
+      "on demand in us-central1), plus disks; delete it when done: PROJECT=$PROJECT $0 down --gke"
+    run gcloud container clusters create "$CLUSTER" --project "$PROJECT" --zone "$ZONE" \
       --machine-type "$MACHINE_TYPE" --num-nodes "$NODES" \
       --workload-pool "$PROJECT.svc.id.goog"
   fi
-  run gcloud container clusters get-credentials "$CLUSTER" --project "$PROJECT" --region "$REGION"
+  run gcloud container clusters get-credentials "$CLUSTER" --project "$PROJECT" --zone "$ZONE"
 }
 
 install_kfp() {
@@ -205,7 +209,7 @@ down() {
     need gcloud "install the Google Cloud CLI"
     : "${PROJECT:?set PROJECT to your Google Cloud project id}"
     say "deleting GKE cluster $CLUSTER"
-    run gcloud container clusters delete "$CLUSTER" --project "$PROJECT" --region "$REGION" --quiet
+    run gcloud container clusters delete "$CLUSTER" --project "$PROJECT" --zone "$ZONE" --quiet
   elif exists kind get kubeconfig --name "$CLUSTER"; then
     say "deleting kind cluster $CLUSTER and its registry"
     run kind delete cluster --name "$CLUSTER"

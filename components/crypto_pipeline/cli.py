@@ -624,7 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "serve",
         help="serve a trained model over KServe's V1 REST protocol",
-        description="Starts a KServe ModelServer on HOST:PORT (127.0.0.1:8080 by default: "
+        description="Starts a KServe ModelServer on HOST:PORT (127.0.0.1:8082 by default: "
         'this machine only): POST /v1/models/crypto:predict with {"instances": [[open, high, '
         'low], ...]} returns {"predictions": [close, ...]}. Bodies over 4 MiB, NaN, Infinity '
         "and prices outside float32 are refused; the model repository (load/unload) is off.",
@@ -635,8 +635,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=PipelineConfig().pipeline_root,
         help="where to look for the latest run (default: %(default)s)",
     )
-    p.add_argument("--port", type=int, default=8080, help="1 to 65535 (default: %(default)s)")
-    from crypto_pipeline.serve import DEFAULT_HOST
+    from crypto_pipeline.serve import DEFAULT_HOST, DEFAULT_PORT
+
+    p.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="1 to 65535 (default: %(default)s)"
+    )
 
     p.add_argument(
         "--host",
@@ -651,7 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ask a running server for one day's close",
         description="Sends one instance to a V1 server and prints the predicted close.",
     )
-    p.add_argument("--url", default="http://127.0.0.1:8080", help="default: %(default)s")
+    p.add_argument("--url", default=f"http://127.0.0.1:{DEFAULT_PORT}", help="default: %(default)s")
     for price in ("open", "high", "low"):
         p.add_argument(f"--{price}", type=float, required=True)
     p.set_defaults(func=_cmd_predict)

@@ -483,6 +483,21 @@ _VERSION_FIELDS = (
 """What fsspec's ``info`` reports about a remote object's version, across backends."""
 
 
+def read_result(folder: str | os.PathLike[str]) -> IngestResult:
+    """What an ingest step recorded in FOLDER (its ``ingest.json``).
+
+    Raises:
+        SourceError: FOLDER holds no ingest.json.
+    """
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        raise SourceError(
+            f"{folder} holds no {MANIFEST_NAME}: no ingest finished there",
+            "pass the ingest step's output folder (a run's summary.json names it)",
+        )
+    return IngestResult(**json.loads(path.read_text()))
+
+
 def source_fingerprint(source_uri: str) -> str:
     """What the source holds now, so that a cache keyed on it never serves stale data.
 

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,26 @@ class _Progress(io.TextIOBase):
 
     def flush(self) -> None:
         self.log.flush()
+
+
+@contextlib.contextmanager
+def steps_logged(log_path: str | os.PathLike[str]) -> Iterator[_Progress]:
+    """kfp.local's output, for what runs inside, goes to LOG_PATH; one line per step shows.
+
+    kfp.local prints each step's whole executor log (tens of lines of JSON per step);
+    it is kept in the file, and the screen says which step runs, and how it ended.
+
+        with local_run.steps_logged("runs/flip-coin.log"):
+            flip = coin_flip.flip_coin(seed=7)
+    """
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log:
+        progress = _Progress(log, sys.stdout)
+        try:
+            with contextlib.redirect_stdout(progress):
+                yield progress
+        finally:
+            progress.write("\n")  # whatever was left without a line end
 
 
 @dataclass(frozen=True)
@@ -368,7 +389,6 @@ def run_local(
     log_path = run_dir / "kfp-local.log"
     pipeline = build_pipeline(registry, tag)
     with (
-        open(log_path, "w") as log,
         warnings.catch_warnings(),
         # kfp.local names the run folder with this function; the run uses the name it chose.
         mock.patch.object(
@@ -376,16 +396,15 @@ def run_local(
         ),
         _signals_as_interrupt(),
         Heartbeat(run_dir) as heartbeat,
+        steps_logged(log_path) as progress,
     ):
         # Expected here, so not worth a learner's attention: display names are for the
         # KFP UI, and the component images are what the cluster runs, while kfp.local's
         # SubprocessRunner runs the same code in this environment.
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
         warnings.filterwarnings("ignore", message=".*non-Python base image")
-        progress = _Progress(log, sys.stdout)
         try:
-            with contextlib.redirect_stdout(progress):
-                task = pipeline(**arguments)
+            task = pipeline(**arguments)
         except KeyboardInterrupt as exc:
             heartbeat.stop()
             _stop_steps(runner, run_name)
@@ -396,7 +415,7 @@ def run_local(
             ) from None
         except RuntimeError:  # kfp.local: a task failed; its output in the log says why
             progress.write("\n")
-            log.flush()
+            progress.flush()
             failed = [s for s, status in progress.statuses.items() if status != "SUCCESS"]
             failure = step_failure(log_path.read_text(), failed[0] if failed else "")
             # Half-written outputs are no use to anyone: the failed step's folder goes.
@@ -507,6 +526,7 @@ def summarize(run: LocalRun, total_s: float) -> dict[str, Any]:
         "cache_hits": run.cache_hits,
         "run_dir": str(run.run_dir),
         "log": str(run.log_path),
+        "artifacts": {name: artifact.path for name, artifact in outputs.items()},
     }
 
 

@@ -85,6 +85,8 @@ pretty-printed objects, so every request the server would accept fits."""
 SHOWN_CHARS = 80
 """Most characters of a request's value that an error message quotes."""
 DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8082
+"""This machine's default port: 8080 is the Pipelines UI's port-forward, 8081 nginx's."""
 """Where the server listens unless told otherwise: this machine only."""
 
 log = logging.getLogger(__name__)
@@ -279,7 +281,8 @@ def check_listen_address(host: str, port: int) -> None:
     """
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ConfigError(
-            f"--port {port} is not a TCP port", "pass a port from 1 to 65535, e.g. --port 8080"
+            f"--port {port} is not a TCP port",
+            f"pass a port from 1 to 65535, e.g. --port {DEFAULT_PORT}",
         )
     try:
         family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
@@ -515,7 +518,9 @@ def _log_to_stderr() -> None:
         log.propagate = False
 
 
-def serve(model_dir: str | os.PathLike[str], port: int = 8080, host: str = DEFAULT_HOST) -> None:
+def serve(
+    model_dir: str | os.PathLike[str], port: int = DEFAULT_PORT, host: str = DEFAULT_HOST
+) -> None:
     """Serves the model on ``host:port`` until interrupted (KServe handles SIGINT/SIGTERM).
 
     Args:
@@ -608,7 +613,7 @@ def predict(url: str, instances: list[list[float]], timeout_s: float = 10.0) -> 
     """Sends instances to a V1 server and returns the predicted closes.
 
     Args:
-        url: The server (``http://localhost:8080``) or the full ``…:predict`` URL.
+        url: The server (``http://localhost:8082``) or the full ``…:predict`` URL.
         instances: ``[[open, high, low], ...]``.
         timeout_s: Seconds to wait for the answer.
 

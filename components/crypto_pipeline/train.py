@@ -112,6 +112,21 @@ def read_params(path: str | os.PathLike[str]) -> Params:
     return Params.from_dict(values)
 
 
+def read_metrics(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``metrics.json`` a finished training left in FOLDER (a train step's model).
+
+    Raises:
+        ConfigError: FOLDER holds no metrics.json.
+    """
+    path = Path(folder) / METRICS_NAME
+    if not path.is_file():
+        raise ConfigError(
+            f"{folder} holds no {METRICS_NAME}: no training finished there",
+            "pass the train step's model folder (a run's summary.json names it)",
+        )
+    return json.loads(path.read_text())
+
+
 def regression_metrics(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:
     """RMSE and MAE in price units, and MAPE in percent."""
     error = np.asarray(predicted, np.float64).ravel() - np.asarray(actual, np.float64).ravel()

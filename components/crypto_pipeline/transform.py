@@ -681,6 +681,21 @@ def beam_io(
     return cluster_uri(raw_uri), cluster_uri(data_uri)
 
 
+def read_stats(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``stats.json`` a finished transform wrote in FOLDER (its output folder).
+
+    Raises:
+        ConfigError: FOLDER holds no stats.json.
+    """
+    path = Path(folder) / STATS_NAME
+    if not path.is_file():
+        raise ConfigError(
+            f"{folder} holds no {STATS_NAME}: no transform finished there",
+            "pass the transform step's output folder (a run's summary.json names it)",
+        )
+    return json.loads(path.read_text())
+
+
 def transform(
     input_path: str | os.PathLike[str],
     output_dir: str | os.PathLike[str],

@@ -31,7 +31,7 @@ from typing import Any
 from crypto_pipeline.config import DEFAULT_NAMESPACE, DEFAULT_TRAINING_IMAGE, TuneConfig
 from crypto_pipeline.hyperparameters import SEARCH_SPACE, Params
 from crypto_pipeline.model import Standardizer, fit
-from crypto_pipeline.train import load_splits
+from crypto_pipeline.train import load_splits, read_params
 
 OBJECTIVE_METRIC = "eval_loss"
 DATA_PVC = "crypto-data"
@@ -52,6 +52,30 @@ class TuneResult:
     best_value: float
     trials: list[dict[str, Any]]
     plots: list[str]
+
+
+def read_result(folder: str | os.PathLike[str]) -> TuneResult:
+    """The result a finished search left in FOLDER (a tune step's output, or ``tune``'s).
+
+    Raises:
+        ConfigError: FOLDER holds no finished search.
+    """
+    from crypto_pipeline.errors import ConfigError
+
+    folder = Path(folder)
+    if not (folder / TRIALS_NAME).is_file():
+        raise ConfigError(
+            f"{folder} holds no {TRIALS_NAME}: no search finished there",
+            "pass the tune step's output folder (a run's summary.json names it)",
+        )
+    trials = json.loads((folder / TRIALS_NAME).read_text())
+    losses = [t[OBJECTIVE_METRIC] for t in trials if t["state"] == "COMPLETE"]
+    return TuneResult(
+        read_params(folder / BEST_PARAMS_NAME),
+        min(losses),
+        trials,
+        [name for name in (HISTORY_PLOT, IMPORTANCE_PLOT) if (folder / name).is_file()],
+    )
 
 
 def _search_data(data_dir: str | os.PathLike[str]):

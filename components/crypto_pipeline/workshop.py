@@ -201,6 +201,58 @@ def manifest_objects(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     ]
 
 
+_SCANNER_COMMENT = re.compile(r"^\s*#.*checkov", re.IGNORECASE)
+_SCANNER_KEY = re.compile(r"^(\s*)checkov\.io/skip\d*:")
+_EMPTY_KEY = re.compile(r"^(\s*)annotations:\s*$")
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def without_scanner_notes(text: str) -> str:
+    """A Dockerfile's or manifest's text as a learner reads it: no security-scanner notes.
+
+    The repository keeps checkov's suppressions beside what they suppress, each with its
+    reason (``# checkov:skip=…`` lines, ``checkov.io/skip…`` annotations); they are for
+    the scanner, not the lesson. Left out here: those lines, a YAML key's folded text
+    under them, comments naming the scanner, and an ``annotations:`` key left empty.
+    """
+    kept: list[str] = []
+    lines = text.splitlines(keepends=True)
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        i += 1
+        if _SCANNER_COMMENT.match(line):
+            continue
+        if match := _SCANNER_KEY.match(line):
+            while i < len(lines) and (
+                not lines[i].strip() or _indent(lines[i]) > len(match.group(1))
+            ):
+                i += 1
+            continue
+        kept.append(line)
+    return "".join(
+        line
+        for n, line in enumerate(kept)
+        if not (
+            (match := _EMPTY_KEY.match(line))
+            and (n + 1 == len(kept) or _indent(kept[n + 1]) <= len(match.group(1)))
+        )
+    )
+
+
+def show_file(path: str | os.PathLike[str]) -> None:
+    """Prints a Dockerfile or manifest of the repository as a learner reads it.
+
+    Scanner suppressions are left out (``without_scanner_notes``); the file keeps them.
+    """
+    path = Path(path)
+    print(f"# {path.relative_to(project_root()) if path.is_absolute() else path}")
+    print(without_scanner_notes(path.read_text()), end="")
+
+
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 

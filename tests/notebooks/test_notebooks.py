@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
 SANITIZE = ROOT / "notebooks" / "nbval-sanitize.cfg"
-CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
+CHECK_TAG = "nbval-check-output"  # a cell tag: nbval compares its output
 
 
 def read(path):
@@ -58,7 +58,8 @@ def test_thin_no_functions_or_classes(path):
 def test_outputs_only_in_checked_cells(path):
     checked = 0
     for cell in code_cells(path):
-        if cell.source.startswith(CHECK_MARKER):
+        assert "NBVAL" not in cell.source, f"a marker comment in view; tag the cell:\n{cell.source}"
+        if CHECK_TAG in cell.metadata.get("tags", []):
             checked += 1
             assert cell.outputs and cell.execution_count, f"unrun checked cell:\n{cell.source}"
         else:
@@ -126,3 +127,27 @@ def test_nbval_fails_a_copy_with_a_failing_cell(kubernetes_copy):
     status, output = nbval(kubernetes_copy)
     assert status == 1
     assert "AssertionError: broken" in output
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_opens_with_duration_and_goals_and_ends_with_exercises_and_solutions(path):
+    cells = read(path).cells
+    opening = cells[0].source
+    assert re.search(r"\*\*Duration:\*\* about \d+ minutes", opening), opening[:300]
+    assert "**Learning goals:**" in opening
+    (start,) = [i for i, c in enumerate(cells) if c.source.startswith("## Exercises")]
+    asked = re.findall(r"^\d+\. \*\*", cells[start].source, flags=re.MULTILINE)
+    solutions = cells[start + 1 :]
+    assert 1 <= len(asked) <= 3, cells[start].source
+    assert len(solutions) == len(asked), "one solution cell per exercise, right after them"
+    for number, cell in enumerate(solutions, 1):
+        assert cell.cell_type == "code" and "solution" in cell.metadata.get("tags", [])
+        assert cell.metadata.get("jupyter", {}).get("source_hidden"), "a solution starts folded"
+        assert cell.source.startswith(f"# Solution {number}")
+        assert "assert" in cell.source, "nbval runs each solution: it must check its answer"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_notebook_shows_a_picture(path):
+    sources = [c.source for c in code_cells(path)]
+    assert any("diagrams." in s and "Image(" in s for s in sources), f"{path.name}: no picture"

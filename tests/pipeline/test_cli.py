@@ -84,7 +84,7 @@ def test_ingest_then_transform(tmp_path, csv_file):
         (["serve", "--port", "70000"], "--port 70000 is not a TCP port"),
         (["serve", "--port", "-1"], "--port -1 is not a TCP port"),
         (["serve", "--port", "0"], "--port 0 is not a TCP port"),
-        (["serve", "--host", "203.0.113.7"], "cannot listen on 203.0.113.7:8080"),
+        (["serve", "--host", "203.0.113.7"], "cannot listen on 203.0.113.7:8082"),
         (["serve", "--host", "no-such-host.invalid"], "cannot listen on no-such-host.invalid"),
         (["predict", "--open", "nan", "--high", "104", "--low", "97"], "--open: nan is not finite"),
         (["predict", "--open", "100", "--high", "inf", "--low", "97"], "--high: inf is not finite"),

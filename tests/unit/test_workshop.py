@@ -229,3 +229,62 @@ def test_manifest_objects_lists_what_the_intro_deploys():
         ("Service", "nginx-server"),
         ("NetworkPolicy", "nginx-server"),
     ]
+
+
+ROOT = workshop.project_root()
+SCANNED = sorted(
+    [
+        *ROOT.glob("**/Dockerfile"),
+        *ROOT.glob("kubernetes-intro/*.yaml"),
+        *ROOT.glob("cluster/*.yaml"),
+    ]
+)
+
+
+def without_comments(text):
+    return [
+        line.split(" #")[0].rstrip()
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in SCANNED if ".venv" not in p.parts and ".tools" not in p.parts], ids=str
+)
+def test_files_shown_to_learners_lose_only_the_scanner_notes(path):
+    import yaml
+
+    text = path.read_text()
+    shown = workshop.without_scanner_notes(text)
+    assert "checkov" not in shown.lower()
+    if path.suffix == ".yaml":
+        objects = list(yaml.safe_load_all(text))
+        for obj in objects:
+            metadata = (obj or {}).get("metadata", {})
+            notes = metadata.get("annotations")
+            if notes is None:
+                continue
+            for key in [k for k in notes if k.startswith("checkov.io/")]:
+                del notes[key]
+            if not notes:
+                del metadata["annotations"]
+        assert list(yaml.safe_load_all(shown)) == objects
+    else:  # every instruction is still there, word for word
+        assert without_comments(shown) == without_comments(text)
+
+
+def test_scanner_notes_with_folded_text_and_other_annotations():
+    text = (
+        "metadata:\n"
+        "  annotations:\n"
+        "    # the scan (checkov) finds what is deliberate here:\n"
+        "    checkov.io/skip1: >-\n"
+        "      CKV_K8S_43=a reason\n"
+        "      on two lines\n"
+        "    team: poets\n"
+        "spec: {}\n"
+    )
+    assert workshop.without_scanner_notes(text) == (
+        "metadata:\n  annotations:\n    team: poets\nspec: {}\n"
+    )
