@@ -17,8 +17,13 @@
 # subprocess run of the same seed. The serve image then answers as KServe runs it: the
 # arguments of the InferenceService that run wrote, the model mounted at /mnt/models.
 #
-# Usage: scripts/test_containers.sh [--skip-tensorflow]
-#   --skip-tensorflow  leave out the train and serve images (the slow TensorFlow builds)
+# Notebook 02 records what each Docker command printed (workshop.Tape), and the run is
+# compared with notebooks/recorded/02-docker.json, the outputs a machine without an engine
+# shows: ids, times and sizes masked, they must match, or be refreshed.
+#
+# Usage: scripts/test_containers.sh [--skip-tensorflow] [--refresh-recordings]
+#   --skip-tensorflow     leave out the train and serve images (the slow TensorFlow builds)
+#   --refresh-recordings  write this run's Docker outputs to notebooks/recorded/02-docker.json
 # Needs root (dockerd, debootstrap). Starts dockerd when none runs and stops it at the end;
 # removes the containers it starts, whatever happens. Step images cannot serve as a build
 # cache once they have been pushed and pulled back, so each run first removes the step
@@ -35,7 +40,17 @@ STEP_REGISTRY="localhost:$REGISTRY_PORT/$IMAGES"  # the names the compiled pipel
 QUICK=(--trials 2 --epochs 8 --seed 42 --no-cache)  # the same run with both runners
 NEED_GB=12  # free disk the step images need: about 6 GB of layers, 3 GB in the registry
 skip_tf=0
-[[ "${1:-}" == "--skip-tensorflow" ]] && skip_tf=1
+refresh=0
+for arg in "$@"; do
+  case "$arg" in
+    --skip-tensorflow) skip_tf=1 ;;
+    --refresh-recordings) refresh=1 ;;
+    *)
+      echo "error: unknown option $arg (--skip-tensorflow, --refresh-recordings)" >&2
+      exit 2
+      ;;
+  esac
+done
 
 started_dockerd=0
 registry_pid=""
@@ -183,15 +198,43 @@ check_nginx() {
 }
 
 check_docker_notebook() {  # notebook 02 top to bottom, every Docker command for real
-  local port log="$WORK/notebook-02.log"
-  port=$(free_port)
+  local port=8081 log="$WORK/notebook-02.log" recorded="$WORK/recorded"
+  # Its default port, so that the commands it records are the ones a learner's run shows.
+  python3 -c 'import socket; socket.socket().bind(("127.0.0.1", 8081))' 2> /dev/null \
+    || port=$(free_port)
   containers+=(poets-nginx)
-  if "$ROOT/.venv/bin/python" "$ROOT/scripts/run_notebooks.py" --only 02 \
+  rm -rf "$recorded"
+  if POETS_RECORD_TO="$recorded" POETS_RECORDED_BY="make test-containers" \
+    POETS_RECORD_TOOLS="Docker $(docker version -f '{{.Server.Version}}'), stand-in base images" \
+    "$ROOT/.venv/bin/python" "$ROOT/scripts/run_notebooks.py" --only 02 \
     -p require_docker=True -p nginx_port="$port" > "$log" 2>&1; then
     pass "notebooks/02-docker.ipynb ran with the engine: $(tail -1 "$log")"
   else
     fail "notebooks/02-docker.ipynb with the engine; see $log"
     tail -15 "$log" >&2
+    return 0
+  fi
+  if [[ "$port" != 8081 ]]; then
+    echo "  SKIP the recorded outputs: port 8081 is busy, so the commands differ from a learner's"
+  elif [[ "$refresh" == 1 ]]; then
+    cp "$recorded/02-docker.json" "$ROOT/notebooks/recorded/02-docker.json"
+    pass "refreshed notebooks/recorded/02-docker.json from this run (commit it)"
+  elif "$ROOT/.venv/bin/python" - "$ROOT/notebooks/recorded/02-docker.json" \
+    "$recorded/02-docker.json" << 'PY'; then
+import difflib, json, sys
+from crypto_pipeline.workshop import comparable
+kept, fresh = (json.load(open(p))["commands"] for p in sys.argv[1:])
+assert [c["command"] for c in kept] == [c["command"] for c in fresh], "the commands differ"
+for old, new in zip(kept, fresh):
+    a, b = comparable(old["output"]), comparable(new["output"])
+    assert (a, old["status"]) == (b, new["status"]), f"$ {old['command']}\n" + "\n".join(
+        difflib.unified_diff(a.splitlines(), b.splitlines(), "recorded", "now", lineterm=""))
+print(f"    {len(fresh)} commands; ids, times and sizes masked")
+PY
+    pass "notebook 02's recorded outputs match what the engine printed now"
+  else
+    fail "notebook 02's recorded outputs are stale; fix: scripts/test_containers.sh" \
+      "--refresh-recordings, then commit notebooks/recorded/02-docker.json"
   fi
 }
 
@@ -455,6 +498,7 @@ install_tools
 start_docker
 make_standins
 
+start_registry  # notebook 02 pushes to it, and the step images go through it
 say "docker-intro"
 check_hello_world
 check_nginx
@@ -462,7 +506,6 @@ check_docker_notebook
 
 say "step images, named as the compiled pipeline names them ($STEP_REGISTRY/<image>:$TAG)"
 make_room
-start_registry
 if [[ "$skip_tf" == 1 ]]; then
   build_push_pull ingest transform
 else

@@ -128,3 +128,26 @@ def tmpfs(path: Path, options: str):
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+@pytest.fixture(scope="session")
+def executed_notebooks() -> Path:
+    """notebooks/executed/, current: `make notebooks` wrote it (CI), or it is written here."""
+    import sys
+
+    sources = sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
+    executed = NOTEBOOKS / "executed"
+    if any(
+        not (executed / s.name).is_file() or (executed / s.name).stat().st_mtime < s.stat().st_mtime
+        for s in sources
+    ):
+        result = subprocess.run(
+            [sys.executable, NOTEBOOKS.parent / "scripts" / "run_notebooks.py"],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    return executed

@@ -3,8 +3,10 @@
 A notebook cell that needs a Docker engine, a Kubernetes cluster or a Kubeflow Pipelines
 host asks here whether one answers. When it does, the cell runs the real command; when it
 does not, the cell does the part that needs no engine or cluster (lint the Dockerfile,
-validate the manifest, compile the pipeline, run it locally) and shows the exact command
-to run where the tool is. Nothing is skipped silently and no output is made up.
+validate the manifest, compile the pipeline, run it locally). A Docker command that cannot
+run shows what it printed where it did run (a ``Tape``, recorded by ``make
+test-containers``), marked as recorded; commands that no machine of the project's can
+run (a cluster's) are written in the notebook's text. No output is made up.
 
 The offline checks here are the ones the test suite applies to the whole tree.
 """
@@ -293,6 +295,89 @@ def _shown(arguments: Sequence[str], env: Mapping[str, str]) -> str:
     )
 
 
+RECORD_TO = "POETS_RECORD_TO"
+"""When this variable names a folder, ``sh`` records every command it runs with a tape there.
+
+``make test-containers`` sets it (with ``POETS_RECORDED_BY`` and ``POETS_RECORD_TOOLS``,
+which the recording keeps) while notebook 02 runs against its Docker engine."""
+
+_VOLATILE = (  # what differs between two runs of the same command
+    (
+        re.compile(
+            r"^ ---> (Using cache|Running in \S+)\n|^Removing intermediate container.*\n", re.M
+        ),
+        "",
+    ),
+    (re.compile(r": (Pushed|Layer already exists)$", re.M), ": <pushed>"),  # had it or not
+    (re.compile(r"\b(sha256:)?[0-9a-f]{12,64}\b"), "<id>"),
+    (
+        re.compile(r"\d{4}[-/]\d{2}[-/]\d{2}([T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})?)?"),
+        "<date>",
+    ),
+    (re.compile(r"\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}"), "<date>"),
+    (re.compile(r"\b\d{1,2}:\d{2}:\d{2}\b"), "<time>"),
+    (re.compile(r"(About an? \w+|Less than a second|\d+ \w+)( ago)"), "<when>\\2"),
+    (
+        re.compile(r"\bUp (About an? \w+|Less than a second|\d+ \w+)( \(health: \w+\)| \(\w+\))?"),
+        "Up <while>",
+    ),
+    (re.compile(r"\b\d+(\.\d+)?\s?[kMG]?B\b"), "<size>"),
+    (re.compile(r"\b(\d{1,3}\.){3}\d{1,3}\b"), "<ip>"),
+    (re.compile(r"[ \t]+"), " "),
+)
+
+
+def comparable(output: str) -> str:
+    """A command's output with what changes from run to run (ids, times, sizes) masked."""
+    for pattern, mask in _VOLATILE:
+        output = pattern.sub(mask, output)
+    return output.strip()
+
+
+class Tape:
+    """Real outputs of a notebook's commands, recorded where the tool ran, for where it does not.
+
+    A notebook passes its tape to ``sh``. When a command cannot run here (no Docker
+    engine), ``sh`` prints the output that the same command printed where it ran, and
+    says who recorded it, when and with what; nothing is invented. With ``RECORD_TO``
+    set, ``sh`` records what it runs. The file is JSON: ``recorded_by``, ``recorded_on``,
+    ``tools`` and ``commands`` (each ``command``, ``output``, ``status``).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        self.recording = (
+            json.loads(self.path.read_text()) if self.path.is_file() else {"commands": []}
+        )
+
+    @property
+    def label(self) -> str:
+        r = self.recording
+        return f"recorded on {r.get('recorded_on')} by {r.get('recorded_by')}, {r.get('tools')}"
+
+    def find(self, shown: str) -> dict | None:
+        """The recording of exactly this command, or None."""
+        return next((c for c in self.recording["commands"] if c["command"] == shown), None)
+
+    def record(self, shown: str, output: str, status: int) -> None:
+        """Adds what a command printed to the recording in ``$POETS_RECORD_TO``."""
+        target = Path(os.environ[RECORD_TO]) / self.path.name
+        recording = (
+            json.loads(target.read_text())
+            if target.is_file()
+            else {
+                "recorded_by": os.environ.get("POETS_RECORDED_BY", "a notebook run"),
+                "recorded_on": time.strftime("%Y-%m-%d"),
+                "tools": os.environ.get("POETS_RECORD_TOOLS", ""),
+                "commands": [],
+            }
+        )
+        commands = [c for c in recording["commands"] if c["command"] != shown]
+        recording["commands"] = [*commands, {"command": shown, "output": output, "status": status}]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(recording, indent=1, ensure_ascii=False) + "\n")
+
+
 def show(text: str, why_not: str = "") -> None:
     """Shows shell text to run elsewhere (a pipe, ``$PWD``, a server that runs until stopped).
 
@@ -312,6 +397,7 @@ def sh(
     timeout_s: float = 900,
     check: bool = True,
     capture: bool = False,
+    tape: Tape | None = None,
 ) -> str | None:
     """Shows a command and, when ``run`` is true, runs it (no shell) and prints its output.
 
@@ -330,6 +416,9 @@ def sh(
         timeout_s: Seconds before the command is stopped.
         check: Raise when the command fails.
         capture: Return its standard output too (a notebook cell shows nothing more).
+        tape: Where this command's real output was recorded: shown when it cannot run
+            here (with who recorded it, when and with what); recorded into when the
+            ``POETS_RECORD_TO`` variable names a folder.
 
     Returns:
         With ``capture``, its standard output (None when it was only shown); else None.
@@ -349,8 +438,16 @@ def sh(
             )
     shown = _shown(arguments, env)
     if not run:
-        show(shown, why_not)
-        return None
+        recorded = tape.find(shown) if tape else None
+        if recorded is None:
+            show(shown, why_not)
+        else:
+            print(f"$ {shown}")
+            if recorded["output"]:
+                print(recorded["output"])
+            said = "the output above" if recorded["output"] else "no output (it prints none)"
+            print(f"  ({why_not or 'not run here'}: {said} {tape.label})")
+        return None  # a recorded output is not this machine's: the cell takes its own path
     print(f"$ {shown}")
     try:
         result = subprocess.run(
@@ -369,6 +466,8 @@ def sh(
     output = (result.stdout + result.stderr).rstrip()
     if output:
         print(output)
+    if tape and os.environ.get(RECORD_TO):
+        tape.record(shown, output, result.returncode)
     if check and result.returncode != 0:
         raise CommandError(
             f"`{shown}` failed with exit status {result.returncode}",

@@ -151,3 +151,32 @@ def test_opens_with_duration_and_goals_and_ends_with_exercises_and_solutions(pat
 def test_every_notebook_shows_a_picture(path):
     sources = [c.source for c in code_cells(path)]
     assert any("diagrams." in s and "Image(" in s for s in sources), f"{path.name}: no picture"
+
+
+def test_no_command_is_shown_as_not_run_without_its_recorded_output(executed_notebooks):
+    """Offline, a command either runs, or shows the real output recorded where it ran."""
+    recorded = 0
+    for path in NOTEBOOKS:
+        for cell in code_cells(executed_notebooks / path.name):
+            text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+            assert "(shown, not run here" not in text, f"{path.name}:\n{cell.source}"
+            for line in text.splitlines():
+                if line.startswith("  (") and " here" in line:  # a command that did not run
+                    assert "recorded on" in line, f"{path.name}: {line}"
+                    recorded += "recorded on" in line
+    assert recorded >= 10, "notebook 02 shows its recorded Docker outputs"
+
+
+def test_the_recorded_outputs_say_who_recorded_them_and_cover_notebook_02s_commands():
+    from crypto_pipeline import workshop
+
+    tape = workshop.Tape(ROOT / "notebooks" / "recorded" / "02-docker.json")
+    assert tape.label.startswith("recorded on 20") and "make test-containers" in tape.label
+    shown = {c["command"] for c in tape.recording["commands"]}
+    assert {
+        "docker build -t kubeflow-for-poets/hello-world:0.1.0 docker-intro/hello-world",
+        "docker run --rm kubeflow-for-poets/hello-world:0.1.0",
+        "docker ps --filter name=poets-nginx",
+        "docker push localhost:5001/kubeflow-for-poets/hello-world:0.1.0",
+    } <= shown
+    assert all(c["status"] == 0 for c in tape.recording["commands"])

@@ -45,16 +45,12 @@ def run(*command, cwd=ROOT):
 
 
 @pytest.fixture(scope="module")
-def site_url():
+def site_url(executed_notebooks):
     if not (ROOT / "site" / "node_modules" / "reveal.js").is_dir():
         if shutil.which("npm") is None:
             pytest.skip("needs npm to install the deck's reveal.js (site/package-lock.json)")
         assert run("npm", "ci", "--ignore-scripts", cwd=ROOT / "site").returncode == 0
     built = run(sys.executable, "scripts/build_site.py")
-    if built.returncode != 0:  # no current executed notebooks: execute them (quick settings)
-        executed = run(sys.executable, "scripts/run_notebooks.py")
-        assert executed.returncode == 0, executed.stderr[-3000:]
-        built = run(sys.executable, "scripts/build_site.py")
     assert built.returncode == 0, built.stderr
     handler = functools.partial(QuietHandler, directory=str(SITE))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)

@@ -288,3 +288,43 @@ def test_scanner_notes_with_folded_text_and_other_annotations():
     assert workshop.without_scanner_notes(text) == (
         "metadata:\n  annotations:\n    team: poets\nspec: {}\n"
     )
+
+
+def test_a_tape_records_where_the_command_runs_and_replays_where_it_cannot(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv(workshop.RECORD_TO, str(tmp_path / "fresh"))
+    monkeypatch.setenv("POETS_RECORDED_BY", "a test")
+    monkeypatch.setenv("POETS_RECORD_TOOLS", "sh")
+    tape = workshop.Tape(tmp_path / "kept" / "tape.json")
+    workshop.sh([sys.executable, "-c", "print('hello from where it ran')"], tape=tape)
+    workshop.sh([sys.executable, "-c", "pass"], tape=tape)
+    recorded = workshop.Tape(tmp_path / "fresh" / "tape.json")
+    assert [c["output"] for c in recorded.recording["commands"]] == ["hello from where it ran", ""]
+    capsys.readouterr()
+
+    command = [sys.executable, "-c", "print('hello from where it ran')"]
+    assert workshop.sh(command, run=False, why_not="no tool here", tape=recorded) is None
+    shown = capsys.readouterr().out
+    assert "hello from where it ran" in shown
+    assert "no tool here: the output above recorded on 20" in shown and "by a test, sh" in shown
+    workshop.sh([sys.executable, "-c", "pass"], run=False, why_not="no tool here", tape=recorded)
+    assert "no output (it prints none)" in capsys.readouterr().out
+    workshop.sh(["never-recorded"], run=False, why_not="no tool here", tape=recorded)
+    assert "(shown, not run here: no tool here)" in capsys.readouterr().out
+
+
+def test_comparable_masks_what_changes_between_two_runs():
+    first = (
+        "abc123def4567   kubeflow-for-poets/nginx-server:0.1.0   2 seconds ago   Up 1 second "
+        "(health: starting)   127.0.0.1:8081->8080/tcp\n172.17.0.1 - - [30/Nov/2026:10:27:40 "
+        "+0000] GET / 200\n0.1.0: digest: sha256:" + "a" * 64 + " size: 944\nab12cd34ef56: Pushed"
+    )
+    second = (
+        "99887766aabbcc   kubeflow-for-poets/nginx-server:0.1.0   About a minute ago   Up 2 "
+        "minutes (healthy)   127.0.0.1:8081->8080/tcp\n172.17.0.3 - - [01/Dec/2026:09:01:02 "
+        "+0000] GET / 200\n0.1.0: digest: sha256:" + "b" * 64 + " size: 944\nab12cd34ef56: "
+        "Layer already exists"
+    )
+    assert workshop.comparable(first) == workshop.comparable(second)
+    assert workshop.comparable("uid=101") != workshop.comparable("uid=0")
