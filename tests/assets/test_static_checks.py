@@ -95,7 +95,17 @@ def test_no_secrets_in_the_tree():
     baseline = json.loads((ROOT / ".secrets.baseline").read_text())
     assert baseline["results"] == {}
     result = subprocess.run(
-        [BIN / "detect-secrets", "scan", "--exclude-files", r"(^|/)(\.venv|\.tools|runs)/"],
+        [
+            BIN / "detect-secrets",
+            "scan",
+            "--exclude-files",
+            r"(^|/)(\.venv|\.tools|runs|build|node_modules)/",
+            # Notebook 02's recorded Docker outputs: an image's content digest as `docker
+            # push` prints it, and a new container's id as `docker run -d` prints it. Both
+            # are high in entropy and name public things; neither is a secret.
+            "--exclude-lines",
+            r'digest: sha256:[0-9a-f]{64} size: \d+|^ *"output": "[0-9a-f]{64}",$',
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,
