@@ -195,6 +195,7 @@ check_nginx() {
   else
     fail "nginx-server does not run as uid 101"
   fi
+  docker rm -f "$name" > /dev/null  # gone before notebook 02 lists its own poets-nginx
 }
 
 check_docker_notebook() {  # notebook 02 top to bottom, every Docker command for real
