@@ -309,10 +309,8 @@ _VOLATILE = (  # what differs between two runs of the same command
         "",
     ),
     (re.compile(r": (Pushed|Layer already exists)$", re.M), ": <pushed>"),  # had it or not
-    (
-        re.compile(r'^.*"Wget[^\n]*\n?', re.M),
-        "",
-    ),  # a HEALTHCHECK's requests: as many as time allowed
+    # a HEALTHCHECK's requests in nginx's log: as many as its interval allowed
+    (re.compile(r'^.*"Wget[^\n]*\n?', re.M), ""),
     (re.compile(r"\b(sha256:)?[0-9a-f]{12,64}\b"), "<id>"),
     (
         re.compile(r"\d{4}[-/]\d{2}[-/]\d{2}([T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})?)?"),
