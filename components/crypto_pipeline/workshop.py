@@ -308,7 +308,9 @@ _VOLATILE = (  # what differs between two runs of the same command
         ),
         "",
     ),
-    (re.compile(r": (Pushed|Layer already exists)$", re.M), ": <pushed>"),  # had it or not
+    # a push's progress (how often a layer waited is timing) and whether the registry had it
+    (re.compile(r"^\S+: (Preparing|Waiting)\n", re.M), ""),
+    (re.compile(r": (Pushed|Layer already exists)$", re.M), ": <pushed>"),
     # a HEALTHCHECK's requests in nginx's log: as many as its interval allowed
     (re.compile(r'^.*"Wget[^\n]*\n?', re.M), ""),
     (re.compile(r"\b(sha256:)?[0-9a-f]{12,64}\b"), "<id>"),

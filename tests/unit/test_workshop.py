@@ -327,6 +327,8 @@ def test_comparable_masks_what_changes_between_two_runs():
         "Layer already exists"
     )
     assert workshop.comparable(first) == workshop.comparable(second)
+    pushing = "ab12cd34ef56: Preparing\nab12cd34ef56: Waiting\nab12cd34ef56: Pushed"
+    assert workshop.comparable(pushing) == workshop.comparable("ab12cd34ef56: Pushed")
     health = '127.0.0.1 - - [01/Dec/2026:09:01:12 +0000] "GET / HTTP/1.1" 200 339 "-" "Wget"\n'
     assert workshop.comparable(health + second) == workshop.comparable(first)
     assert workshop.comparable("uid=101") != workshop.comparable("uid=0")
