@@ -112,6 +112,26 @@ def storage_error(
     return None
 
 
+def read_step_output(
+    folder: str | os.PathLike[str], name: str, step: str, error: type[PipelineError]
+):
+    """The JSON file NAME that a finished STEP wrote in FOLDER, parsed.
+
+    Raises:
+        ERROR: FOLDER holds no NAME, with the fix: pass the step's output folder.
+    """
+    import json
+    from pathlib import Path
+
+    path = Path(folder) / name
+    if not path.is_file():
+        raise error(
+            f"{folder} holds no {name}: no {step} finished there",
+            f"pass the {step} step's output folder (a run's summary.json names it)",
+        )
+    return json.loads(path.read_text())
+
+
 def storage_fix(text: str) -> str:
     """The fix for an ``[Errno N]`` message of a failed write, or "" for other errors."""
     for code, (_, fix) in _STORAGE_FIXES.items():

@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 import fsspec
 
-from crypto_pipeline.errors import SchemaError, SourceError, storage_error
+from crypto_pipeline.errors import SchemaError, SourceError, read_step_output, storage_error
 from crypto_pipeline.sample_data import SAMPLE_PATH
 from crypto_pipeline.schema import COLUMNS, Header, parse_header
 
@@ -489,13 +489,7 @@ def read_result(folder: str | os.PathLike[str]) -> IngestResult:
     Raises:
         SourceError: FOLDER holds no ingest.json.
     """
-    path = Path(folder) / MANIFEST_NAME
-    if not path.is_file():
-        raise SourceError(
-            f"{folder} holds no {MANIFEST_NAME}: no ingest finished there",
-            "pass the ingest step's output folder (a run's summary.json names it)",
-        )
-    return IngestResult(**json.loads(path.read_text()))
+    return IngestResult(**read_step_output(folder, MANIFEST_NAME, "ingest", SourceError))
 
 
 def source_fingerprint(source_uri: str) -> str:

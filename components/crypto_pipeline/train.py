@@ -38,7 +38,7 @@ import pandas as pd
 
 from crypto_pipeline import features
 from crypto_pipeline.config import TrainConfig
-from crypto_pipeline.errors import ConfigError, DataError
+from crypto_pipeline.errors import ConfigError, DataError, read_step_output
 from crypto_pipeline.hyperparameters import Params
 from crypto_pipeline.model import FitResult, Standardizer, build_serving, fit, least_squares
 from crypto_pipeline.splits import SPLITS, split_path
@@ -118,13 +118,7 @@ def read_metrics(folder: str | os.PathLike[str]) -> dict[str, Any]:
     Raises:
         ConfigError: FOLDER holds no metrics.json.
     """
-    path = Path(folder) / METRICS_NAME
-    if not path.is_file():
-        raise ConfigError(
-            f"{folder} holds no {METRICS_NAME}: no training finished there",
-            "pass the train step's model folder (a run's summary.json names it)",
-        )
-    return json.loads(path.read_text())
+    return read_step_output(folder, METRICS_NAME, "train", ConfigError)
 
 
 def regression_metrics(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:

@@ -61,6 +61,7 @@ from crypto_pipeline.errors import (
     DateFormatError,
     PipelineError,
     SourceError,
+    read_step_output,
     storage_error,
 )
 from crypto_pipeline.ingest import check_text, no_data_rows
@@ -687,13 +688,7 @@ def read_stats(folder: str | os.PathLike[str]) -> dict[str, Any]:
     Raises:
         ConfigError: FOLDER holds no stats.json.
     """
-    path = Path(folder) / STATS_NAME
-    if not path.is_file():
-        raise ConfigError(
-            f"{folder} holds no {STATS_NAME}: no transform finished there",
-            "pass the transform step's output folder (a run's summary.json names it)",
-        )
-    return json.loads(path.read_text())
+    return read_step_output(folder, STATS_NAME, "transform", ConfigError)
 
 
 def transform(

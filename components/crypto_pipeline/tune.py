@@ -60,15 +60,10 @@ def read_result(folder: str | os.PathLike[str]) -> TuneResult:
     Raises:
         ConfigError: FOLDER holds no finished search.
     """
-    from crypto_pipeline.errors import ConfigError
+    from crypto_pipeline.errors import ConfigError, read_step_output
 
     folder = Path(folder)
-    if not (folder / TRIALS_NAME).is_file():
-        raise ConfigError(
-            f"{folder} holds no {TRIALS_NAME}: no search finished there",
-            "pass the tune step's output folder (a run's summary.json names it)",
-        )
-    trials = json.loads((folder / TRIALS_NAME).read_text())
+    trials = read_step_output(folder, TRIALS_NAME, "tune", ConfigError)
     losses = [t[OBJECTIVE_METRIC] for t in trials if t["state"] == "COMPLETE"]
     return TuneResult(
         read_params(folder / BEST_PARAMS_NAME),
