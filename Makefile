@@ -3,23 +3,25 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-INSTALLED := $(VENV)/.installed
-UV_VERSION := 0.13.9
+LEARNER := $(VENV)/.learner
+FULL := $(VENV)/.full
 
-.PHONY: help setup pipeline pipeline-docker images serve compile notebooks slides site browser lab test test-containers security-scan lint format bench bench-serving sample lock clean
+.PHONY: help setup setup-dev pipeline pipeline-docker images serve compile notebooks slides site browser lab workshop-image test test-containers security-scan lint format bench bench-serving sample lock clean
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 17
 
-setup: $(INSTALLED)  ## create .venv with the locked dependencies (idempotent)
+setup: $(LEARNER)  ## create .venv from this platform's learner lock (locks/); prints time and size
 
-$(INSTALLED): requirements.lock pyproject.toml
-	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
-	  || { echo "error: needs Python 3.11 as '$(PYTHON)' (set PYTHON=/path/to/python3.11)"; exit 1; }
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+setup-dev: $(FULL)  ## the same, with the tests, linters and scanners (locks/<platform>/full.txt)
+
+$(LEARNER): pyproject.toml $(wildcard locks/*/learner.txt)
+	$(PYTHON) scripts/setup_env.py learner
 	touch $@
+
+$(FULL): pyproject.toml $(wildcard locks/*/full.txt)
+	$(PYTHON) scripts/setup_env.py full
+	touch $@ $(LEARNER)
 
 pipeline: setup  ## run the pipeline locally (kfp.local) on the bundled synthetic sample, offline
 	$(BIN)/crypto-pipeline run
@@ -74,13 +76,12 @@ security-scan: $(CHECKOV)  ## checkov over the Kubernetes manifests and every Do
 	$(CHECKOV) --skip-download --compact --quiet --framework dockerfile \
 	  $$(git ls-files '*Dockerfile' | sed 's/^/-f /')
 
-lint: setup  ## ruff (code and notebooks); notebooks hold only checked outputs; environment.yml current
+lint: setup-dev  ## ruff (code and notebooks); notebooks hold only checked outputs
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python scripts/clean_notebooks.py --check
-	$(BIN)/python scripts/render_environment.py --check
 
-format: setup  ## apply ruff's fixes and formatting; keep only the checked outputs in notebooks
+format: setup-dev  ## apply ruff's fixes and formatting; keep only the checked outputs in notebooks
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 	$(BIN)/python scripts/clean_notebooks.py
@@ -94,12 +95,8 @@ bench-serving: setup  ## latency of the model server (needs a finished `make pip
 sample: setup  ## regenerate the bundled synthetic sample
 	$(BIN)/crypto-pipeline sample
 
-lock:  ## re-resolve requirements.lock from pyproject.toml, then environment.yml
-	test -x .tools/lock/bin/uv || { $(PYTHON) -m venv .tools/lock && .tools/lock/bin/pip install --quiet uv==$(UV_VERSION); }
-	.tools/lock/bin/uv pip compile pyproject.toml --all-extras --python-version 3.11 \
-	  --python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" \
-	  --quiet -o requirements.lock
-	$(PYTHON) scripts/render_environment.py
+lock: setup-dev  ## re-resolve every platform's locks (locks/) and conda files from pyproject.toml
+	$(BIN)/python scripts/lock.py
 
 clean:  ## remove run folders and the built site (keeps .venv)
 	rm -rf runs build
