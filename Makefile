@@ -1,7 +1,7 @@
 # Kubeflow for Poets: the verbs. `make pipeline` and `make test` set everything up.
 SHELL := /bin/bash
 PYTHON ?= python3.11
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 LEARNER := $(VENV)/.learner
 FULL := $(VENV)/.full
@@ -16,11 +16,11 @@ setup: $(LEARNER)  ## create .venv from this platform's learner lock (locks/); p
 setup-dev: $(FULL)  ## the same, with the tests, linters and scanners (locks/<platform>/full.txt)
 
 $(LEARNER): pyproject.toml $(wildcard locks/*/learner.txt)
-	$(PYTHON) scripts/setup_env.py learner
+	$(PYTHON) scripts/setup_env.py learner --venv $(VENV)
 	touch $@
 
 $(FULL): pyproject.toml $(wildcard locks/*/full.txt)
-	$(PYTHON) scripts/setup_env.py full
+	$(PYTHON) scripts/setup_env.py full --venv $(VENV)
 	touch $@ $(LEARNER)
 
 pipeline: setup  ## run the pipeline locally (kfp.local) on the bundled synthetic sample, offline

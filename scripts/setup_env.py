@@ -123,7 +123,7 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "venv", str(args.venv)], check=True)
     pinned = len(re.findall(r"^[A-Za-z0-9_.\-]+==", lock.read_text(), re.MULTILINE))
     print(
-        f"installing {pinned} pinned packages from {lock.relative_to(ROOT)} into {args.venv.name}"
+        f"installing {pinned} pinned packages from {lock.relative_to(ROOT)} into {args.venv}"
     )
     seen = sources(pip(args.venv, "install", "-r", str(lock)))
     pip(args.venv, "install", "--no-deps", "--quiet", "-e", str(ROOT))
@@ -133,7 +133,7 @@ def main() -> int:
         f"set-up ({args.set}, {name}) took {seconds:.0f} s: downloaded "
         f"{megabytes(seen['network'])}; from pip's cache {megabytes(seen['cache'])}; "
         f"from local wheel folders {megabytes(seen['local'])}; "
-        f"{args.venv.name} is {size / 1e9:.2f} GB ({size / 2**30:.2f} GiB)"
+        f"{args.venv} is {size / 1e9:.2f} GB ({size / 2**30:.2f} GiB)"
     )
     return 0
 

@@ -38,7 +38,7 @@ TAG=0.1.0
 REGISTRY_PORT=5001
 STEP_REGISTRY="localhost:$REGISTRY_PORT/$IMAGES"  # the names the compiled pipeline uses
 QUICK=(--trials 2 --epochs 8 --seed 42 --no-cache)  # the same run with both runners
-NEED_GB=12  # free disk the step images need: about 6 GB of layers, 3 GB in the registry
+NEED_GB=15  # free disk: the step images (6 GB of layers, 3 GB in the registry), the workshop image (3 GB)
 skip_tf=0
 refresh=0
 for arg in "$@"; do
@@ -144,7 +144,7 @@ make_standins() {
 
 build() {  # build IMAGE DOCKERFILE CONTEXT
   local started=$SECONDS
-  if docker build -q -t "$1" -f "$2" "$3" > "$WORK/build-${1//[\/:]/_}.log" 2>&1; then
+  if docker build -t "$1" -f "$2" "$3" > "$WORK/build-${1//[\/:]/_}.log" 2>&1; then
     pass "built $1 in $((SECONDS - started)) s"
   else
     fail "build of $1; see $WORK/build-${1//[\/:]/_}.log"
@@ -495,6 +495,80 @@ PY
   fi
 }
 
+check_workshop() {  # the workshop image: JupyterLab answers, and the notebooks run in it
+  local image="$IMAGES/workshop:$TAG" name=poets-workshop-test port url="" token health
+  local log="$WORK/workshop-notebooks.log" started
+  build "$image" "$ROOT/workshop/Dockerfile" "$ROOT" || return 0
+  echo "    $(grep -m1 '^set-up (learner' "$WORK/build-${image//[\/:]/_}.log" || echo "no set-up line")"
+  echo "    image: $(docker image inspect -f '{{.Size}}' "$image" |
+    awk '{printf "%.2f GB", $1 / 1e9}') (docker save | gzip, to pre-load: about half that)"
+  port=$(free_port)
+  docker run -d --name "$name" -p "127.0.0.1:$port:8888" "$image" > /dev/null
+  containers+=("$name")
+  for _ in $(seq 1 90); do
+    url=$(docker logs "$name" 2>&1 | grep -o 'http://127.0.0.1:8888/lab[^ ?]*?token=[0-9a-f]*' | head -1)
+    [[ -n "$url" ]] && break
+    sleep 1
+  done
+  token=${url#*token=}
+  if [[ -n "$token" ]] && wget -q -O - "http://127.0.0.1:$port/api/status?token=$token" |
+    grep -q '"kernels"'; then
+    pass "JupyterLab answers on 127.0.0.1:$port, the address it printed: ${url%%\?*}?token=…"
+  else
+    fail "JupyterLab in the workshop image did not answer on 127.0.0.1:$port"
+    docker logs "$name" 2>&1 | tail -15 >&2
+    return 0
+  fi
+  if wget -q -O - "http://127.0.0.1:$port/lab/tree/notebooks/01-introduction.ipynb?token=$token" |
+    grep -q "JupyterLab"; then
+    pass "the lab page of notebooks/01-introduction.ipynb loads"
+  else
+    fail "the lab page of notebook 01 did not load"
+  fi
+  if wget -q -O /dev/null "http://127.0.0.1:$port/api/contents" 2> /dev/null; then
+    fail "JupyterLab answered without its token"
+  else
+    pass "without the token, JupyterLab refuses"
+  fi
+  if [[ "$(docker exec "$name" id -u)" == 1000 ]]; then
+    pass "the workshop image runs as uid 1000 (poet), not root"
+  else
+    fail "the workshop image does not run as uid 1000"
+  fi
+  if docker exec "$name" make -q setup; then
+    pass "make setup in the image has nothing to do: the environment is ready"
+  else
+    fail "make setup in the image would install again"
+  fi
+  started=$SECONDS
+  if docker exec "$name" python scripts/run_notebooks.py > "$log" 2>&1; then
+    pass "every notebook ran inside the workshop image in $((SECONDS - started)) s:" \
+      "$(tail -1 "$log")"
+  else
+    fail "the notebooks inside the workshop image; see $log"
+    tail -15 "$log" >&2
+  fi
+  for _ in $(seq 1 90); do
+    health=$(docker inspect -f '{{.State.Health.Status}}' "$name")
+    [[ "$health" != starting ]] && break
+    sleep 1
+  done
+  if [[ "$health" == healthy ]]; then
+    pass "the workshop image's HEALTHCHECK: healthy"
+  else
+    fail "the workshop image's health: $health"
+  fi
+  docker rm -f "$name" > /dev/null
+  # As .devcontainer/devcontainer.json runs it: a clone mounted over the tutorial's folder.
+  if docker run --rm -v "$ROOT:/home/poet/kubeflow-for-poets:ro" --entrypoint python "$image" \
+    -c 'import crypto_pipeline; print(crypto_pipeline.__file__)' |
+    grep -q '^/home/poet/kubeflow-for-poets/components/crypto_pipeline/__init__.py$'; then
+    pass "with a clone mounted as the dev container mounts it, the package is the clone's"
+  else
+    fail "with a clone mounted over the tutorial, the package is not the clone's"
+  fi
+}
+
 install_tools
 start_docker
 make_standins
@@ -534,6 +608,9 @@ else
   check_serve
   check_docker_kill
 fi
+
+say "the workshop image: JupyterLab, the tutorial and the learner's environment"
+check_workshop
 
 if ((failures)); then
   echo "containers: $failures check(s) failed" >&2

@@ -1,0 +1,83 @@
+"""The workshop image's Dockerfile, the dev container that uses it and the Makefile agree.
+
+`make test-containers` builds and runs the image (JupyterLab answers, the notebooks run
+inside it); these checks hold the names and paths the three files share.
+"""
+
+import json
+import re
+from pathlib import Path
+
+from crypto_pipeline import serve
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "workshop" / "Dockerfile"
+DEVCONTAINER = ROOT / ".devcontainer" / "devcontainer.json"
+
+
+def instructions(name):
+    """The arguments of every NAME instruction, continuation lines joined."""
+    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    return [line.split(None, 1)[1] for line in text.splitlines() if line.startswith(name + " ")]
+
+
+def env():
+    (block,) = instructions("ENV")
+    return dict(re.findall(r"(\w+)=(\S+)", block))
+
+
+def test_dev_container_builds_the_workshop_image():
+    config = json.loads(DEVCONTAINER.read_text())
+    build = config["build"]
+    assert (DEVCONTAINER.parent / build["dockerfile"]).resolve() == DOCKERFILE
+    assert (DEVCONTAINER.parent / build["context"]).resolve() == ROOT
+
+
+def test_dev_container_mounts_the_clone_where_the_image_has_the_tutorial():
+    config = json.loads(DEVCONTAINER.read_text())
+    (workdir,) = instructions("WORKDIR")
+    assert config["workspaceFolder"] == workdir
+    assert f"target={workdir}," in config["workspaceMount"]
+    assert "source=${localWorkspaceFolder}" in config["workspaceMount"]
+
+
+def test_dev_container_uses_the_image_s_user_and_environment():
+    config = json.loads(DEVCONTAINER.read_text())
+    (run,) = [r for r in instructions("RUN") if "useradd" in r]
+    user, uid = config["remoteUser"], instructions("USER")[0]
+    assert re.search(rf"useradd --create-home --uid {uid} {user}\b", run)
+    assert config["containerEnv"]["VENV"] == env()["VENV"]
+    interpreter = config["customizations"]["vscode"]["settings"]["python.defaultInterpreterPath"]
+    assert interpreter == env()["VENV"] + "/bin/python"
+    assert env()["PATH"].startswith(env()["VENV"] + "/bin:")
+
+
+def test_ports_are_the_project_s():
+    config = json.loads(DEVCONTAINER.read_text())
+    (cmd,) = instructions("CMD")
+    assert instructions("EXPOSE") == ["8888"] and "--port=8888" in cmd
+    assert set(config["forwardPorts"]) == {8888, serve.DEFAULT_PORT}
+    assert "| 8888 | JupyterLab" in (ROOT / "README.md").read_text()
+
+
+def test_jupyterlab_opens_notebook_01_of_the_image():
+    (cmd,) = instructions("CMD")
+    (workdir,) = instructions("WORKDIR")
+    default = re.search(r"--LabApp.default_url=/lab/tree/([^\"]+)", cmd).group(1)
+    assert (ROOT / default).is_file()
+    assert f"--ServerApp.root_dir={workdir}" in cmd
+
+
+def test_the_makefile_finds_the_image_s_environment():
+    makefile = (ROOT / "Makefile").read_text()
+    assert "VENV ?= .venv" in makefile, "the image sets VENV=/opt/venv for make"
+    assert "setup_env.py learner --venv $(VENV)" in makefile
+    assert "python scripts/setup_env.py learner --venv /opt/venv" in DOCKERFILE.read_text()
+
+
+def test_the_workshop_image_copies_the_tutorial_but_no_built_state():
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    for kept in ("notebooks", "docker-intro", "kubernetes-intro", "scripts", "locks"):
+        assert kept not in ignored
+    for left_out in (".venv", ".tools", "runs", "build", "notebooks/executed", ".git"):
+        assert left_out in ignored
