@@ -56,12 +56,13 @@ browser:  ## install Debian's chromium for the browser tests (root; the tests do
 	command -v chromium > /dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium > /dev/null; }
 
 lab: setup  ## open JupyterLab on the notebooks, with the project's environment as the kernel
-	$(BIN)/jupyter lab --ServerApp.root_dir=. notebooks/01-introduction.ipynb
+	JUPYTER_CONFIG_PATH="$(CURDIR)/jupyter$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}" \
+	  $(BIN)/jupyter lab --ServerApp.root_dir=. notebooks/01-introduction.ipynb
 
 test: lint security-scan  ## lint, scan, then run every test and validate the notebooks (nbval)
 	$(BIN)/pytest
 
-test-containers: setup  ## build every image, push and pull it through a local registry, run the pipeline in them (root; ~15 min)
+test-containers: setup  ## build every image, push and pull it through a local registry, run the pipeline in them, the workshop image and its dev container (root; ~20 min)
 	bash scripts/test_containers.sh
 
 CHECKOV := .tools/checkov/bin/checkov

@@ -122,9 +122,7 @@ def main() -> int:
     if not (args.venv / "bin" / "python").exists():
         subprocess.run([sys.executable, "-m", "venv", str(args.venv)], check=True)
     pinned = len(re.findall(r"^[A-Za-z0-9_.\-]+==", lock.read_text(), re.MULTILINE))
-    print(
-        f"installing {pinned} pinned packages from {lock.relative_to(ROOT)} into {args.venv}"
-    )
+    print(f"installing {pinned} pinned packages from {lock.relative_to(ROOT)} into {args.venv}")
     seen = sources(pip(args.venv, "install", "-r", str(lock)))
     pip(args.venv, "install", "--no-deps", "--quiet", "-e", str(ROOT))
     seconds = time.monotonic() - started

@@ -21,6 +21,11 @@
 # compared with notebooks/recorded/02-docker.json, the outputs a machine without an engine
 # shows: ids, times and sizes masked, they must match, or be refreshed.
 #
+# Last, the workshop image (workshop/Dockerfile): JupyterLab must answer at the address it
+# prints, refuse requests without its token, run as uid 1000, find its environment ready,
+# and run every notebook inside it; then .devcontainer/devcontainer.json is opened with the
+# Dev Containers CLI (pinned in tests/containers/devcontainer/), and the pipeline runs in it.
+#
 # Usage: scripts/test_containers.sh [--skip-tensorflow] [--refresh-recordings]
 #   --skip-tensorflow     leave out the train and serve images (the slow TensorFlow builds)
 #   --refresh-recordings  write this run's Docker outputs to notebooks/recorded/02-docker.json
@@ -559,13 +564,45 @@ check_workshop() {  # the workshop image: JupyterLab answers, and the notebooks 
     fail "the workshop image's health: $health"
   fi
   docker rm -f "$name" > /dev/null
-  # As .devcontainer/devcontainer.json runs it: a clone mounted over the tutorial's folder.
-  if docker run --rm -v "$ROOT:/home/poet/kubeflow-for-poets:ro" --entrypoint python "$image" \
-    -c 'import crypto_pipeline; print(crypto_pipeline.__file__)' |
-    grep -q '^/home/poet/kubeflow-for-poets/components/crypto_pipeline/__init__.py$'; then
-    pass "with a clone mounted as the dev container mounts it, the package is the clone's"
+}
+
+check_devcontainer() {  # .devcontainer/devcontainer.json, opened by the Dev Containers CLI
+  local tools="$ROOT/tests/containers/devcontainer" up id out
+  local cli="$tools/node_modules/.bin/devcontainer" run="/tmp/devcontainer-run"
+  if ! (cd "$tools" && npm ci --no-audit --no-fund --ignore-scripts) > "$WORK/devcontainer-npm.log" 2>&1; then
+    fail "npm ci of the Dev Containers CLI; see $WORK/devcontainer-npm.log"
+    return 0
+  fi
+  # As VS Code and Codespaces do: build the image, mount this checkout over the tutorial.
+  if up=$("$cli" up --workspace-folder "$ROOT" 2> "$WORK/devcontainer-up.log") \
+    && grep -q '"outcome":"success"' <<< "$up"; then
+    id=$(grep -o '"containerId":"[0-9a-f]*"' <<< "$up" | cut -d'"' -f4)
+    containers+=("$id")
+    pass "devcontainer up (Dev Containers CLI $("$cli" --version)): container ${id:0:12}"
   else
-    fail "with a clone mounted over the tutorial, the package is not the clone's"
+    fail "devcontainer up; see $WORK/devcontainer-up.log"
+    tail -15 "$WORK/devcontainer-up.log" >&2
+    return 0
+  fi
+  out=$("$cli" exec --workspace-folder "$ROOT" python -c \
+    'import crypto_pipeline, shutil; print(crypto_pipeline.__file__, shutil.which("jupyter"))')
+  if [[ "$out" == "/home/poet/kubeflow-for-poets/components/crypto_pipeline/__init__.py /opt/venv/bin/jupyter" ]]; then
+    pass "in the dev container, the package is the mounted checkout's, and jupyter is /opt/venv's"
+  else
+    fail "in the dev container: $out"
+  fi
+  if "$cli" exec --workspace-folder "$ROOT" make -q setup; then
+    pass "in the dev container, make setup has nothing to do"
+  else
+    fail "in the dev container, make setup would install again"
+  fi
+  out=$("$cli" exec --workspace-folder "$ROOT" crypto-pipeline run --pipeline-root "$run" \
+    --trials 2 --epochs 5 2>&1) || true
+  if grep -q "^deployed" <<< "$out"; then
+    pass "the pipeline ran in the dev container: $(grep -m1 '^durations' <<< "$out")"
+  else
+    fail "the pipeline in the dev container:"
+    tail -15 <<< "$out" >&2
   fi
 }
 
@@ -611,6 +648,7 @@ fi
 
 say "the workshop image: JupyterLab, the tutorial and the learner's environment"
 check_workshop
+check_devcontainer
 
 if ((failures)); then
   echo "containers: $failures check(s) failed" >&2

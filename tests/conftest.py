@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -151,3 +152,50 @@ def executed_notebooks() -> Path:
         )
         assert result.returncode == 0, result.stderr[-3000:]
     return executed
+
+
+# The browser tests (tests/site/): Debian's Chromium, driven by Playwright, no browser
+# downloaded. Every test there needs it and is skipped without it.
+BROWSER_TESTS = Path(__file__).parent / "site"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# As root in a closed network: no sandbox, and none of Chromium's own calls home.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+NO_CHROMIUM = "needs Debian's chromium: `make browser` installs it (as root; .ci/run does)"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    # Before any fixture: the site's fixtures first execute every notebook, which is wasted
+    # when there is no browser to look at the result.
+    if BROWSER_TESTS in item.path.parents and not Path(CHROMIUM).is_file():
+        pytest.skip(NO_CHROMIUM)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    # A server's log says why a page did not do what was expected: a fixture that starts
+    # one lists its log in `item.failure_logs`, shown under the failure.
+    report = yield
+    if report.failed:
+        for log in getattr(item, "failure_logs", []):
+            if log.is_file():
+                report.sections.append((f"log {log.name}", log.read_text(errors="replace")))
+    return report
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

@@ -133,9 +133,14 @@ def test_one_image_per_step_as_the_pipeline_names_them():
 
 
 def test_images_hold_no_credentials():
-    """Nothing that looks like a key file is copied in; the build context excludes secrets."""
+    """No instruction copies in or sets anything that looks like a key or a token.
+
+    Comments may name a token (JupyterLab's, made when the workshop image starts); the
+    secrets scan (detect-secrets) covers what any file holds.
+    """
     for dockerfile in repo_files("Dockerfile"):
-        text = dockerfile.read_text().lower()
+        lines = dockerfile.read_text().lower().splitlines()
+        text = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
         for word in ("service_account", "credentials.json", ".pem", "id_rsa", "token"):
             assert word not in text, f"{dockerfile} mentions {word}"
 

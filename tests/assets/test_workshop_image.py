@@ -81,3 +81,11 @@ def test_the_workshop_image_copies_the_tutorial_but_no_built_state():
         assert kept not in ignored
     for left_out in (".venv", ".tools", "runs", "build", "notebooks/executed", ".git"):
         assert left_out in ignored
+
+
+def test_jupyterlab_uses_the_project_s_settings_everywhere():
+    (workdir,) = instructions("WORKDIR")
+    assert env()["JUPYTER_CONFIG_PATH"] == f"{workdir}/jupyter"
+    assert 'JUPYTER_CONFIG_PATH="$(CURDIR)/jupyter' in (ROOT / "Makefile").read_text()
+    config = json.loads((ROOT / "jupyter" / "jupyter_server_config.json").read_text())
+    assert config["LabApp"]["news_url"] is None
