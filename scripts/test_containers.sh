@@ -505,13 +505,13 @@ check_workshop() {  # the workshop image: JupyterLab answers, and the notebooks 
   local log="$WORK/workshop-notebooks.log" started
   build "$image" "$ROOT/workshop/Dockerfile" "$ROOT" || return 0
   echo "    $(grep -m1 '^set-up (learner' "$WORK/build-${image//[\/:]/_}.log" || echo "no set-up line")"
-  echo "    image: $(docker image inspect -f '{{.Size}}' "$image" |
-    awk '{printf "%.2f GB", $1 / 1e9}') (docker save | gzip, to pre-load: about half that)"
+  echo "    image: $(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.2f GB", $1 / 1e9}')"
   port=$(free_port)
   docker run -d --name "$name" -p "127.0.0.1:$port:8888" "$image" > /dev/null
   containers+=("$name")
   for _ in $(seq 1 90); do
-    url=$(docker logs "$name" 2>&1 | grep -o 'http://127.0.0.1:8888/lab[^ ?]*?token=[0-9a-f]*' | head -1)
+    url=$(docker logs "$name" 2>&1 | grep -o 'http://127.0.0.1:8888/lab[^ ?]*?token=[0-9a-f]*' |
+      head -1) || true  # not printed yet
     [[ -n "$url" ]] && break
     sleep 1
   done
@@ -585,7 +585,8 @@ check_devcontainer() {  # .devcontainer/devcontainer.json, opened by the Dev Con
     return 0
   fi
   out=$("$cli" exec --workspace-folder "$ROOT" python -c \
-    'import crypto_pipeline, shutil; print(crypto_pipeline.__file__, shutil.which("jupyter"))')
+    'import crypto_pipeline, shutil; print(crypto_pipeline.__file__, shutil.which("jupyter"))' \
+    2>&1) || true
   if [[ "$out" == "/home/poet/kubeflow-for-poets/components/crypto_pipeline/__init__.py /opt/venv/bin/jupyter" ]]; then
     pass "in the dev container, the package is the mounted checkout's, and jupyter is /opt/venv's"
   else
