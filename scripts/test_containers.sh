@@ -504,7 +504,7 @@ check_workshop() {  # the workshop image: JupyterLab answers, and the notebooks 
   local image="$IMAGES/workshop:$TAG" name=poets-workshop-test port url="" token health
   local log="$WORK/workshop-notebooks.log" started
   build "$image" "$ROOT/workshop/Dockerfile" "$ROOT" || return 0
-  echo "    $(grep -m1 '^set-up (learner' "$WORK/build-${image//[\/:]/_}.log" || echo "no set-up line")"
+  echo "    $(grep -m1 '^set-up (learner' "$WORK/build-${image//[\/:]/_}.log" || echo "set-up: every layer from the engine's build cache")"
   echo "    image: $(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.2f GB", $1 / 1e9}')"
   port=$(free_port)
   docker run -d --name "$name" -p "127.0.0.1:$port:8888" "$image" > /dev/null
