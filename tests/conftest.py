@@ -199,3 +199,31 @@ def browser():
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
+
+
+def page_problems(page, only_host=None):
+    """What goes wrong in a browser page: console errors, page errors, failed requests,
+    HTTP errors and, given ONLY_HOST (host:port), any request to another host."""
+    from urllib.parse import urlsplit
+
+    problems = []
+    page.on(
+        "console",
+        lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None,
+    )
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url} {r.failure}"))
+    page.on(
+        "response",
+        lambda r: problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None,
+    )
+    if only_host is not None:
+        page.on(
+            "request",
+            lambda r: (
+                None
+                if urlsplit(r.url).netloc == only_host
+                else problems.append(f"request off this machine: {r.url}")
+            ),
+        )
+    return problems

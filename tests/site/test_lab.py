@@ -29,6 +29,8 @@ from urllib.parse import urlsplit
 import nbformat
 import pytest
 
+from conftest import page_problems
+
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "build" / "screenshots"
 NOTEBOOK = "01-introduction.ipynb"
@@ -135,30 +137,6 @@ def lab(tmp_path, request):
         stop(server)
 
 
-def watch(page, lab):
-    """What goes wrong in the page: errors, failed requests and any request off this machine."""
-    problems = []
-    page.on(
-        "console",
-        lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None,
-    )
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url} {r.failure}"))
-    page.on(
-        "response",
-        lambda r: problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None,
-    )
-    page.on(
-        "request",
-        lambda r: (
-            None
-            if urlsplit(r.url).netloc == urlsplit(lab.url).netloc
-            else problems.append(f"request off this machine: {r.url}")
-        ),
-    )
-    return problems
-
-
 def menu(page, *path):
     for label in path:
         page.get_by_role("menuitem", name=label, exact=True).click()
@@ -175,7 +153,7 @@ def test_notebook_01_runs_from_the_menu_with_every_output_shown(browser, lab):
     notebook = nbformat.read(lab.folder / NOTEBOOK, as_version=4)
     idle = f"{notebook.metadata.kernelspec.display_name} | Idle"
     page = browser.new_page(viewport={"width": 1280, "height": 860})
-    problems = watch(page, lab)
+    problems = page_problems(page, only_host=urlsplit(lab.url).netloc)
     page.goto(f"{lab.url}/lab/tree/{NOTEBOOK}?token={lab.token}")
     page.wait_for_function(KERNEL_IDLE, arg=idle, timeout=90_000)
     menu(page, "View", "Expand All Code")  # the solutions start collapsed, their [n] hidden

@@ -18,6 +18,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from conftest import page_problems
+
 ROOT = Path(__file__).resolve().parents[2]
 SITE = ROOT / "build" / "site"
 SHOTS = ROOT / "build" / "screenshots"
@@ -52,17 +54,7 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 def visit(browser, url, screenshot, ready="true"):
     """Opens URL; what went wrong while loading, the images and how many did not render."""
     page = browser.new_page(viewport={"width": 1280, "height": 860})
-    problems = []
-    page.on(
-        "console",
-        lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None,
-    )
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url} {r.failure}"))
-    page.on(
-        "response",
-        lambda r: problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None,
-    )
+    problems = page_problems(page)
     page.goto(url, wait_until="load")
     page.wait_for_load_state("networkidle")
     page.wait_for_function(ready, timeout=15_000)
