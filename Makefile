@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 LEARNER := $(VENV)/.learner
 FULL := $(VENV)/.full
 
-.PHONY: help setup setup-dev pipeline pipeline-docker images serve compile notebooks slides site browser lab workshop-image test test-containers security-scan lint format bench bench-serving sample lock clean
+.PHONY: help setup setup-dev pipeline pipeline-docker images serve compile notebooks slides site browser lab test test-containers security-scan lint format bench bench-serving sample lock clean
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 17
