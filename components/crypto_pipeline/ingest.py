@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import csv
 import datetime as dt
 import hashlib
 import http
@@ -41,7 +40,7 @@ import fsspec
 
 from crypto_pipeline.errors import SchemaError, SourceError, read_step_output, storage_error
 from crypto_pipeline.sample_data import SAMPLE_PATH
-from crypto_pipeline.schema import COLUMNS, Header, parse_header
+from crypto_pipeline.schema import COLUMNS, Header, header_from_line
 
 RAW_FILE_NAME = "crypto-markets.csv"
 MANIFEST_NAME = "ingest.json"
@@ -351,7 +350,7 @@ def _copy_checked(source, target, uri: str) -> tuple[str, int]:
 
 def _header(first_line: str, uri: str) -> Header:
     try:
-        return parse_header(next(csv.reader([first_line])))
+        return header_from_line(first_line)
     except SchemaError as exc:
         raise SchemaError(f"{uri}: {exc.problem}", exc.fix) from None
 

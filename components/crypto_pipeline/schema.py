@@ -15,13 +15,17 @@ Besides ``crypto-markets.csv`` (many coins, one ``slug`` column naming each row'
 the exports people download for a single asset are read by the same rules: a Yahoo
 Finance export (``Date,Open,High,Low,Close,Adj Close,Volume``) and a CoinMarketCap or
 Kaggle per-coin export (``Date,Open,High,Low,Close,Volume,Market Cap``, dates like
-``Feb 20, 2018``, numbers like ``9,926,540,000``, ``-`` for missing). Header names match
-in any case and with the usual aliases (``COLUMN_ALIASES``); a file without a coin column
-holds one asset, which the caller names (``--coin``).
+``Feb 20, 2018``, numbers like ``9,926,540,000``, ``-`` for missing; or today's download,
+``timeOpen;timeClose;…;open;high;low;close;volume;marketCap;…``, separated by semicolons).
+Header names match in any case and with the usual aliases (``COLUMN_ALIASES``); the
+fields may be separated by commas, semicolons, tabs or vertical bars (``DELIMITERS``,
+found from the header); a file without a coin column holds one asset, which the caller
+names (``--coin``).
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import math
 import re
@@ -59,6 +63,13 @@ COLUMN_ALIASES: Mapping[str, str] = {
     "marketcap": "market",
     "vol": "volume",
     "adjclose": UNUSED,  # Yahoo's close adjusted for splits; Close is the day's own close
+    # CoinMarketCap's download today: the day is the one its UTC timeOpen starts; the
+    # other times (timeClose, the times of the high and low, timestamp) say nothing more.
+    "timeopen": "date",
+    "timeclose": UNUSED,
+    "timehigh": UNUSED,
+    "timelow": UNUSED,
+    "timestamp": UNUSED,
 }
 """Other names of the schema's columns, by ``column_key``; the schema's own names match too."""
 
@@ -134,6 +145,7 @@ class Header:
         extra: Names in the header that the schema does not know (kept, ignored).
         unused: Names the schema recognises but does not use, e.g. Yahoo's ``Adj Close``.
         format: What the header was recognised as: a key of ``FORMATS``.
+        delimiter: What separates the fields of every row: a key of ``DELIMITERS``.
     """
 
     names: tuple[str, ...]
@@ -141,6 +153,7 @@ class Header:
     extra: tuple[str, ...]
     unused: tuple[str, ...] = ()
     format: str = "crypto-markets"
+    delimiter: str = ","
 
     @property
     def single_asset(self) -> bool:
@@ -149,7 +162,18 @@ class Header:
 
     def describe_format(self) -> str:
         """The recognised format in words, e.g. ``a Yahoo Finance export (one asset; …)``."""
-        return FORMATS[self.format]
+        if self.delimiter == ",":
+            return FORMATS[self.format]
+        return f"{FORMATS[self.format]}, fields separated by {DELIMITERS[self.delimiter]}"
+
+    def split(self, line: str) -> list[str]:
+        """The fields of one data line (without its line break); a blank line has none.
+
+        A record is one line: quoted fields may hold the delimiter, not line breaks.
+        """
+        if '"' in line:  # only quoted fields need the csv module
+            return next(csv.reader([line], delimiter=self.delimiter), [])
+        return line.split(self.delimiter) if line else []
 
     def column_map(self) -> dict[str, str]:
         """Each file column that is read, with the schema column it fills."""
@@ -167,19 +191,38 @@ def column_key(name: str) -> str:
 
 _KNOWN_KEYS: Mapping[str, str] = {**{column_key(c): c for c in COLUMNS}, **COLUMN_ALIASES}
 
-_DELIMITERS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+DELIMITERS: Mapping[str, str] = {
+    ",": "commas",
+    ";": "semicolons",
+    "\t": "tabs",
+    "|": "vertical bars",
+}
+"""What may separate fields, in order of preference; the header's own row decides."""
+
+
+def header_from_line(line: str) -> Header:
+    """Checks a file's first row, finding what separates its fields.
+
+    The delimiter is the one of ``DELIMITERS`` that splits the row into the most fields
+    (commas when several split it equally): a header names its columns, so its row holds
+    more of its delimiter than of any other. Every data row is then split the same way.
+
+    Args:
+        line: The file's first non-blank line, with or without its line break.
+
+    Returns:
+        The header (see ``parse_header``), with its delimiter.
+
+    Raises:
+        SchemaError: As ``parse_header``.
+    """
+    line = line.rstrip("\r\n")
+    delimiter = max(DELIMITERS, key=lambda d: len(next(csv.reader([line], delimiter=d), [])))
+    return parse_header(next(csv.reader([line], delimiter=delimiter), []), delimiter)
 
 
 def _header_fix(cleaned: Sequence[str]) -> str:
     """The fix for a header without the required columns, from what the header holds."""
-    if len(cleaned) == 1:
-        for delimiter, name in _DELIMITERS.items():
-            if delimiter in cleaned[0]:
-                return (
-                    f"the file separates its fields with {name}, not commas: save it as "
-                    "comma-separated CSV (in pandas: pd.read_csv(path, sep="
-                    f"{delimiter!r}).to_csv(new_path, index=False))"
-                )
     if cleaned and column_key(cleaned[0]) == "price" and "date" not in map(column_key, cleaned):
         return (
             "this looks like a yfinance file with a three-line header (Price, Ticker, Date): "
@@ -205,7 +248,7 @@ def _file_format(index: Mapping[str, int], unused_keys: set[str]) -> str:
     return "single-asset"
 
 
-def parse_header(names: Sequence[str]) -> Header:
+def parse_header(names: Sequence[str], delimiter: str = ",") -> Header:
     """Checks a header row and maps the known columns to their positions.
 
     Names match in any case, ignoring spaces, punctuation and footnote marks, and through
@@ -214,6 +257,7 @@ def parse_header(names: Sequence[str]) -> Header:
 
     Args:
         names: The cells of the file's first row.
+        delimiter: What separated them (``header_from_line`` finds it).
 
     Returns:
         The header, with the position of every known column present and its format.
@@ -258,6 +302,7 @@ def parse_header(names: Sequence[str]) -> Header:
         extra=tuple(extra),
         unused=tuple(unused),
         format=_file_format(index, unused_keys),
+        delimiter=delimiter,
     )
 
 

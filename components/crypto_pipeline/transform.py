@@ -165,16 +165,6 @@ def _lines_with(text: str, first: int, containing: str) -> Iterator[tuple[int, s
         found = text.find(containing, end + 1)
 
 
-def _fields(raw: str) -> list[str]:
-    """Splits one line into fields; a blank line has none.
-
-    A record is one line: quoted fields may hold commas, not line breaks.
-    """
-    if '"' in raw:  # only quoted fields need the csv module
-        return next(csv.reader([raw]), [])
-    return raw.split(",") if raw else []
-
-
 def _block(
     byte_range: tuple[int, int, int], rejects: list[tuple[int, str, str, str]]
 ) -> tuple[int, str]:
@@ -222,7 +212,7 @@ class _RangeFn(beam.DoFn):
         )
         for number, line in lines:
             raw = line.removesuffix("\r")
-            fields = _fields(raw)
+            fields = self._header.split(raw)
             if len(fields) == self._width and (
                 slug_at is None or fields[slug_at].strip() == self._coin
             ):
@@ -245,6 +235,7 @@ class CountRange(_RangeFn):
             yield {_ERROR: exc.problem, _ERROR_FIX: exc.fix}
             return
         width, slug_at, date_at, coin = self._width, self._slug_at, self._date_at, self._coin
+        delimiter = self._header.delimiter
         classify = schema.classify_date
         per_coin: Counter[str] = Counter()
         evidence: Counter[str] = Counter()
@@ -256,9 +247,9 @@ class CountRange(_RangeFn):
         for number, line in enumerate(lines, byte_range[2]):
             raw = line.removesuffix("\r")
             if '"' in raw:
-                fields = _fields(raw)
+                fields = self._header.split(raw)
             else:  # the common case, inline: this loop runs for every line of the file
-                fields = raw.split(",") if raw else []
+                fields = raw.split(delimiter) if raw else []
             if not fields:
                 blank += 1
                 continue
@@ -549,14 +540,14 @@ def read_header(input_path: str) -> Header:
                 offset += len(chunk)
                 for line in lines:
                     if line.strip():
-                        return schema.parse_header(next(csv.reader([line])))
+                        return schema.header_from_line(line)
     except OSError as exc:
         raise SourceError(
             f"cannot read {input_path}: {exc.strerror or exc}",
             "check the file's permissions (ls -l), or pass a copy that you can read",
         ) from exc
     if pending.strip():
-        return schema.parse_header(next(csv.reader([pending])))
+        return schema.header_from_line(pending)
     raise SourceError(f"{input_path} is empty", "run the ingest step on a non-empty file first")
 
 

@@ -292,14 +292,74 @@ def test_a_row_of_a_single_asset_file_takes_the_named_coin():
 
 
 @pytest.mark.parametrize(
-    "header, fix",
+    "line, delimiter",
     [
-        ("Date;Open;High;Low;Close", "separates its fields with semicolons"),
-        ("Date\tOpen\tHigh\tLow\tClose", "separates its fields with tabs"),
-        ("Price,Adj Close,Close,High,Low,Open,Volume", "three-line header"),
+        ("Date,Open,High,Low,Close", ","),
+        ("Date;Open;High;Low;Close", ";"),
+        ("Date\tOpen\tHigh\tLow\tClose\r\n", "\t"),
+        ("Date|Open|High|Low|Close", "|"),
+        ('"Date";"Open";"High";"Low";"Close";"Volume"', ";"),
+        ("date,open,high,low,close,note;remark", ","),  # a name holding a semicolon
+        ("Date;Open,High;Low,Close;Volume,Market Cap", ","),  # a tie goes to commas
     ],
 )
-def test_a_header_that_is_not_comma_separated_columns_gets_the_fix(header, fix):
+def test_the_header_row_says_what_separates_the_fields(line, delimiter):
+    if line.startswith("Date;Open,"):
+        with pytest.raises(SchemaError, match="required column"):
+            schema.header_from_line(line)
+        return
+    header = schema.header_from_line(line)
+    assert header.delimiter == delimiter
+    assert header.index["close"] == 4
+    row = delimiter.join(["2020-01-01", "1", "2", "0.5", "1.5", *[""] * (len(header.names) - 5)])
+    assert header.split(row)[:5] == ["2020-01-01", "1", "2", "0.5", "1.5"]
+    assert header.split("") == []
+
+
+def test_a_quoted_field_may_hold_the_delimiter():
+    header = schema.header_from_line("Date;Open;High;Low;Close;Note")
+    assert header.split('2020-01-01;1;2;0.5;1.5;"a; b"') == [
+        "2020-01-01",
+        "1",
+        "2",
+        "0.5",
+        "1.5",
+        "a; b",
+    ]
+    assert "separated by semicolons" in header.describe_format()
+    assert "separated" not in schema.header_from_line("Date,Open,High,Low,Close").describe_format()
+
+
+def test_coinmarketcap_s_download_of_today_is_read_by_its_day_of_opening():
+    header = schema.header_from_line(
+        "timeOpen;timeClose;timeHigh;timeLow;name;open;high;low;close;volume;marketCap;"
+        "circulatingSupply;timestamp"
+    )
+    assert header.format == "coinmarketcap"
+    assert header.names[header.index["date"]] == "timeOpen"
+    assert set(header.unused) == {"timeClose", "timeHigh", "timeLow", "timestamp"}
+    fields = header.split(
+        '"2025-10-20T00:00:00.000Z";"2025-10-20T23:59:59.999Z";"2025-10-20T15:53:00.000Z";'
+        '"2025-10-20T00:34:00.000Z";"2781";108667.44;111711.03;107485.01;110588.93;'
+        '63507793084.59;2204868785654.89;19937518;"2025-10-20T23:59:59.999Z"'
+    )
+    row = validate_row(fields, header, "iso", "bitcoin")
+    assert isinstance(row, MarketRow)
+    assert (row.date.isoformat(), row.close, row.market) == (
+        "2025-10-20",
+        110588.93,
+        2204868785654.89,
+    )
+
+
+@pytest.mark.parametrize(
+    "header, fix",
+    [
+        ("Price,Adj Close,Close,High,Low,Open,Volume", "three-line header"),
+        ("Date Open High Low Close", "the first row must name the columns"),
+    ],
+)
+def test_a_header_without_the_columns_gets_the_fix(header, fix):
     with pytest.raises(SchemaError, match="required column") as err:
-        parse_header(header.split(","))
+        schema.header_from_line(header)
     assert fix in err.value.fix
