@@ -60,6 +60,7 @@ from crypto_pipeline.errors import (
     ConfigError,
     DateFormatError,
     PipelineError,
+    SchemaError,
     SourceError,
     read_step_output,
     storage_error,
@@ -78,6 +79,10 @@ _READ_BYTES = 1 << 20
 _REJECTED = "rejected:"
 _EVIDENCE = "date:"
 _COIN = "coin:"
+_LABEL = "label:"
+_LABEL_COLUMNS = ("symbol", "name")
+"""Columns that may name an asset beside its slug: a file without a slug column must not
+hold more than one value in them (``_check``)."""
 _ERROR = "error:problem"
 _ERROR_FIX = "error:fix"
 
@@ -199,6 +204,11 @@ class _RangeFn(beam.DoFn):
         self._width = len(header.names)
         self._slug_at = header.index.get("slug")  # None: a single-asset file, all the coin's
         self._date_at = header.index["date"]
+        self._labels_at = (
+            [(c, header.index[c]) for c in _LABEL_COLUMNS if c in header.index]
+            if header.single_asset
+            else []
+        )
 
     def _coin_rows(self, byte_range: tuple[int, int, int]) -> Iterator[tuple[int, str, list[str]]]:
         """The range's rows of the coin that have the header's width."""
@@ -235,7 +245,8 @@ class CountRange(_RangeFn):
             yield {_ERROR: exc.problem, _ERROR_FIX: exc.fix}
             return
         width, slug_at, date_at, coin = self._width, self._slug_at, self._date_at, self._coin
-        delimiter = self._header.delimiter
+        delimiter, labels_at = self._header.delimiter, self._labels_at
+        labels: Counter[str] = Counter()
         classify = schema.classify_date
         per_coin: Counter[str] = Counter()
         evidence: Counter[str] = Counter()
@@ -262,6 +273,9 @@ class CountRange(_RangeFn):
             evidence[classify(date) if "/" in date else "not_slashed"] += 1
             slug = coin if slug_at is None else fields[slug_at].strip()
             per_coin[slug] += 1
+            for column, at in labels_at:  # only in a file without a slug column
+                if label := fields[at].strip().casefold():
+                    labels[f"{_LABEL}{column}:{label}"] += 1
             if slug != coin:
                 other += 1
         counts: Counter[str] = Counter(
@@ -270,6 +284,7 @@ class CountRange(_RangeFn):
         counts[_REJECTED + schema.WRONG_FIELD_COUNT] = len(rejects)
         counts.update({_EVIDENCE + k: v for k, v in evidence.items()})
         counts.update({_COIN + k: v for k, v in per_coin.items()})
+        counts.update(labels)
         yield dict(+counts)
         if rejects:
             yield beam.pvalue.TaggedOutput("rejects", _block(byte_range, rejects))
@@ -607,12 +622,43 @@ def _first_rejects(rejects_path: str, limit: int = 3) -> list[str]:
     return [f"line {line}: {reason}: {detail}" for line, reason, detail, _ in rows]
 
 
+def _one_asset(counts: dict[str, Any], header: Header, input_path: str) -> None:
+    """Refuses a file without a slug column whose symbol or name column names several assets.
+
+    Such a file does not say which rows are the coin's: taking them all would mix the
+    assets' prices under one name.
+    """
+    for column in _LABEL_COLUMNS:
+        prefix = f"{_LABEL}{column}:"
+        values = Counter({k[len(prefix) :]: v for k, v in counts.items() if k.startswith(prefix)})
+        if len(values) < 2:
+            continue
+        name = header.names[header.index[column]]
+        listing = ", ".join(
+            f"{v} ({n:,} row{'' if n == 1 else 's'})" for v, n in values.most_common(5)
+        )
+        first = values.most_common(1)[0][0]
+        raise SchemaError(
+            f"{input_path} has no coin column (slug), but its {name} column names "
+            f"{len(values)} different assets: {listing}",
+            "a file without a slug column must hold one asset: keep the rows of the one you "
+            f"want (in pandas: df[df[{name!r}].str.lower() == {first!r}].to_csv(new_path, "
+            "index=False)) and name it with --coin, or add a slug column that names each "
+            "row's coin",
+        )
+
+
 def _check(
-    stats: dict[str, Any], counts: dict[str, Any], config: TransformConfig, work: str
+    stats: dict[str, Any],
+    counts: dict[str, Any],
+    header: Header,
+    config: TransformConfig,
+    work: str,
 ) -> None:
     """Raises the clear error for a run whose output cannot be used."""
     if stats["rows_read"] == 0:
         raise no_data_rows(stats["input"])
+    _one_asset(counts, header, stats["input"])
     schema.resolve_date_style(config.date_format, _evidence(counts))
     if stats["rows_kept"] == 0:
         single_asset = stats["coin_from"] != "slug column"
@@ -738,7 +784,7 @@ def transform(
         style = _style_or_none(counts, config.date_format) or "undecided"
         stats = _stats(counts, input_path, header, config, style, runner)
         stats["seconds"] = round(time.perf_counter() - started, 3)
-        _check(stats, counts, config, work)
+        _check(stats, counts, header, config, work)
         with FileSystems.create(f"{work}/{STATS_NAME}") as f:
             f.write(json.dumps(stats, indent=2).encode() + b"\n")
         if local:

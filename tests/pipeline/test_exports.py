@@ -95,6 +95,17 @@ def cmc_download_lines(days: pd.DataFrame, header: str) -> list[str]:
     return lines
 
 
+def kaggle_lines(days: pd.DataFrame, header: str) -> list[str]:
+    """Kaggle's per-coin file: a row number, the coin's name and symbol, times after the dates."""
+    lines = [header]
+    for i, r in enumerate(days.itertuples(), 1):
+        cells = [str(i), "Bitcoin", "BTC", f"{r.date} 23:59:59"]
+        cells += [repr(float(v)) for v in (r.high, r.low, r.open, r.close)]
+        volume = "" if pd.isna(r.volume) else repr(float(r.volume))
+        lines.append(",".join([*cells, volume, repr(float(r.close) * 16_000_000)]))
+    return lines
+
+
 def tabbed(write):
     """An export's lines as a spreadsheet copies them: tab-separated, nothing quoted."""
 
@@ -117,6 +128,10 @@ STYLES = {
     "coinmarketcap, upper case": (cmc_lines, "DATE,OPEN,HIGH,LOW,CLOSE,VOLUME,MARKETCAP"),
     "coinmarketcap, tabs": (tabbed(cmc_lines), "Date,Open,High,Low,Close,Volume,Market Cap"),
     "coinmarketcap, today's download": (cmc_download_lines, CMC_DOWNLOAD),
+    "coinmarketcap, kaggle": (
+        kaggle_lines,
+        "SNo,Name,Symbol,Date,High,Low,Open,Close,Volume,Marketcap",
+    ),
 }
 
 
@@ -142,7 +157,7 @@ def test_an_export_gives_the_same_days_as_crypto_markets(style, reference, tmp_p
     assert (kept["slug"] == "bitcoin").all()
     assert list(kept["date"]) == list(reference["date"])
     for column in NUMBERS:
-        if column == "volume" and style.startswith("coinmarketcap"):  # some are missing
+        if column == "volume" and style.startswith("coinmarketcap") and "kaggle" not in style:
             present = kept["volume"].notna()
             assert present.sum() < len(kept)  # the "-" cells are missing, not zero
             pd.testing.assert_series_equal(
@@ -163,6 +178,22 @@ def test_ingest_records_the_format_it_recognised(tmp_path):
         assert manifest["format_description"].startswith(schema.FORMATS[result.format])
         assert set(manifest["columns_used"].values()) >= {"date", "open", "high", "low", "close"}
         assert "--coin names it" in result.describe()
+
+
+@pytest.mark.parametrize("column", ["Symbol", "Name"])
+def test_a_file_without_a_slug_column_that_names_two_assets_is_refused(column, tmp_path):
+    days = pd.read_csv(SAMPLE_PATH).query("slug == 'bitcoin'").head(40)
+    lines = kaggle_lines(days, "SNo,Name,Symbol,Date,High,Low,Open,Close,Volume,Marketcap")
+    # The same days again, under another asset: taken together they would be one coin.
+    other = {"Symbol": (",BTC,", ",ETH,"), "Name": (",Bitcoin,", ",Ethereum,")}[column]
+    lines += [line.replace(*other) for line in lines[1:11]]
+    path = tmp_path / "coins.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SchemaError, match=f"its {column} column names 2 different assets") as err:
+        transform(path, tmp_path / "out", TransformConfig(coin="bitcoin"))
+    assert "(40 rows)" in err.value.problem and "(10 rows)" in err.value.problem
+    assert "--coin" in err.value.fix and "slug column" in err.value.fix
+    assert not (tmp_path / "out").exists()
 
 
 def test_repeated_days_of_an_export_are_counted_as_duplicates(tmp_path):
