@@ -229,6 +229,12 @@ def _header_fix(cleaned: Sequence[str]) -> str:
             "write it with yf.download(..., multi_level_index=False).to_csv(path), or delete "
             "its second and third lines and name the first column Date"
         )
+    keys = {column_key(name) for name in cleaned}
+    if "price" in keys and "close" not in keys:
+        return (
+            "the file has a Price column but no Close: if Price is the day's closing price "
+            "(as in Investing.com exports), rename that column to Close"
+        )
     return (
         "the first row must name the columns (in any case): "
         + ",".join(REQUIRED_COLUMNS)

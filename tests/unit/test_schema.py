@@ -357,6 +357,7 @@ def test_coinmarketcap_s_download_of_today_is_read_by_its_day_of_opening():
     [
         ("Price,Adj Close,Close,High,Low,Open,Volume", "three-line header"),
         ("Date Open High Low Close", "the first row must name the columns"),
+        ('"Date","Price","Open","High","Low","Vol.","Change %"', "rename that column to Close"),
     ],
 )
 def test_a_header_without_the_columns_gets_the_fix(header, fix):
