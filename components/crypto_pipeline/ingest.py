@@ -24,6 +24,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import http
+import itertools
 import json
 import os
 import re
@@ -40,7 +41,7 @@ import fsspec
 
 from crypto_pipeline.errors import SchemaError, SourceError, read_step_output, storage_error
 from crypto_pipeline.sample_data import SAMPLE_PATH
-from crypto_pipeline.schema import COLUMNS, Header, header_from_line
+from crypto_pipeline.schema import COLUMNS, HEADER_LINES, Header, header_from_lines
 
 RAW_FILE_NAME = "crypto-markets.csv"
 MANIFEST_NAME = "ingest.json"
@@ -348,24 +349,22 @@ def _copy_checked(source, target, uri: str) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _header(first_line: str, uri: str) -> Header:
+def _header(first_lines: list[str], uri: str) -> Header:
+    """The header of a source from its first non-blank lines (``schema.HEADER_LINES``)."""
+    if not first_lines:
+        raise SourceError(f"{uri} is empty", "pass a CSV file with a header row and data rows")
     try:
-        return header_from_line(first_line)
+        return header_from_lines(first_lines)
     except SchemaError as exc:
         raise SchemaError(f"{uri}: {exc.problem}", exc.fix) from None
 
 
 def _read_header_and_count(path: Path, uri: str) -> tuple[Header, int]:
     with path.open("r", encoding="utf-8-sig", newline="") as f:
-        first = ""
-        for line in f:
-            if line.strip():
-                first = line
-                break
-        if not first:
-            raise SourceError(f"{uri} is empty", "pass a CSV file with a header row and data rows")
-        rows = sum(1 for line in f if line.strip())
-    header = _header(first, uri)
+        lines = (line for line in f if line.strip())
+        first = list(itertools.islice(lines, HEADER_LINES))
+        header = _header(first, uri)
+        rows = len(first) - header.lines + sum(1 for _ in lines)
     if rows == 0:
         raise no_data_rows(uri)
     return header, rows
@@ -383,12 +382,10 @@ def source_header(source_uri: str) -> Header:
         while offset < _CHUNK and (chunk := src.read(1 << 16)):
             text += check_text(chunk, offset, source_uri, decoder)
             offset += len(chunk)
-            for line in text.split("\n")[:-1]:
-                if line.strip():
-                    return _header(line, source_uri)
-    if text.strip():
-        return _header(text.strip(), source_uri)
-    raise SourceError(f"{source_uri} is empty", "pass a CSV file with a header row and data rows")
+            first = [line for line in text.split("\n")[:-1] if line.strip()][:HEADER_LINES]
+            if len(first) == HEADER_LINES:
+                return _header(first, source_uri)
+    return _header([line for line in text.split("\n") if line.strip()][:HEADER_LINES], source_uri)
 
 
 @contextlib.contextmanager

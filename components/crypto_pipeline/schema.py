@@ -26,6 +26,7 @@ names (``--coin``).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import math
 import re
@@ -77,6 +78,7 @@ FORMATS: Mapping[str, str] = {
     "crypto-markets": "crypto-markets.csv (many coins, a slug column names each row's coin)",
     "yahoo-finance": "a Yahoo Finance export (one asset; Adj Close beside Close)",
     "coinmarketcap": "a CoinMarketCap or Kaggle per-coin export (one asset; a Market Cap column)",
+    "yfinance": "a yfinance download (one asset; three header lines: Price, Ticker, Date)",
     "single-asset": "a single-asset OHLC file (one asset, no coin column)",
 }
 """The formats a header is recognised as, with what each means; ``Header.format`` is a key."""
@@ -146,6 +148,8 @@ class Header:
         unused: Names the schema recognises but does not use, e.g. Yahoo's ``Adj Close``.
         format: What the header was recognised as: a key of ``FORMATS``.
         delimiter: What separates the fields of every row: a key of ``DELIMITERS``.
+        lines: How many of the file's first non-blank lines the header takes: 1, or 3
+            for a yfinance download (``Price``, ``Ticker`` and ``Date`` lines).
     """
 
     names: tuple[str, ...]
@@ -154,6 +158,7 @@ class Header:
     unused: tuple[str, ...] = ()
     format: str = "crypto-markets"
     delimiter: str = ","
+    lines: int = 1
 
     @property
     def single_asset(self) -> bool:
@@ -200,6 +205,56 @@ DELIMITERS: Mapping[str, str] = {
 """What may separate fields, in order of preference; the header's own row decides."""
 
 
+HEADER_LINES = 3
+"""The most lines a header takes: a yfinance download's three."""
+
+
+def header_from_lines(lines: Sequence[str]) -> Header:
+    """Checks a file's header: its first row, or the three header lines of a yfinance download.
+
+    ``yf.download(...).to_csv(path)`` (yfinance 0.2.51 and later) writes the column names
+    on a ``Price`` line, the ticker of each column on a ``Ticker`` line and an empty
+    ``Date`` line before the rows. Such a file is read as one asset with the names of the
+    first line and ``Date`` for the first column; a download of several tickers is refused.
+
+    Args:
+        lines: The file's first non-blank lines, at most ``HEADER_LINES`` of them (fewer
+            when the file has fewer), with or without their line breaks.
+
+    Returns:
+        The header (see ``header_from_line``), with the number of lines it takes.
+
+    Raises:
+        SchemaError: As ``parse_header``, or a yfinance download of several tickers.
+    """
+    if len(lines) < HEADER_LINES:
+        return header_from_line(lines[0])
+    delimiter = _delimiter(lines[0].rstrip("\r\n"))
+    rows = [next(csv.reader([line.rstrip("\r\n")], delimiter=delimiter), []) for line in lines]
+    names, tickers, dates = rows[:HEADER_LINES]
+    if (
+        [column_key(row[0]) if row else "" for row in (names, tickers, dates)]
+        != ["price", "ticker", "date"]
+        or len(names) != len(tickers)
+        or any(cell.strip() for cell in dates[1:])
+    ):
+        return header_from_line(lines[0])
+    held = sorted({t.strip() for t in tickers[1:] if t.strip()})
+    if len(held) > 1:
+        raise SchemaError(
+            f"a yfinance download of {len(held)} tickers ({', '.join(held[:5])}): "
+            "its rows hold every ticker's prices side by side",
+            "download one ticker per file: yf.download('BTC-USD').to_csv(path)",
+        )
+    header = parse_header([dates[0], *names[1:]], delimiter)
+    return dataclasses.replace(header, format="yfinance", lines=HEADER_LINES)
+
+
+def _delimiter(line: str) -> str:
+    """The delimiter that splits a header row into the most fields (commas on a tie)."""
+    return max(DELIMITERS, key=lambda d: len(next(csv.reader([line], delimiter=d), [])))
+
+
 def header_from_line(line: str) -> Header:
     """Checks a file's first row, finding what separates its fields.
 
@@ -217,7 +272,7 @@ def header_from_line(line: str) -> Header:
         SchemaError: As ``parse_header``.
     """
     line = line.rstrip("\r\n")
-    delimiter = max(DELIMITERS, key=lambda d: len(next(csv.reader([line], delimiter=d), [])))
+    delimiter = _delimiter(line)
     return parse_header(next(csv.reader([line], delimiter=delimiter), []), delimiter)
 
 
@@ -225,9 +280,9 @@ def _header_fix(cleaned: Sequence[str]) -> str:
     """The fix for a header without the required columns, from what the header holds."""
     if cleaned and column_key(cleaned[0]) == "price" and "date" not in map(column_key, cleaned):
         return (
-            "this looks like a yfinance file with a three-line header (Price, Ticker, Date): "
-            "write it with yf.download(..., multi_level_index=False).to_csv(path), or delete "
-            "its second and third lines and name the first column Date"
+            "this looks like the first line of a yfinance download, but the Ticker and Date "
+            "lines that follow it are not there: write the file again with "
+            "yf.download('BTC-USD').to_csv(path), or name its first column Date"
         )
     keys = {column_key(name) for name in cleaned}
     if "price" in keys and "close" not in keys:

@@ -93,7 +93,9 @@ def _csv_line(fields: Iterable[object]) -> str:
     return buffer.getvalue()
 
 
-def plan_ranges(path: str, target_bytes: int = _RANGE_BYTES) -> Iterator[tuple[int, int, int]]:
+def plan_ranges(
+    path: str, header_lines: int = 1, target_bytes: int = _RANGE_BYTES
+) -> Iterator[tuple[int, int, int]]:
     """Cuts a file's data lines into byte ranges that start and end on line boundaries.
 
     Planning only counts newlines in raw bytes, a small fraction of the cost of
@@ -101,7 +103,9 @@ def plan_ranges(path: str, target_bytes: int = _RANGE_BYTES) -> Iterator[tuple[i
     rejects report.
 
     Args:
-        path: The CSV file; its first non-blank line is the header and is skipped.
+        path: The CSV file; its first ``header_lines`` non-blank lines are the header
+            and are skipped, with the blank lines before and between them.
+        header_lines: How many lines the header takes (``Header.lines``).
         target_bytes: About how many bytes each range holds.
 
     Yields:
@@ -110,14 +114,15 @@ def plan_ranges(path: str, target_bytes: int = _RANGE_BYTES) -> Iterator[tuple[i
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         position = 0
         lines = 0
-        while True:  # skip blank lines and the header
+        header_left = header_lines
+        while header_left:  # skip blank lines and the header
             line = f.readline()
             if not line:
                 return
             position += len(line)
             lines += 1
             if line.strip():
-                break
+                header_left -= 1
         range_start, first_line, lines_in_range = position, lines + 1, 0
         while block := f.read(min(_READ_BYTES, target_bytes)):
             newlines = block.count(b"\n")
@@ -450,7 +455,7 @@ def build_pipeline(
     ranges = (
         p
         | "File" >> beam.Create([input_path])
-        | "PlanRanges" >> beam.FlatMap(plan_ranges, _RANGE_BYTES)
+        | "PlanRanges" >> beam.FlatMap(plan_ranges, header.lines, _RANGE_BYTES)
         | "Spread" >> beam.Reshuffle()
     )
     counted = ranges | "CountRange" >> beam.ParDo(
@@ -547,23 +552,24 @@ def read_header(input_path: str) -> Header:
     decoder = codecs.getincrementaldecoder("utf-8-sig")()
     offset = 0
     pending = ""
+    first: list[str] = []
     try:
         with FileSystems.open(input_path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-            while chunk := f.read(_READ_BYTES):
+            while len(first) < schema.HEADER_LINES and (chunk := f.read(_READ_BYTES)):
                 text = pending + check_text(chunk, offset, input_path, decoder)
                 *lines, pending = text.split("\n")
                 offset += len(chunk)
-                for line in lines:
-                    if line.strip():
-                        return schema.header_from_line(line)
+                first += [line for line in lines if line.strip()]
     except OSError as exc:
         raise SourceError(
             f"cannot read {input_path}: {exc.strerror or exc}",
             "check the file's permissions (ls -l), or pass a copy that you can read",
         ) from exc
-    if pending.strip():
-        return schema.header_from_line(pending)
-    raise SourceError(f"{input_path} is empty", "run the ingest step on a non-empty file first")
+    if len(first) < schema.HEADER_LINES and pending.strip():
+        first.append(pending)
+    if not first:
+        raise SourceError(f"{input_path} is empty", "run the ingest step on a non-empty file first")
+    return schema.header_from_lines(first[: schema.HEADER_LINES])
 
 
 def _stats(

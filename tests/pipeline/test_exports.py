@@ -106,6 +106,23 @@ def kaggle_lines(days: pd.DataFrame, header: str) -> list[str]:
     return lines
 
 
+def yfinance_lines(days: pd.DataFrame, header: str) -> list[str]:
+    """``yf.download("BTC-USD").to_csv(path)``: three header lines, full-precision floats.
+
+    The three header lines are the list's first element, so that, as for the other
+    styles, every element after the first is one data row.
+    """
+    names = header.split(",")
+    tickers = ",".join(["Ticker", *["BTC-USD"] * (len(names) - 1)])
+    lines = ["\r\n".join([header, tickers, "Date" + "," * (len(names) - 1)])]
+    for r in days.itertuples():
+        volume = "" if pd.isna(r.volume) else repr(float(r.volume))
+        values = {"Close": r.close, "High": r.high, "Low": r.low, "Open": r.open}
+        cells = [r.date, *(repr(float(values[n])) for n in names[1:5]), volume]
+        lines.append(",".join(cells))
+    return lines
+
+
 def tabbed(write):
     """An export's lines as a spreadsheet copies them: tab-separated, nothing quoted."""
 
@@ -128,6 +145,7 @@ STYLES = {
     "coinmarketcap, upper case": (cmc_lines, "DATE,OPEN,HIGH,LOW,CLOSE,VOLUME,MARKETCAP"),
     "coinmarketcap, tabs": (tabbed(cmc_lines), "Date,Open,High,Low,Close,Volume,Market Cap"),
     "coinmarketcap, today's download": (cmc_download_lines, CMC_DOWNLOAD),
+    "yfinance": (yfinance_lines, "Price,Close,High,Low,Open,Volume"),
     "coinmarketcap, kaggle": (
         kaggle_lines,
         "SNo,Name,Symbol,Date,High,Low,Open,Close,Volume,Marketcap",
@@ -259,7 +277,7 @@ def test_a_single_asset_file_needs_the_coin_named(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "style", ["yahoo-finance", "coinmarketcap", "coinmarketcap, today's download"]
+    "style", ["yahoo-finance", "yfinance", "coinmarketcap", "coinmarketcap, today's download"]
 )
 def test_a_run_from_an_export_end_to_end(style, tmp_path):
     write, header = STYLES[style]

@@ -352,10 +352,40 @@ def test_coinmarketcap_s_download_of_today_is_read_by_its_day_of_opening():
     )
 
 
+YF_NAMES = "Price,Adj Close,Close,High,Low,Open,Volume"
+YF_TICKERS = "Ticker,BTC-USD,BTC-USD,BTC-USD,BTC-USD,BTC-USD,BTC-USD"
+
+
+@pytest.mark.parametrize("line_end", ["\n", "\r\n"])
+def test_a_yfinance_download_s_three_header_lines_are_one_header(line_end):
+    lines = [f"\ufeff{YF_NAMES}{line_end}", YF_TICKERS + line_end, "Date,,,,,," + line_end]
+    header = schema.header_from_lines(lines)
+    assert (header.format, header.lines, header.single_asset) == ("yfinance", 3, True)
+    assert header.names == ("Date", "Adj Close", "Close", "High", "Low", "Open", "Volume")
+    assert header.index["close"] == 2 and header.unused == ("Adj Close",)
+
+
+def test_a_header_of_one_line_takes_one_line_whatever_follows():
+    lines = ["Date,Open,High,Low,Close", "2020-01-01,1,2,0.5,1.5", "2020-01-02,1,2,0.5,1.5"]
+    assert schema.header_from_lines(lines).lines == 1
+    assert schema.header_from_lines(lines[:1]).lines == 1
+
+
+def test_a_yfinance_download_of_several_tickers_is_refused():
+    lines = [
+        "Price,Close,Close,High,High,Low,Low,Open,Open",
+        "Ticker,BTC-USD,ETH-USD,BTC-USD,ETH-USD,BTC-USD,ETH-USD,BTC-USD,ETH-USD",
+        "Date,,,,,,,,",
+    ]
+    with pytest.raises(SchemaError, match="2 tickers") as err:
+        schema.header_from_lines(lines)
+    assert "one ticker per file" in err.value.fix
+
+
 @pytest.mark.parametrize(
     "header, fix",
     [
-        ("Price,Adj Close,Close,High,Low,Open,Volume", "three-line header"),
+        (YF_NAMES, "the Ticker and Date lines that follow it are not there"),
         ("Date Open High Low Close", "the first row must name the columns"),
         ('"Date","Price","Open","High","Low","Vol.","Change %"', "rename that column to Close"),
     ],
