@@ -16,7 +16,8 @@ the exports people download for a single asset are read by the same rules: a Yah
 Finance export (``Date,Open,High,Low,Close,Adj Close,Volume``) and a CoinMarketCap or
 Kaggle per-coin export (``Date,Open,High,Low,Close,Volume,Market Cap``, dates like
 ``Feb 20, 2018``, numbers like ``9,926,540,000``, ``-`` for missing; or today's download,
-``timeOpen;timeClose;…;open;high;low;close;volume;marketCap;…``, separated by semicolons).
+``timeOpen;timeClose;…;open;high;low;close;volume;marketCap;…``, separated by semicolons)
+and a yfinance download (its header on three lines: ``Price``, ``Ticker``, ``Date``).
 Header names match in any case and with the usual aliases (``COLUMN_ALIASES``); the
 fields may be separated by commas, semicolons, tabs or vertical bars (``DELIMITERS``,
 found from the header); a file without a coin column holds one asset, which the caller
