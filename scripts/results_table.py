@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -52,7 +53,8 @@ def one_row(source: str, coin: str) -> tuple[str, float]:
         seconds = time.perf_counter() - started
         if run.returncode != 0:
             error = next((x for x in run.stderr.splitlines() if x.startswith("error:")), "")
-            return f"| {name} | refused: {error.removeprefix('error: ')[:160]} |", seconds
+            error = re.sub(re.escape(root) + r"\S*", "(the run's folder)", error)
+            return f"| {name} | refused: {error.removeprefix('error: ')} |", seconds
         summary = json.loads(Path(root, "latest", "summary.json").read_text())
         raw = json.loads(Path(summary["artifacts"]["raw"], "ingest.json").read_text())
         metrics = json.loads(Path(summary["artifacts"]["model"], "metrics.json").read_text())
