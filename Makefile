@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 LEARNER := $(VENV)/.learner
 FULL := $(VENV)/.full
 
-.PHONY: help setup setup-dev pipeline pipeline-docker images serve compile notebooks slides site browser lab test test-containers security-scan lint format bench bench-serving sample lock clean
+.PHONY: help setup setup-dev pipeline pipeline-docker images serve compile notebooks slides site browser lab test test-containers security-scan lint format bench bench-serving results sample lock clean
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 17
@@ -92,6 +92,9 @@ bench: setup  ## the Beam transform against pandas on 1,000,000 rows; its peak m
 
 bench-serving: setup  ## latency of the model server (needs a finished `make pipeline`)
 	$(BIN)/python scripts/bench_serving.py
+
+results: setup  ## the README's results table: the default run on the sample, the real subset and each CSV in DATA=FOLDER
+	$(BIN)/python scripts/results_table.py sample $(wildcard ../shared/data/crypto-markets-real-subset.csv) $(DATA)
 
 sample: setup  ## regenerate the bundled synthetic sample
 	$(BIN)/crypto-pipeline sample
