@@ -136,6 +136,7 @@ _MONTHS = (
     "december",
 )
 _GROUPED = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?$")  # 9,926,540,000.5
+_DECIMAL_COMMA = re.compile(r"^[+-]?[\d.]*\d,\d+$")  # 100,5 or 1.234,5 (a European spreadsheet)
 
 
 @dataclass(frozen=True)
@@ -678,7 +679,12 @@ def validate_row(
         try:
             value = parse_number(text)
         except ValueError:
-            return Rejection(NON_NUMERIC, f"{column}={text!r} is not a number")
+            hint = (
+                " (a decimal comma? write the file with a decimal point)"
+                if _DECIMAL_COMMA.match(text.strip())
+                else ""
+            )
+            return Rejection(NON_NUMERIC, f"{column}={text!r} is not a number{hint}")
         if value is None:
             if column in PRICE_COLUMNS:
                 return Rejection(MISSING_PRICE, f"{column} is missing")

@@ -394,3 +394,14 @@ def test_a_header_without_the_columns_gets_the_fix(header, fix):
     with pytest.raises(SchemaError, match="required column") as err:
         schema.header_from_line(header)
     assert fix in err.value.fix
+
+
+@pytest.mark.parametrize(
+    "cell, hinted",
+    [("100,5", True), ("1.234,56", True), ("-0,25", True), ("1,5e3", False), ("abc", False)],
+)
+def test_a_number_with_a_decimal_comma_is_refused_with_the_hint(cell, hinted):
+    header = schema.header_from_line("Date;Open;High;Low;Close")
+    row = validate_row(["2020-01-01", cell, "2", "0.5", "1.5"], header, "iso", "bitcoin")
+    assert isinstance(row, Rejection) and row.reason == schema.NON_NUMERIC
+    assert ("decimal comma" in row.detail) is hinted
