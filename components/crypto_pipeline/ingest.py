@@ -31,7 +31,7 @@ import re
 import shlex
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -376,16 +376,31 @@ def source_header(source_uri: str) -> Header:
     Raises:
         SourceError, SchemaError: As ``ingest`` would for the same source.
     """
-    decoder = codecs.getincrementaldecoder("utf-8-sig")()
-    text, offset = "", 0
     with _open_source(source_uri) as src:
-        while offset < _CHUNK and (chunk := src.read(1 << 16)):
-            text += check_text(chunk, offset, source_uri, decoder)
-            offset += len(chunk)
-            first = [line for line in text.split("\n")[:-1] if line.strip()][:HEADER_LINES]
-            if len(first) == HEADER_LINES:
-                return _header(first, source_uri)
-    return _header([line for line in text.split("\n") if line.strip()][:HEADER_LINES], source_uri)
+        chunks = itertools.islice(iter(lambda: src.read(1 << 16), b""), _CHUNK >> 16)
+        return _header(header_text_lines(chunks, source_uri), source_uri)
+
+
+def header_text_lines(chunks: Iterable[bytes], uri: str) -> list[str]:
+    """The first non-blank lines of a file read in chunks: at most ``HEADER_LINES``.
+
+    Reading stops once they are found; the chunks read are checked to be UTF-8 text.
+
+    Raises:
+        SourceError: The bytes read are binary, compressed, an archive or not UTF-8.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    first: list[str] = []
+    pending, offset = "", 0
+    for chunk in chunks:
+        *lines, pending = (pending + check_text(chunk, offset, uri, decoder)).split("\n")
+        offset += len(chunk)
+        first += [line for line in lines if line.strip()]
+        if len(first) >= HEADER_LINES:
+            return first[:HEADER_LINES]
+    if pending.strip():
+        first.append(pending)
+    return first[:HEADER_LINES]
 
 
 @contextlib.contextmanager

@@ -33,7 +33,6 @@ line number, reason and raw text, to the ``rejects`` output.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import dataclasses
 import io
@@ -65,7 +64,7 @@ from crypto_pipeline.errors import (
     read_step_output,
     storage_error,
 )
-from crypto_pipeline.ingest import check_text, no_data_rows
+from crypto_pipeline.ingest import check_text, header_text_lines, no_data_rows
 from crypto_pipeline.schema import COLUMNS, Header, MarketRow, Rejection
 from crypto_pipeline.splits import SPLITS
 
@@ -549,27 +548,17 @@ def read_header(input_path: str) -> Header:
             "pass the crypto-markets.csv written by the ingest step "
             "(--input DIR/crypto-markets.csv)",
         )
-    decoder = codecs.getincrementaldecoder("utf-8-sig")()
-    offset = 0
-    pending = ""
-    first: list[str] = []
     try:
         with FileSystems.open(input_path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-            while len(first) < schema.HEADER_LINES and (chunk := f.read(_READ_BYTES)):
-                text = pending + check_text(chunk, offset, input_path, decoder)
-                *lines, pending = text.split("\n")
-                offset += len(chunk)
-                first += [line for line in lines if line.strip()]
+            first = header_text_lines(iter(lambda: f.read(_READ_BYTES), b""), input_path)
     except OSError as exc:
         raise SourceError(
             f"cannot read {input_path}: {exc.strerror or exc}",
             "check the file's permissions (ls -l), or pass a copy that you can read",
         ) from exc
-    if len(first) < schema.HEADER_LINES and pending.strip():
-        first.append(pending)
     if not first:
         raise SourceError(f"{input_path} is empty", "run the ingest step on a non-empty file first")
-    return schema.header_from_lines(first[: schema.HEADER_LINES])
+    return schema.header_from_lines(first)
 
 
 def _stats(
