@@ -5,14 +5,25 @@
 #
 # Usage: scripts/build_images.sh [--push] [--dry-run]
 #   REGISTRY  default localhost:5001/kubeflow-for-poets (a local registry beside kind)
-#   TAG       default 0.1.0
+#   TAG       default: the content tag, `python3 scripts/image_tag.py` (version and a
+#             digest of what the images hold: a rebuild after a change is a new name, so
+#             nodes pull it and Kubeflow Pipelines' cache runs the changed steps again);
+#             each image is also tagged with the bare version (0.1.0) on this machine,
+#             for `make pipeline-docker`, and only the content tag is pushed
+#   PLATFORMS where --push goes to a registry other than this machine's (kind's
+#             localhost one): the platforms to build for, default linux/amd64,linux/arm64
+#             (docker buildx; an image built on an Apple-silicon laptop alone runs on no
+#             amd64 node). Locally: this machine's platform.
 #   IMAGES    default "ingest transform train serve"
 #   --push    push each image after building it (log in to the registry first)
 #   --dry-run print the commands without running them
+# Last line: the tag, for `crypto-pipeline compile --tag`.
 set -euo pipefail
 
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 REGISTRY="${REGISTRY:-localhost:5001/kubeflow-for-poets}"
-TAG="${TAG:-0.1.0}"
+VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/pyproject.toml")"
+TAG="${TAG:-$(python3 "$ROOT/scripts/image_tag.py")}"
 read -r -a IMAGES <<< "${IMAGES:-ingest transform train serve}"
 push=0
 dry_run=0
@@ -22,7 +33,7 @@ for arg in "$@"; do
     --push) push=1 ;;
     --dry-run) dry_run=1 ;;
     -h | --help)
-      sed -n '2,13p' "$0"
+      sed -n '2,21p' "$0"
       exit 0
       ;;
     *)
@@ -32,19 +43,37 @@ for arg in "$@"; do
   esac
 done
 
+# shellcheck source=scripts/show.sh
+source "$ROOT/scripts/show.sh"
+
 run() {
-  echo "+ $*"
+  show "$@"
   if [[ "$dry_run" == 0 ]]; then
     "$@"
   fi
 }
 
-cd "$(dirname "$0")/.."
+# kind's registry (and any other on this machine) serves the nodes of this machine only.
+case "${REGISTRY%%/*}" in
+  localhost | localhost:* | 127.0.0.1 | 127.0.0.1:*) remote=0 ;;
+  *) remote=1 ;;
+esac
+
+cd "$ROOT"
 for image in "${IMAGES[@]}"; do
-  run docker build -f "components/$image/Dockerfile" -t "$REGISTRY/$image:$TAG" .
+  ref="$REGISTRY/$image:$TAG"
+  if [[ "$push" == 1 && "$remote" == 1 ]]; then
+    run docker buildx build --platform "${PLATFORMS:-linux/amd64,linux/arm64}" \
+      -f "components/$image/Dockerfile" -t "$ref" --push .
+    continue
+  fi
+  tags=(-t "$ref")
+  [[ "$TAG" == "$VERSION" ]] || tags+=(-t "$REGISTRY/$image:$VERSION")
+  run docker build -f "components/$image/Dockerfile" "${tags[@]}" .
   if [[ "$push" == 1 ]]; then
-    run docker push "$REGISTRY/$image:$TAG"
+    run docker push "$ref"
   fi
 done
 verb=$([[ "$dry_run" == 1 ]] && echo "would build" || echo "built")
 (IFS=,; echo "$verb ${#IMAGES[@]} images: $REGISTRY/{${IMAGES[*]}}:$TAG")
+echo "$TAG"

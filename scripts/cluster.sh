@@ -3,17 +3,24 @@
 # Pipelines (standalone), Katib and KServe at pinned versions; and tear-down.
 #
 # Usage: scripts/cluster.sh [--dry-run] COMMAND
-#   kind            create a kind cluster with a local registry on localhost:5001 (kind's
-#                   recipe: kind-registry on the kind network, containerd's hosts.toml,
-#                   the local-registry-hosting ConfigMap); NodePort 30001 on the host
-#   minikube        create a minikube cluster instead
+#   kind            create a kind cluster with a local registry on localhost:$REGISTRY_PORT
+#                   (kind's recipe: kind-registry on the kind network, containerd's
+#                   hosts.toml from cluster/containerd-hosts.toml, the local-registry-hosting
+#                   ConfigMap); NodePort 30001 on the host
+#   minikube        create a minikube cluster instead (no registry: `load-images` puts
+#                   the built images into its node)
 #   gke             create a GKE cluster with workload identity (needs PROJECT; see below)
 #   kfp             install Kubeflow Pipelines standalone ($KFP_VERSION)
 #   katib           install Katib standalone ($KATIB_VERSION)
-#   kserve          install cert-manager and KServe in Standard mode (plain Deployments)
-#   rbac            let KFP's pipeline-runner create InferenceServices (cluster/kserve-rbac.yaml)
-#   storage         the predictor's service account with KFP's MinIO credentials, and the
-#                   claims crypto-models and crypto-data (cluster/model-storage.yaml)
+#   kserve          install cert-manager and KServe in Standard mode (plain Deployments):
+#                   its CRDs first, then the rest, retried until the webhooks answer
+#   rbac            let KFP's pipeline-runner create InferenceServices in $NAMESPACE
+#                   (cluster/kserve-rbac.yaml)
+#   storage         in $NAMESPACE: the predictor's service account with KFP's object-store
+#                   credentials (SeaweedFS, seaweedfs.kubeflow:9000), and the claims
+#                   crypto-models and crypto-data (cluster/model-storage.yaml)
+#   load-images     put the built step images into the cluster's nodes (kind or minikube),
+#                   for a cluster that pulls from no registry of this machine
 #   upload-model DIR N   copy a registered model version into pvc://crypto-models/crypto/N
 #   upload-data DIR      copy a transform output into pvc://crypto-data (Katib's trials)
 #   down            delete the kind or minikube cluster (and kind-registry), or --gke
@@ -22,7 +29,10 @@
 # Versions come from cluster/versions.env (Kubeflow 26.03's components, kind, the node
 # image by digest); an environment variable of the same name overrides one.
 # Other settings (environment variables, with their defaults):
-#   CLUSTER=poets  REGISTRY_PORT=5001  NAMESPACE=kubeflow
+#   CLUSTER=poets  REGISTRY_PORT=5001  NAMESPACE=kubeflow (your profile's on a multi-user
+#   Kubeflow: the storage, the role and the models go there)
+#   REGISTRY=localhost:$REGISTRY_PORT/kubeflow-for-poets  TAG=the content tag
+#   (scripts/image_tag.py): the images that upload and load-images use
 #   GKE: PROJECT (required, your Google Cloud project id), ZONE=us-central1-a,
 #        MACHINE_TYPE=e2-standard-4, NODES=2. A zonal cluster: NODES machines in all (a
 #        regional one would run NODES in each of the region's three zones), and GKE
@@ -31,6 +41,11 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=scripts/show.sh
+source "$ROOT/scripts/show.sh"
+# The project's files as seen from here, so that the commands shown paste anywhere below it.
+HERE="$(python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1]))' "$ROOT")/"
+HERE="${HERE#./}"
 for setting in $(grep -oE '^[A-Z_]+=' "$ROOT/cluster/versions.env" | tr -d =); do
   [[ -n "${!setting:-}" ]] && declare "PINNED_$setting=${!setting}"
 done
@@ -42,18 +57,35 @@ done
 CLUSTER="${CLUSTER:-poets}"
 REGISTRY_PORT="${REGISTRY_PORT:-5001}"
 NAMESPACE="${NAMESPACE:-kubeflow}"
+KFP_NAMESPACE=kubeflow  # where KFP standalone (and Kubeflow) runs its object store
+REGISTRY="${REGISTRY:-localhost:$REGISTRY_PORT/kubeflow-for-poets}"
+TAG="${TAG:-$(python3 "$ROOT/scripts/image_tag.py")}"
 ZONE="${ZONE:-us-central1-a}"
 MACHINE_TYPE="${MACHINE_TYPE:-e2-standard-4}"
 NODES="${NODES:-2}"
+RETRY_PAUSE="${RETRY_PAUSE:-15}"  # seconds between tries of an apply that waits on webhooks
 dry_run=0
 
 say() { echo "==> $*"; }
 
 run() {
-  echo "+ $*"
+  show "$@"
   if [[ "$dry_run" == 0 ]]; then
     "$@"
   fi
+}
+
+retry() {  # retry TIMES PAUSE COMMAND...: as upstream's installs do, until it succeeds
+  local times="$1" pause="$2" attempt
+  shift 2
+  for attempt in $(seq 1 "$times"); do
+    run "$@" && return 0
+    [[ "$attempt" == "$times" ]] && break
+    say "not yet (attempt $attempt of $times); again in $pause s"
+    sleep "$pause"
+  done
+  echo "error: failed $times times: $*" >&2
+  return 1
 }
 
 need() {
@@ -83,7 +115,7 @@ up_kind() {
   else
     say "creating kind cluster $CLUSTER ($KIND_NODE_IMAGE)"
     run kind create cluster --name "$CLUSTER" --image "$KIND_NODE_IMAGE" \
-      --config "$ROOT/kubernetes-intro/kind-cluster.yaml"
+      --config "${HERE}kubernetes-intro/kind-cluster.yaml"
   fi
   say "pointing each node's containerd at kind-registry for localhost:$REGISTRY_PORT"
   local nodes="$CLUSTER-control-plane"
@@ -91,13 +123,18 @@ up_kind() {
   local hosts="/etc/containerd/certs.d/localhost:$REGISTRY_PORT"
   for node in $nodes; do
     run docker exec "$node" mkdir -p "$hosts"
-    run docker exec "$node" sh -c "printf '[host.\"http://kind-registry:5000\"]\\n' > $hosts/hosts.toml"
+    run docker cp "${HERE}cluster/containerd-hosts.toml" "$node:$hosts/hosts.toml"
   done
   if [[ "$dry_run" == 1 ]] || [[ "$(docker inspect -f '{{json .NetworkSettings.Networks.kind}}' kind-registry)" == null ]]; then
     run docker network connect kind kind-registry
   fi
   say "documenting the registry for tools (KEP-1755: the local-registry-hosting ConfigMap)"
-  run kubectl apply -f "$ROOT/cluster/local-registry-hosting.yaml"
+  show_pipe sed "s/localhost:5001/localhost:$REGISTRY_PORT/" "${HERE}cluster/local-registry-hosting.yaml" \
+    "|" kubectl apply -f -
+  if [[ "$dry_run" == 0 ]]; then
+    sed "s/localhost:5001/localhost:$REGISTRY_PORT/" "${HERE}cluster/local-registry-hosting.yaml" \
+      | kubectl apply -f -
+  fi
   say "now: REGISTRY=localhost:$REGISTRY_PORT/kubeflow-for-poets scripts/build_images.sh --push"
 }
 
@@ -109,6 +146,19 @@ up_minikube() {
     say "starting minikube cluster $CLUSTER"
     run minikube start --profile "$CLUSTER" --cpus 4 --memory 8g
   fi
+  say "minikube pulls from no registry of this machine: after scripts/build_images.sh," \
+    "put the images into its node with: $0 load-images"
+}
+
+load_images() {  # the built step images into the nodes: no registry needed
+  local image
+  for image in ingest transform train serve; do
+    if exists minikube status --profile "$CLUSTER"; then
+      run minikube --profile "$CLUSTER" image load "$REGISTRY/$image:$TAG"
+    else
+      run kind load docker-image --name "$CLUSTER" "$REGISTRY/$image:$TAG"
+    fi
+  done
 }
 
 up_gke() {
@@ -139,6 +189,7 @@ install_kfp() {
   run kubectl apply -k "$base/env/platform-agnostic?ref=$KFP_VERSION"
   run kubectl -n kubeflow wait --for=condition=available --timeout=600s deployment/ml-pipeline
   say "the UI and API: kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80"
+  say "its object store: SeaweedFS, seaweedfs.$KFP_NAMESPACE:9000 (S3)"
 }
 
 install_katib() {
@@ -151,40 +202,73 @@ install_katib() {
 
 install_kserve() {
   need kubectl "install kubectl (kubernetes.io/docs/tasks/tools)"
+  need curl "install curl"
   local releases="https://github.com/kserve/kserve/releases/download/$KSERVE_VERSION"
+  local dir="${HERE}build/kserve-$KSERVE_VERSION"
   say "installing cert-manager $CERT_MANAGER_VERSION"
-  run kubectl apply -f \
+  run kubectl apply --server-side --force-conflicts -f \
     "https://github.com/cert-manager/cert-manager/releases/download/$CERT_MANAGER_VERSION/cert-manager.yaml"
   run kubectl -n cert-manager wait --for=condition=available --timeout=300s deployment/cert-manager-webhook
   say "installing KServe $KSERVE_VERSION in Standard mode (plain Deployments: no Knative or Istio needed)"
-  run kubectl apply --server-side -f "$releases/kserve.yaml"
+  run mkdir -p "$dir"
+  run curl -fsSL -o "$dir/kserve.yaml" "$releases/kserve.yaml"
+  run curl -fsSL -o "$dir/kserve-cluster-resources.yaml" "$releases/kserve-cluster-resources.yaml"
+  # Its kserve.yaml holds CRDs and objects of their kinds (LLMInferenceServiceConfig): a
+  # single apply cannot map those before the CRDs exist. The CRDs go first; the default
+  # deployment mode is set in the file, not patched afterwards, so that applying it again
+  # changes nothing and meets no field-ownership conflict.
+  show "${HERE}scripts/cluster.sh" split-crds "$dir/kserve.yaml" "$dir/crds.yaml" "$dir/rest.yaml"
+  if [[ "$dry_run" == 0 ]]; then
+    split_crds "$dir/kserve.yaml" "$dir/crds.yaml" "$dir/rest.yaml"
+  fi
+  run kubectl apply --server-side --force-conflicts -f "$dir/crds.yaml"
+  run kubectl wait --for condition=established --timeout=120s -f "$dir/crds.yaml"
+  retry 10 "$RETRY_PAUSE" kubectl apply --server-side --force-conflicts -f "$dir/rest.yaml"
   run kubectl -n kserve wait --for=condition=available --timeout=300s deployment/kserve-controller-manager
-  run kubectl apply --server-side -f "$releases/kserve-cluster-resources.yaml"
-  run kubectl -n kserve patch configmap inferenceservice-config --type merge \
-    -p '{"data":{"deploy":"{\"defaultDeploymentMode\":\"Standard\"}"}}'
+  retry 10 "$RETRY_PAUSE" kubectl apply --server-side --force-conflicts -f "$dir/kserve-cluster-resources.yaml"
+}
+
+split_crds() {  # split_crds IN CRDS REST: CRDs to one file, the rest (Standard mode) to another
+  awk -v crds="$2" -v rest="$3" '
+    function flush() { if (doc != "") printf "%s---\n", doc > (is_crd ? crds : rest); doc = ""; is_crd = 0 }
+    /^---/ { flush(); next }
+    /^kind: CustomResourceDefinition$/ { is_crd = 1 }
+    { doc = doc $0 "\n" }
+    END { flush() }
+  ' "$1"
+  if ! grep -q '"defaultDeploymentMode": "Serverless"' "$3"; then
+    echo "error: KServe $KSERVE_VERSION's kserve.yaml no longer sets defaultDeploymentMode as" \
+      "this script expects; fix: set it to Standard in $3 by hand, then apply that file" >&2
+    exit 1
+  fi
+  sed -i.orig 's/"defaultDeploymentMode": "Serverless"/"defaultDeploymentMode": "Standard"/' "$3"
 }
 
 apply_rbac() {
   need kubectl "install kubectl (kubernetes.io/docs/tasks/tools)"
-  say "letting pipeline-runner (KFP standalone) create InferenceServices"
-  run kubectl apply -f "$ROOT/cluster/kserve-rbac.yaml"
+  say "letting pipeline-runner (KFP standalone) create InferenceServices in $NAMESPACE"
+  run kubectl -n "$NAMESPACE" apply -f "${HERE}cluster/kserve-rbac.yaml"
 }
 
 apply_storage() {
   need kubectl "install kubectl (kubernetes.io/docs/tasks/tools)"
-  say "KServe's access to KFP's MinIO: a Secret made from KFP's own credentials"
+  say "KServe's access to KFP's object store (SeaweedFS): a Secret in $NAMESPACE made from" \
+    "KFP's own credentials there"
   # The keys go from one Secret to the other through a pipe, never through arguments.
-  echo "+ kubectl -n $NAMESPACE create secret generic crypto-minio (keys from mlpipeline-minio-artifact)"
+  local keys='AWS_ACCESS_KEY_ID={{.data.accesskey | base64decode}}{{"\n"}}AWS_SECRET_ACCESS_KEY={{.data.secretkey | base64decode}}{{"\n"}}'
+  show_pipe kubectl -n "$NAMESPACE" get secret mlpipeline-minio-artifact -o go-template="$keys" \
+    "|" kubectl -n "$NAMESPACE" create secret generic crypto-minio --from-env-file=/dev/stdin \
+    --dry-run=client -o yaml "|" kubectl apply -f -
   if [[ "$dry_run" == 0 ]]; then
-    kubectl -n "$NAMESPACE" get secret mlpipeline-minio-artifact -o go-template='AWS_ACCESS_KEY_ID={{.data.accesskey | base64decode}}{{"\n"}}AWS_SECRET_ACCESS_KEY={{.data.secretkey | base64decode}}{{"\n"}}' \
+    kubectl -n "$NAMESPACE" get secret mlpipeline-minio-artifact -o go-template="$keys" \
       | kubectl -n "$NAMESPACE" create secret generic crypto-minio --from-env-file=/dev/stdin \
         --dry-run=client -o yaml \
       | kubectl apply -f -
   fi
   run kubectl -n "$NAMESPACE" annotate --overwrite secret crypto-minio \
-    serving.kserve.io/s3-endpoint="minio-service.$NAMESPACE:9000" \
+    serving.kserve.io/s3-endpoint="seaweedfs.$KFP_NAMESPACE:9000" \
     serving.kserve.io/s3-usehttps=0 serving.kserve.io/s3-region=us-east-1
-  run kubectl apply -f "$ROOT/cluster/model-storage.yaml"
+  run kubectl -n "$NAMESPACE" apply -f "${HERE}cluster/model-storage.yaml"
 }
 
 upload() {  # upload CLAIM DIR TARGET: copy DIR into the claim at TARGET with a helper pod
@@ -196,8 +280,8 @@ upload() {  # upload CLAIM DIR TARGET: copy DIR into the claim at TARGET with a 
   fi
   say "copying $dir into pvc://$claim/$target"
   run kubectl -n "$NAMESPACE" run "$pod" --restart=Never \
-    --image="localhost:$REGISTRY_PORT/kubeflow-for-poets/serve:0.1.0" \
-    --overrides="{\"spec\":{\"securityContext\":{\"fsGroup\":10001},\"volumes\":[{\"name\":\"v\",\"persistentVolumeClaim\":{\"claimName\":\"$claim\"}}],\"containers\":[{\"name\":\"$pod\",\"image\":\"localhost:$REGISTRY_PORT/kubeflow-for-poets/serve:0.1.0\",\"command\":[\"sleep\",\"600\"],\"volumeMounts\":[{\"name\":\"v\",\"mountPath\":\"/mnt/claim\"}]}]}}"
+    --image="$REGISTRY/serve:$TAG" \
+    --overrides="{\"spec\":{\"securityContext\":{\"fsGroup\":10001},\"volumes\":[{\"name\":\"v\",\"persistentVolumeClaim\":{\"claimName\":\"$claim\"}}],\"containers\":[{\"name\":\"$pod\",\"image\":\"$REGISTRY/serve:$TAG\",\"command\":[\"sleep\",\"600\"],\"volumeMounts\":[{\"name\":\"v\",\"mountPath\":\"/mnt/claim\"}]}]}}"
   run kubectl -n "$NAMESPACE" wait --for=condition=Ready --timeout=120s "pod/$pod"
   run kubectl -n "$NAMESPACE" exec "$pod" -- mkdir -p "/mnt/claim/$target"
   run kubectl -n "$NAMESPACE" cp "$dir/." "$pod:/mnt/claim/$target"
@@ -239,6 +323,11 @@ case "$command" in
   kserve) install_kserve ;;
   rbac) apply_rbac ;;
   storage) apply_storage ;;
+  load-images) load_images ;;
+  split-crds)  # split-crds IN CRDS REST: the kserve command's own step, shown so it can be pasted
+    [[ $# == 3 ]] || { echo "usage: $0 split-crds KSERVE_YAML CRDS_OUT REST_OUT" >&2; exit 2; }
+    split_crds "$@"
+    ;;
   upload-model)
     [[ $# == 2 ]] || { echo "usage: $0 upload-model DIR VERSION (e.g. runs/models/crypto/1 1)" >&2; exit 2; }
     upload crypto-models "$1" "crypto/$2"
@@ -248,7 +337,7 @@ case "$command" in
     upload crypto-data "$1" .
     ;;
   down) down "$@" ;;
-  -h | --help | "") sed -n '2,30p' "$0" ;;
+  -h | --help | "") awk 'NR > 1 && /^set -euo/ { exit } NR > 1' "$0" ;;
   *)
     echo "error: unknown command $command (see $0 --help)" >&2
     exit 2

@@ -26,7 +26,7 @@ def compile_pipeline(
 
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp.yaml")  # the compiler insists on .yaml
-    compiler.Compiler().compile(build_pipeline(registry, tag), str(tmp))
+    compiler.Compiler().compile(build_pipeline(registry, tag, cache_deploy=False), str(tmp))
     path.write_text(COMPILED_HEADER + tmp.read_text())
     tmp.unlink()
     return path

@@ -25,6 +25,8 @@ DEFAULT_NAMESPACE = "kubeflow"
 """Where the cluster's objects go: KFP standalone's namespace (a profile's in multi-user)."""
 PREDICTOR_SERVICE_ACCOUNT = "crypto-predictor"
 """The predictor's service account: it can read the model (cluster/model-storage.yaml)."""
+DATA_PVC = "crypto-data"
+"""The claim a Katib trial reads the transform output from, when it is not in a bucket."""
 RUNNERS = ("subprocess", "docker")
 """How kfp.local runs each step: in this environment, or in the step's image."""
 DEPLOY_TARGETS = ("local", "cluster")
@@ -139,7 +141,7 @@ def _positive(**values: int) -> None:
         if not isinstance(value, int) or value < 1:
             raise ConfigError(
                 f"{name}={value!r} must be a whole number of at least 1",
-                f"pass --{name} with a positive integer",
+                f"pass --{name.replace('_', '-')} with a positive integer",
             )
 
 
@@ -159,7 +161,11 @@ class DeployConfig:
             able to read ``storage_uri``: ``scripts/cluster.sh storage`` gives it KFP's
             MinIO; on GKE, workload identity. Empty: the namespace's default.
         image: The serve image, which KServe runs as a custom predictor.
-        target: ``local`` writes the manifest; ``cluster`` also applies it.
+        target: ``local`` writes the manifest; ``cluster`` also applies it and waits
+            until the model is served.
+        ready_timeout: With ``cluster``: seconds to wait for the InferenceService to be
+            ``Ready`` (a first pull of the serve image takes minutes) before the deploy
+            fails with the predictor's own reason.
     """
 
     registry_uri: str = ""
@@ -168,12 +174,14 @@ class DeployConfig:
     service_account: str = PREDICTOR_SERVICE_ACCOUNT
     image: str = DEFAULT_SERVING_IMAGE
     target: str = "local"
+    ready_timeout: int = 600
 
     def __post_init__(self):
         if self.target not in DEPLOY_TARGETS:
             raise ConfigError(
                 f"unknown deploy target {self.target!r}", "use --target local or cluster"
             )
+        _positive(ready_timeout=self.ready_timeout)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,11 @@ Where the cluster reads the model (``storageUri``):
 
 With the cluster target it also applies that manifest through the Kubernetes API (the
 credentials come from the environment: the pod's service account in a cluster, the
-kubeconfig on a workstation).
+kubeconfig on a workstation) and waits until the model is served: the InferenceService is
+``Ready`` and every predictor pod is ready. A predictor that cannot start fails the step
+with the pod's own reason (``ImagePullBackOff``, ``CrashLoopBackOff`` and its last log
+line, a storage initializer that cannot download the model). ``API_RULES`` lists every
+API call it makes, so that the roles it runs under can be checked against them.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import json
 import os
 import re
 import tempfile
+import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,6 +45,7 @@ from typing import Any
 import fsspec
 
 from crypto_pipeline.config import DeployConfig, cluster_uri
+from crypto_pipeline.errors import PipelineError
 from crypto_pipeline.serve import MODEL_NAME, make_model, require_saved_model
 
 MANIFEST_NAME = "inferenceservice.yaml"
@@ -50,6 +56,15 @@ MODELS_PVC = "crypto-models"
 SERVING_PORT = 8080
 """The port of the server in the serve image; KServe's default for a custom predictor."""
 KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
+ISVC_LABEL = "serving.kserve.io/inferenceservice"
+"""The label KServe puts on an InferenceService's pods."""
+API_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    (KSERVE_GROUP, KSERVE_PLURAL, ("create", "get", "update")),
+    ("", "pods", ("list",)),
+    ("", "pods/log", ("get",)),
+)
+"""Every Kubernetes API call of a cluster deploy: (API group, resource, verbs)."""
+POLL_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -201,6 +216,17 @@ def manifest_yaml(manifest: dict[str, Any]) -> str:
     )
 
 
+def api_client_from_environment():
+    """A Kubernetes API client: the pod's service account in a cluster, else the kubeconfig."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
 def apply(manifest: dict[str, Any], api_client=None) -> dict[str, Any]:
     """Creates the InferenceService, or replaces it when it exists.
 
@@ -212,15 +238,9 @@ def apply(manifest: dict[str, Any], api_client=None) -> dict[str, Any]:
     Returns:
         The object the API server answered with.
     """
-    from kubernetes import client, config
+    from kubernetes import client
 
-    if api_client is None:
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-        api_client = client.ApiClient()
-    api = client.CustomObjectsApi(api_client)
+    api = client.CustomObjectsApi(api_client or api_client_from_environment())
     namespace = manifest["metadata"]["namespace"]
     name = manifest["metadata"]["name"]
     try:
@@ -245,6 +265,151 @@ def apply(manifest: dict[str, Any], api_client=None) -> dict[str, Any]:
     )
 
 
+def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == kind), {})
+
+
+def _pod_problems(pod) -> list[str]:
+    """Why a predictor pod is not ready, in its own words (containers' states)."""
+    problems = []
+    status = pod.status
+    statuses = [*(status.init_container_statuses or []), *(status.container_statuses or [])]
+    for cs in statuses:
+        if cs.ready:
+            continue
+        waiting = cs.state.waiting if cs.state else None
+        last = cs.last_state.terminated if cs.last_state else None
+        terminated = cs.state.terminated if cs.state else None
+        if waiting and waiting.reason not in (None, "PodInitializing", "ContainerCreating"):
+            text = f"{cs.name}: {waiting.reason}" + (
+                f" ({waiting.message})" if waiting.message else ""
+            )
+            if last:
+                text += f"; it last exited with code {last.exit_code} ({last.reason})"
+            problems.append(text)
+        elif terminated and terminated.exit_code:
+            problems.append(
+                f"{cs.name}: exited with code {terminated.exit_code} ({terminated.reason})"
+                + (f": {terminated.message.strip()}" if terminated.message else "")
+            )
+    if not problems:
+        for condition in status.conditions or []:
+            if condition.status != "True" and condition.reason:
+                problems.append(f"{condition.type}: {condition.reason} {condition.message or ''}")
+    return problems
+
+
+def _last_log_line(core, pod, container: str) -> str:
+    from kubernetes import client
+
+    try:
+        text = core.read_namespaced_pod_log(
+            pod.metadata.name,
+            pod.metadata.namespace,
+            container=container,
+            previous=True,
+            tail_lines=5,
+        )
+    except client.ApiException:
+        return ""
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def _api_error(exc, namespace: str) -> PipelineError:
+    """An API server's refusal, with what to do about it."""
+    fixes = {
+        401: "the step has no valid Kubernetes credentials: run it in a pod of the cluster, "
+        "or with a kubeconfig that reaches it",
+        403: f"let the step's service account create InferenceServices in {namespace}: "
+        "`NAMESPACE=" + namespace + " scripts/cluster.sh rbac` on KFP standalone; on a "
+        "multi-user Kubeflow, submit to your profile's namespace (its default-editor may)",
+        404: "KServe is not installed there (no InferenceService API, or no such namespace): "
+        "`scripts/cluster.sh kserve`, and check the namespace",
+    }
+    return PipelineError(
+        f"the Kubernetes API refused the deploy in namespace {namespace}: "
+        f"{exc.status} {exc.reason}",
+        fixes.get(exc.status, "check the cluster's API server and KServe's controller"),
+    )
+
+
+def wait_until_served(
+    manifest: dict[str, Any],
+    api_client=None,
+    timeout: float = 600,
+    poll: float = POLL_SECONDS,
+) -> dict[str, Any]:
+    """Waits until the InferenceService is ``Ready`` and every predictor pod is ready.
+
+    Every pod of the InferenceService must be ready, not only the service: while a new
+    version rolls out the old pod keeps ``Ready`` true, and a new pod that crash-loops
+    would otherwise go unnoticed.
+
+    Returns:
+        The InferenceService as the API server last answered.
+
+    Raises:
+        PipelineError: Not served within ``timeout`` seconds; the message carries the
+            InferenceService's own condition and each predictor pod's reason.
+    """
+    from kubernetes import client
+
+    api_client = api_client or api_client_from_environment()
+    custom, core = client.CustomObjectsApi(api_client), client.CoreV1Api(api_client)
+    namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+    deadline = time.monotonic() + timeout
+    while True:
+        isvc = custom.get_namespaced_custom_object(
+            KSERVE_GROUP, KSERVE_VERSION, namespace, KSERVE_PLURAL, name
+        )
+        pods = [
+            p
+            for p in core.list_namespaced_pod(
+                namespace, label_selector=f"{ISVC_LABEL}={name}"
+            ).items
+            if p.metadata.deletion_timestamp is None
+        ]
+        pods_ready = bool(pods) and all(
+            any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+            for p in pods
+        )
+        if _condition(isvc, "Ready").get("status") == "True" and pods_ready:
+            return isvc
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(poll)
+    reasons = []
+    for kind in ("Ready", "PredictorReady"):
+        condition = _condition(isvc, kind)
+        if condition.get("status") != "True" and (
+            condition.get("reason") or condition.get("message")
+        ):
+            reasons.append(
+                f"{kind}: {condition.get('reason', '')} {condition.get('message', '')}".strip()
+            )
+    for pod in pods:
+        for problem in _pod_problems(pod):
+            container = problem.split(":", 1)[0]
+            line = _last_log_line(core, pod, container) if "exit" in problem else ""
+            reasons.append(
+                f"pod {pod.metadata.name}: {problem}"
+                + (f"; its last log line: {line}" if line else "")
+            )
+    if not pods:
+        reasons.append("no predictor pod exists yet (is KServe's controller running?)")
+    raise PipelineError(
+        f"the InferenceService {namespace}/{name} is not serving after {timeout:g} s: "
+        + ("; ".join(reasons) or "no reason reported yet"),
+        f"look at `kubectl -n {namespace} describe inferenceservice {name}` and "
+        f"`kubectl -n {namespace} get pods -l {ISVC_LABEL}={name}`; an image that cannot be "
+        "pulled needs `scripts/build_images.sh --push` and the compiled pipeline's tag, a "
+        "storage initializer that fails needs `scripts/cluster.sh storage`; a slow first "
+        "pull needs a longer ready_timeout",
+    )
+
+
 def deploy(
     model_dir: str | os.PathLike[str],
     output_dir: str | os.PathLike[str],
@@ -252,7 +417,7 @@ def deploy(
     model_uri: str = "",
     api_client=None,
 ) -> Deployment:
-    """Registers, smoke-tests and describes the model; applies it with ``target="cluster"``.
+    """Registers, smoke-tests and describes the model; with ``target="cluster"`` serves it.
 
     Args:
         model_dir: The SavedModel (train's ``model/``).
@@ -262,6 +427,10 @@ def deploy(
             as it is when no registry is given.
         api_client: For ``cluster``: a Kubernetes API client (default: from the
             environment).
+
+    Raises:
+        PipelineError: With ``cluster``: the model is not served within
+            ``config.ready_timeout`` seconds (the predictor's own reason is in the message).
 
     Returns:
         What was deployed.
@@ -287,7 +456,14 @@ def deploy(
     (out / MANIFEST_NAME).write_text(manifest_yaml(manifest))
     applied = False
     if config.target == "cluster":
-        apply(manifest, api_client)
+        from kubernetes import client
+
+        api_client = api_client or api_client_from_environment()
+        try:
+            apply(manifest, api_client)
+            wait_until_served(manifest, api_client, config.ready_timeout)
+        except client.ApiException as exc:
+            raise _api_error(exc, config.namespace) from None
         applied = True
     result = Deployment(
         MODEL_NAME,

@@ -387,7 +387,9 @@ def run_local(
     if runner == "docker":  # the steps' user writes its task folders here (docker_runner)
         run_dir.chmod(run_dir.stat().st_mode | 0o2070)
     log_path = run_dir / "kfp-local.log"
-    pipeline = build_pipeline(registry, tag)
+    pipeline = build_pipeline(
+        registry, tag, cache_deploy=arguments.get("deploy_target") != "cluster"
+    )
     with (
         warnings.catch_warnings(),
         # kfp.local names the run folder with this function; the run uses the name it chose.

@@ -62,15 +62,21 @@ def pipeline_arguments(config: PipelineConfig) -> dict[str, Any]:
         "service_account": config.deploy.service_account,
         "serving_image": config.deploy.image,
         "deploy_target": config.deploy.target,
+        "ready_timeout": config.deploy.ready_timeout,
     }
 
 
-def build_pipeline(registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_TAG) -> Callable:
+def build_pipeline(
+    registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_TAG, cache_deploy: bool = True
+) -> Callable:
     """The pipeline, its components set to run in ``registry/<image>:tag``.
 
     Args:
         registry: Container registry and path of the component images.
         tag: Image tag.
+        cache_deploy: Whether the deploy step may come from the cache. The compiled
+            pipeline never caches it: a cached deploy would report a model as served
+            after its InferenceService was deleted or changed on the cluster.
 
     Returns:
         The ``@dsl.pipeline`` function (call it under ``kfp.local``, or compile it).
@@ -117,6 +123,7 @@ def build_pipeline(registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_TAG) -> 
         service_account: str = d["service_account"],
         serving_image: str = step_image("deploy", registry, tag),  # deploy's own image
         deploy_target: str = d["deploy_target"],
+        ready_timeout: int = d["ready_timeout"],
     ) -> Outputs:
         ingest_task = ingest_op(
             source_uri=source_uri, source_fingerprint=source_fingerprint
@@ -145,7 +152,10 @@ def build_pipeline(registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_TAG) -> 
             service_account=service_account,
             image=serving_image,
             target=deploy_target,
+            ready_timeout=ready_timeout,
         ).set_display_name("5 deploy")
+        if not cache_deploy:
+            deploy_task.set_caching_options(False)
         return Outputs(
             raw=ingest_task.outputs["raw"],
             data=transform_task.outputs["data"],

@@ -172,6 +172,7 @@ def deploy_step(
     service_account: str,
     image: str,
     target: str,
+    ready_timeout: int,
     deployment: Output[Artifact],
 ) -> str:
     """Step 5: register the model, answer a smoke request, write (and apply) KServe's manifest."""
@@ -191,6 +192,7 @@ def deploy_step(
         service_account=service_account,
         image=image,
         target=target,
+        ready_timeout=ready_timeout,
     )
     result = deploy(os.path.join(model.path, "model"), deployment.path, config, model.uri)
     print(f"deployed {result.version_uri}; smoke answer: {result.smoke_response}")

@@ -1,12 +1,25 @@
 """Submitting the compiled pipeline to Kubeflow Pipelines (``kfp.Client``).
 
-Credentials come from the environment, never from the project:
+Credentials come from the environment, never from the project. The routes to the API
+(``ROUTES``; the README shows each):
 
-- a bearer token: ``KF_PIPELINES_TOKEN`` (e.g. ``kubectl create token``), or a token file,
-  ``--token-file`` or ``KF_PIPELINES_SA_TOKEN_PATH``, such as a projected service-account
-  token with audience ``pipelines.kubeflow.org`` in a pod; kfp reads
-  ``/var/run/secrets/kubeflow/pipelines/token`` by default inside a cluster;
-- the namespace: on a multi-user Kubeflow, the user's profile namespace.
+- ``standalone``: KFP standalone has no sign-in: ``kubectl -n kubeflow port-forward
+  svc/ml-pipeline-ui 8080:80``, host ``http://localhost:8080``, no token.
+- ``in-cluster``: from a pod in the profile's namespace (a Kubeflow notebook), the API
+  Service ``http://ml-pipeline.kubeflow:8888`` with a projected service-account token whose
+  audience is ``pipelines.kubeflow.org``: Kubeflow's ``access-ml-pipeline`` PodDefault
+  mounts it and sets ``KF_PIPELINES_SA_TOKEN_PATH``, which ``read_token`` reads.
+- ``ingress``: from a laptop to a multi-user Kubeflow, through the Istio ingress gateway
+  (``kubectl -n istio-system port-forward svc/istio-ingressgateway 8080:80``), host
+  ``http://localhost:8080/pipeline``. Kubeflow 26.03's default sign-in (oauth2-proxy's
+  ``m2m-dex-only`` overlay) accepts Dex's sessions there, not Kubernetes tokens: pass the
+  browser's session cookie in ``KF_PIPELINES_COOKIE``; a cluster whose admin installed the
+  ``m2m-dex-and-kind`` overlay also accepts ``kubectl -n NAMESPACE create token
+  default-editor`` in ``KF_PIPELINES_TOKEN``.
+
+The namespace is given once: on a multi-user Kubeflow, the user's profile namespace. The
+run, its experiment and the objects the pipeline creates (the InferenceService) all go
+there.
 """
 
 from __future__ import annotations
@@ -17,13 +30,36 @@ from pathlib import Path
 from typing import Any
 
 from crypto_pipeline.config import DEFAULT_NAMESPACE
-from crypto_pipeline.errors import ConfigError
+from crypto_pipeline.errors import ConfigError, PipelineError
 from crypto_pipeline.pipeline import PIPELINE_NAME
 
 TOKEN_ENV = "KF_PIPELINES_TOKEN"
 """A bearer token for the KFP API (multi-user Kubeflow)."""
 TOKEN_PATH_ENV = "KF_PIPELINES_SA_TOKEN_PATH"
 """A file holding the token (kfp's own variable: a projected service-account token)."""
+COOKIE_ENV = "KF_PIPELINES_COOKIE"
+"""A signed-in browser's cookies for Kubeflow's ingress (``oauth2_proxy_kubeflow=…``)."""
+TOKEN_AUDIENCE = "pipelines.kubeflow.org"
+"""The audience KFP's API server requires of a service-account token."""
+ROUTES = {
+    "standalone": {
+        "port_forward": "kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80",
+        "host": "http://localhost:8080",
+        "credential": "none",
+    },
+    "in-cluster": {
+        "port_forward": "",
+        "host": "http://ml-pipeline.kubeflow:8888",
+        "credential": f"{TOKEN_PATH_ENV} (a projected token, audience {TOKEN_AUDIENCE})",
+    },
+    "ingress": {
+        "port_forward": "kubectl -n istio-system port-forward svc/istio-ingressgateway 8080:80",
+        "host": "http://localhost:8080/pipeline",
+        "credential": f"{COOKIE_ENV} (m2m-dex-only), or {TOKEN_ENV} (m2m-dex-and-kind)",
+    },
+}
+"""How to reach the KFP API: the command that opens the way, the host, the credential."""
+FINAL_STATES = ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELED")
 
 
 def read_token(token_file: str | None = None, environ: dict[str, str] | None = None) -> str | None:
@@ -56,6 +92,7 @@ def submit(
     run_name: str | None = None,
     namespace: str = DEFAULT_NAMESPACE,
     token: str | None = None,
+    cookies: str | None = None,
 ):
     """Uploads a compiled pipeline to Kubeflow Pipelines and starts a run.
 
@@ -68,13 +105,14 @@ def submit(
         namespace: The user's namespace on a multi-user Kubeflow (the experiment, and so
             the run, is created there); ``kubeflow`` on KFP standalone.
         token: A bearer token sent with every request (see ``read_token``).
+        cookies: A ``Cookie`` header sent with every request (``KF_PIPELINES_COOKIE``).
 
     Returns:
-        The run's ``RunPipelineResult`` (``.run_id``).
+        The run's ``RunPipelineResult`` (``.run_id``, ``.wait_for_run_completion``).
     """
     import kfp
 
-    client = kfp.Client(host=host, namespace=namespace, existing_token=token)
+    client = kfp.Client(host=host, namespace=namespace, existing_token=token, cookies=cookies)
     return client.create_run_from_pipeline_package(
         os.fspath(package_path),
         arguments=arguments or {},
@@ -82,3 +120,58 @@ def submit(
         namespace=namespace,
         run_name=run_name or f"{PIPELINE_NAME}-{time.strftime('%Y%m%d-%H%M%S')}",
     )
+
+
+def wait(result, timeout: int) -> str:
+    """Waits for a submitted run to end.
+
+    Returns:
+        ``SUCCEEDED``.
+
+    Raises:
+        PipelineError: The run ended in another state, or did not end within ``timeout``.
+    """
+    try:
+        run = result.wait_for_run_completion(timeout=timeout)
+    except TimeoutError:
+        raise PipelineError(
+            f"run {result.run_id} has not ended after {timeout} s",
+            "follow it in the KFP UI (Runs), or wait longer with --timeout",
+        ) from None
+    state = str(getattr(run, "state", "") or "UNKNOWN")
+    if state != "SUCCEEDED":
+        error = getattr(run, "error", None)
+        detail = f": {error.message}" if getattr(error, "message", None) else ""
+        raise PipelineError(
+            f"run {result.run_id} ended {state}{detail}",
+            "open the run in the KFP UI: each failed step's log ends with its error and fix",
+        )
+    return state
+
+
+def refused(exc: Exception, host: str) -> PipelineError | None:
+    """The KFP API's (or Kubeflow's sign-in's) refusal, with the route that works."""
+    status = getattr(exc, "status", None)
+    body = str(getattr(exc, "body", "") or "")
+    if status in (302, 401, 403) or "oauth2" in body.lower() or "/dex/" in body:
+        return PipelineError(
+            f"{host} refused the request ({status or type(exc).__name__}): not signed in, or "
+            "the credential is not one it accepts",
+            "through Kubeflow's ingress (host …/pipeline) with the default m2m-dex-only "
+            f"sign-in, set {COOKIE_ENV} to your browser's oauth2_proxy_kubeflow cookie "
+            "(Kubernetes tokens are refused there unless the m2m-dex-and-kind overlay is "
+            f"installed); inside the cluster use http://ml-pipeline.kubeflow:8888 with a "
+            f"token of audience {TOKEN_AUDIENCE} ({TOKEN_PATH_ENV}); check --namespace is "
+            "your profile's",
+        )
+    return None
+
+
+def mutable_images(package_path: str | os.PathLike[str], mutable_tag: str) -> list[str]:
+    """The images of a compiled pipeline that carry the reused version tag, not a content tag."""
+    import yaml
+
+    spec = yaml.safe_load(Path(package_path).read_text())
+    executors = spec.get("deploymentSpec", {}).get("executors", {})
+    images = {e.get("container", {}).get("image", "") for e in executors.values()}
+    return sorted(i for i in images if i.endswith(f":{mutable_tag}"))

@@ -28,14 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crypto_pipeline.config import DEFAULT_NAMESPACE, DEFAULT_TRAINING_IMAGE, TuneConfig
+from crypto_pipeline.config import (
+    DATA_PVC,
+    DEFAULT_NAMESPACE,
+    DEFAULT_TRAINING_IMAGE,
+    TuneConfig,
+)
 from crypto_pipeline.hyperparameters import SEARCH_SPACE, Params
 from crypto_pipeline.model import Standardizer, fit
 from crypto_pipeline.train import load_splits, read_params
 
 OBJECTIVE_METRIC = "eval_loss"
-DATA_PVC = "crypto-data"
-"""The claim a Katib trial reads the transform output from, when it is not in a bucket."""
 BEST_PARAMS_NAME = "best_params.json"
 TRIALS_NAME = "trials.json"
 NETWORK_LOSS = "network_eval_loss"

@@ -1,0 +1,59 @@
+"""Prints the step images' tag: the package version and a digest of what the images hold.
+
+    python3 scripts/image_tag.py          # e.g. 0.1.0-3f2a9c41d07e
+
+The digest covers every file the step images are built from (their Dockerfiles and the
+files beside them, the package, pyproject.toml, README.md and the Linux locks), so a
+change to any of them gives a new tag. A new tag is a new image name: a cluster's nodes
+pull it instead of keeping an old image under a reused tag, and Kubeflow Pipelines' cache,
+which keys on the image name, runs the changed steps again. Standard library only: it runs
+before any virtual environment exists (scripts/build_images.sh, scripts/cluster_e2e.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SKIPPED = {"__pycache__", ".ipynb_checkpoints"}
+
+
+def image_inputs(root: Path = ROOT) -> list[Path]:
+    """The files the step images are built from, sorted."""
+    files = [root / "pyproject.toml", root / "README.md"]
+    files += sorted((root / "locks").glob("linux-*/full.txt"))
+    for path in sorted((root / "components").rglob("*")):
+        parts = set(path.relative_to(root).parts)
+        if path.is_file() and not parts & SKIPPED and not path.name.endswith((".pyc", ".egg-info")):
+            files.append(path)
+    return files
+
+
+def image_tag(root: Path = ROOT) -> str:
+    """``<version>-<12 hex digits>``: the version in pyproject.toml and the inputs' digest."""
+    # A regular expression, not tomllib: any python3 runs this, even one before 3.11.
+    match = re.search(r'^version = "([^"]+)"', (root / "pyproject.toml").read_text(), re.M)
+    if not match:
+        raise SystemExit("error: pyproject.toml has no version = \"…\" line")
+    version = match[1]
+    digest = hashlib.sha256()
+    for path in image_inputs(root):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return f"{version}-{digest.hexdigest()[:12]}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--list", action="store_true", help="print the files it covers")
+    args = parser.parse_args()
+    if args.list:
+        print("\n".join(p.relative_to(ROOT).as_posix() for p in image_inputs()))
+    print(image_tag())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""The step images: one per step, tagged by their content, built for the nodes' platforms."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from crypto_pipeline.config import DEFAULT_REGISTRY, DEFAULT_TAG
+from crypto_pipeline.pipeline import STEP_IMAGES
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def build_images(*args: str, **env: str) -> str:
+    clean = {"PATH": "/usr/bin:/bin", **env}
+    result = subprocess.run(
+        ["bash", ROOT / "scripts" / "build_images.sh", "--dry-run", *args],
+        capture_output=True,
+        text=True,
+        env=clean,
+        check=True,
+    )
+    return result.stdout
+
+
+def image_tag(root: Path = ROOT) -> str:
+    return subprocess.run(
+        ["python3", ROOT / "scripts" / "image_tag.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=root,
+    ).stdout.strip()
+
+
+def test_one_image_per_step_tagged_by_content_and_version():
+    """(f) Before, every build reused 0.1.0: nodes kept old images, KFP's cache old steps."""
+    with_dockerfile = {p.parent.name for p in (ROOT / "components").glob("*/Dockerfile")}
+    assert with_dockerfile == set(STEP_IMAGES.values())
+    tag = image_tag()
+    assert re.fullmatch(rf"{re.escape(DEFAULT_TAG)}-[0-9a-f]{{12}}", tag)
+    out = build_images("--push")
+    built = re.findall(r"^\+ docker build -f \S+ -t (\S+) -t (\S+) \.$", out, re.MULTILINE)
+    assert sorted(built) == sorted(
+        (f"{DEFAULT_REGISTRY}/{image}:{tag}", f"{DEFAULT_REGISTRY}/{image}:{DEFAULT_TAG}")
+        for image in with_dockerfile
+    )
+    pushed = re.findall(r"^\+ docker push (\S+)$", out, re.MULTILINE)
+    assert sorted(pushed) == sorted(f"{DEFAULT_REGISTRY}/{i}:{tag}" for i in with_dockerfile)
+    assert out.splitlines()[-1] == tag  # for `crypto-pipeline compile --tag`
+
+
+def test_the_tag_follows_what_the_images_hold(tmp_path):
+    repo = tmp_path / "repo"
+    for name in ("components", "locks", "scripts"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, repo / name)
+    before = subprocess.run(
+        ["python3", repo / "scripts" / "image_tag.py"], capture_output=True, text=True, check=True
+    ).stdout
+    assert before.strip() == image_tag()
+    (repo / "notebooks").mkdir()
+    (repo / "notebooks" / "new.ipynb").write_text("{}")  # not in any image: same tag
+    again = subprocess.run(
+        ["python3", repo / "scripts" / "image_tag.py"], capture_output=True, text=True, check=True
+    ).stdout
+    assert again == before
+    serve = repo / "components" / "crypto_pipeline" / "serve.py"
+    serve.write_text(serve.read_text() + "\n# changed\n")
+    after = subprocess.run(
+        ["python3", repo / "scripts" / "image_tag.py"], capture_output=True, text=True, check=True
+    ).stdout
+    assert after != before
+
+
+def test_a_remote_registry_gets_images_for_amd64_and_arm64():
+    """(g) Before, an Apple-silicon laptop pushed arm64 images that amd64 nodes cannot run."""
+    out = build_images("--push", REGISTRY="ghcr.io/me/poets", TAG="t1")
+    builds = [line for line in out.splitlines() if line.startswith("+ ")]
+    assert len(builds) == len(set(STEP_IMAGES.values()))
+    for line in builds:
+        assert line.startswith("+ docker buildx build --platform linux/amd64,linux/arm64")
+        assert line.endswith("--push .") and ":t1 " in line
+    out = build_images("--push", REGISTRY="ghcr.io/me/poets", TAG="t1", PLATFORMS="linux/arm64")
+    assert "--platform linux/arm64 " in out
+    # kind's registry on this machine: this machine's platform, plain build and push.
+    local = build_images("--push", TAG="t1")
+    assert "buildx" not in local and "+ docker push localhost:5001/" in local
