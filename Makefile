@@ -6,10 +6,10 @@ BIN := $(VENV)/bin
 LEARNER := $(VENV)/.learner
 FULL := $(VENV)/.full
 
-.PHONY: help setup setup-dev pipeline pipeline-docker images serve compile notebooks slides site browser lab test test-containers security-scan lint format bench bench-serving results sample lock clean
+.PHONY: help setup setup-dev pipeline pipeline-docker images serve compile notebooks slides site browser lab test test-containers cluster-e2e security-scan lint format bench bench-serving results sample lock clean
 
 help:  ## list the verbs
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 17
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 17
 
 setup: $(LEARNER)  ## create .venv from this platform's learner lock (locks/); prints time and size
 
@@ -65,6 +65,9 @@ test: lint security-scan  ## lint, scan, then run every test and validate the no
 test-containers: setup  ## build every image, push and pull it through a local registry, run the pipeline in them, the workshop image and its dev container (root; ~20 min)
 	bash scripts/test_containers.sh
 
+cluster-e2e: setup  ## on kind: KFP, KServe (KATIB=1: Katib), the images, a run, its predictor against local serving; timed, then deleted (KEEP=1 keeps it; needs Docker, kind, kubectl)
+	bash scripts/cluster_e2e.sh
+
 CHECKOV := .tools/checkov/bin/checkov
 CHECKOV_VERSION := 3.3.30
 
@@ -77,10 +80,11 @@ security-scan: $(CHECKOV)  ## checkov over the Kubernetes manifests and every Do
 	$(CHECKOV) --skip-download --compact --quiet --framework dockerfile \
 	  $$(git ls-files '*Dockerfile' | sed 's/^/-f /')
 
-lint: setup-dev  ## ruff (code and notebooks); notebooks hold only checked outputs
+lint: setup-dev  ## ruff (code and notebooks); notebooks hold only checked outputs; actionlint and its shellcheck (workflows)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python scripts/clean_notebooks.py --check
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/actionlint
 
 format: setup-dev  ## apply ruff's fixes and formatting; keep only the checked outputs in notebooks
 	$(BIN)/ruff check --fix .
