@@ -159,7 +159,7 @@ class DeployConfig:
         namespace: Namespace of the InferenceService.
         service_account: Kubernetes service account of the predictor, which must be
             able to read ``storage_uri``: ``scripts/cluster.sh storage`` gives it KFP's
-            MinIO; on GKE, workload identity. Empty: the namespace's default.
+            object store (SeaweedFS in KFP 2.16); on GKE, workload identity. Empty: the namespace's default.
         image: The serve image, which KServe runs as a custom predictor.
         target: ``local`` writes the manifest; ``cluster`` also applies it and waits
             until the model is served.
@@ -223,8 +223,10 @@ class PipelineConfig:
 def cluster_uri(uri: str) -> str:
     """An artifact URI as other cluster services read it: KFP's ``minio://`` is ``s3://``.
 
-    Kubeflow Pipelines names artifacts in its bundled MinIO ``minio://bucket/key``; KServe's
-    storage initializer, fsspec and Beam know that store as S3 (with MinIO's endpoint).
+    Kubeflow Pipelines names artifacts in its bundled object store ``minio://bucket/key``
+    (the scheme stayed when KFP 2.16 moved from MinIO to SeaweedFS); KServe's storage
+    initializer, fsspec and Beam know that store as S3 (with its endpoint,
+    ``seaweedfs.kubeflow:9000``).
     """
     return "s3://" + uri.removeprefix("minio://") if uri.startswith("minio://") else uri
 

@@ -15,8 +15,8 @@ Where the cluster reads the model (``storageUri``):
 
 - a bucket registry: the version's URI (GKE: ``gs://…`` with workload identity);
 - no registry, inside Kubeflow Pipelines: the model artifact in KFP's object store
-  (``minio://…`` becomes ``s3://…``; ``cluster/`` gives KServe MinIO's endpoint and
-  credentials from a Secret);
+  (``minio://…`` becomes ``s3://…``; ``cluster/`` gives KServe the store's endpoint,
+  SeaweedFS's ``seaweedfs.kubeflow:9000``, and credentials from a Secret);
 - a local registry: ``pvc://crypto-models/crypto/<n>``, the PersistentVolumeClaim that
   ``scripts/cluster.sh upload-model`` copies the version into (kind).
 
