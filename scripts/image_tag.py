@@ -37,7 +37,7 @@ def image_tag(root: Path = ROOT) -> str:
     # A regular expression, not tomllib: any python3 runs this, even one before 3.11.
     match = re.search(r'^version = "([^"]+)"', (root / "pyproject.toml").read_text(), re.M)
     if not match:
-        raise SystemExit("error: pyproject.toml has no version = \"…\" line")
+        raise SystemExit('error: pyproject.toml has no version = "…" line')
     version = match[1]
     digest = hashlib.sha256()
     for path in image_inputs(root):

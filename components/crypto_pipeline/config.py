@@ -159,7 +159,8 @@ class DeployConfig:
         namespace: Namespace of the InferenceService.
         service_account: Kubernetes service account of the predictor, which must be
             able to read ``storage_uri``: ``scripts/cluster.sh storage`` gives it KFP's
-            object store (SeaweedFS in KFP 2.16); on GKE, workload identity. Empty: the namespace's default.
+            object store (SeaweedFS in KFP 2.16); on GKE, workload identity. Empty: the
+            namespace's default.
         image: The serve image, which KServe runs as a custom predictor.
         target: ``local`` writes the manifest; ``cluster`` also applies it and waits
             until the model is served.
