@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,7 +18,9 @@ from crypto_pipeline.sample_data import SAMPLE_PATH
 from crypto_pipeline.schema import COLUMNS
 
 HEADER = ",".join(COLUMNS)
-SCHEMAS = Path(__file__).resolve().parents[1].parent / "shared" / "schemas"
+UPSTREAM = Path(__file__).resolve().parent / "upstream"
+"""Facts of the pinned upstream releases (tests/upstream/README.md)."""
+VERSIONS = Path(__file__).resolve().parents[1] / "cluster" / "versions.env"
 REAL_DATA = (
     Path(__file__).resolve().parents[1].parent
     / "shared"
@@ -109,6 +114,48 @@ def strict_schema(node):
     if isinstance(node, list):
         return [strict_schema(v) for v in node]
     return node
+
+
+def pinned_versions() -> dict[str, str]:
+    """The versions cluster/versions.env pins (KFP_VERSION, KSERVE_VERSION, …)."""
+    lines = VERSIONS.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if re.match(r"^[A-Z_]+=", line))
+
+
+def upstream(name: str) -> Path:
+    """A file of tests/upstream/; ``{KFP_VERSION}`` … in NAME are the pinned versions."""
+    path = UPSTREAM / name.format(**pinned_versions())
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no facts of the pinned version; after changing cluster/versions.env, "
+            "regenerate them: python scripts/upstream_facts.py --mirror-dir DIR"
+        )
+    return path
+
+
+@functools.cache
+def inference_service_validator():
+    """Strict validator of the pinned KServe's v1beta1 InferenceService (its CRD's schema)."""
+    import jsonschema
+    import yaml
+
+    text = upstream("kserve-{KSERVE_VERSION}-inferenceservice-crd.yaml").read_text()
+    crd = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1beta1"]
+    schema = strict_schema(version["schema"]["openAPIV3Schema"])
+    schema["properties"]["metadata"] = {"type": "object"}  # ObjectMeta: checked by the API
+    return jsonschema.Draft7Validator(schema)
+
+
+@functools.cache
+def experiment_validator():
+    """Strict validator of the pinned Katib's v1beta1 Experiment (its OpenAPI schemas)."""
+    import jsonschema
+
+    spec = json.loads(upstream("katib-{KATIB_VERSION}-experiment-openapi.json").read_text())
+    document = {"components": {"schemas": strict_schema(spec["components"]["schemas"])}}
+    schema = {"$ref": "#/components/schemas/v1beta1.Experiment", **document}
+    return jsonschema.Draft202012Validator(schema)
 
 
 needs_root = pytest.mark.skipif(
