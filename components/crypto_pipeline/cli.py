@@ -314,6 +314,7 @@ def _cmd_submit(args: argparse.Namespace) -> None:
     from crypto_pipeline.submit import (
         COOKIE_ENV,
         mutable_images,
+        pipeline_parameters,
         read_token,
         refused,
         submit,
@@ -335,17 +336,22 @@ def _cmd_submit(args: argparse.Namespace) -> None:
                 "pass e.g. --param source_uri=gs://bucket/crypto-markets.csv",
             )
         arguments[key] = int(value) if value.lstrip("-").isdigit() else value
-    # One namespace, given once: the run's, and that of what the pipeline creates there.
+    # One namespace, given once: the run's, and that of what the pipeline creates there
+    # (a pipeline with a `namespace` parameter: the crypto pipeline's deploy step).
     namespace = args.namespace or str(arguments.get("namespace", DeployConfig().namespace))
-    if arguments.setdefault("namespace", namespace) != namespace:
+    parameters = pipeline_parameters(package)
+    if "namespace" in parameters:
+        arguments.setdefault("namespace", namespace)
+    if arguments.get("namespace", namespace) != namespace:
         raise ConfigError(
             f"--namespace {namespace} and --param namespace={arguments['namespace']} differ",
             "give the namespace once, with --namespace",
         )
     source = str(arguments.get("source_uri", PipelineConfig().source_uri))
-    if "coin" not in arguments:
+    if "coin" in parameters and "coin" not in arguments:
         _coin(None, lambda: _readable_header(source), source, "--param coin=bitcoin")
-    if "source_fingerprint" not in arguments:  # KFP's cache keys on it: changed data re-runs
+    # KFP's cache keys on it: changed data re-runs.
+    if "source_fingerprint" in parameters and "source_fingerprint" not in arguments:
         from crypto_pipeline.ingest import source_fingerprint
 
         arguments["source_fingerprint"] = source_fingerprint(source)
@@ -379,8 +385,12 @@ def _cmd_submit(args: argparse.Namespace) -> None:
         ) from None
     print(
         f"submitted run {result.run_id} to {args.host} "
-        f"(namespace {namespace}, experiment {args.experiment}; "
-        f"source fingerprint {arguments['source_fingerprint']})",
+        f"(namespace {namespace}, experiment {args.experiment}"
+        + (
+            f"; source fingerprint {arguments['source_fingerprint']})"
+            if "source_fingerprint" in arguments
+            else ")"
+        ),
         flush=True,
     )
     if args.wait:

@@ -167,11 +167,33 @@ def refused(exc: Exception, host: str) -> PipelineError | None:
     return None
 
 
-def mutable_images(package_path: str | os.PathLike[str], mutable_tag: str) -> list[str]:
-    """The images of a compiled pipeline that carry the reused version tag, not a content tag."""
+def _spec(package_path: str | os.PathLike[str]) -> dict[str, Any]:
     import yaml
 
-    spec = yaml.safe_load(Path(package_path).read_text())
+    try:
+        spec = yaml.safe_load(Path(package_path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(
+            f"{package_path} is not a compiled pipeline: {type(exc).__name__}",
+            "compile one with `crypto-pipeline compile -o crypto_pipeline.yaml`",
+        ) from None
+    if not isinstance(spec, dict) or "root" not in spec:
+        raise ConfigError(
+            f"{package_path} is not a compiled pipeline (no root DAG)",
+            "compile one with `crypto-pipeline compile -o crypto_pipeline.yaml`",
+        )
+    return spec
+
+
+def pipeline_parameters(package_path: str | os.PathLike[str]) -> set[str]:
+    """The parameters a compiled pipeline takes."""
+    spec = _spec(package_path)
+    return set(spec["root"].get("inputDefinitions", {}).get("parameters", {}))
+
+
+def mutable_images(package_path: str | os.PathLike[str], mutable_tag: str) -> list[str]:
+    """The images of a compiled pipeline that carry the reused version tag, not a content tag."""
+    spec = _spec(package_path)
     executors = spec.get("deploymentSpec", {}).get("executors", {})
     images = {e.get("container", {}).get("image", "") for e in executors.values()}
     return sorted(i for i in images if i.endswith(f":{mutable_tag}"))

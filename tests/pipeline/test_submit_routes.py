@@ -109,3 +109,25 @@ def test_the_readme_shows_each_route(route):
     assert ROUTES[route]["host"] in readme, route
     if ROUTES[route]["port_forward"]:
         assert ROUTES[route]["port_forward"] in readme, route
+
+
+def test_a_pipeline_without_a_namespace_parameter_gets_none(httpserver, tmp_path):
+    """The namespace reaches the run always, the parameter only where the pipeline has one."""
+    from crypto_pipeline import coin_flip
+
+    kfp_api(httpserver)
+    package = coin_flip.compile_pipeline(tmp_path / "condition.yaml")
+    host = httpserver.url_for("").rstrip("/")
+    argv = ["submit", "--host", host, "--package", str(package), "--namespace", "team-a"]
+    assert main([*argv, "--param", "seed=7"]) == 0
+    experiment, run = submitted(httpserver)
+    assert experiment["namespace"] == "team-a"
+    # Before, it also got source_fingerprint, which the sample has no parameter for.
+    assert run["runtime_config"]["parameters"] == {"seed": 7}
+
+
+def test_a_file_that_is_no_pipeline_is_refused(tmp_path, capsys):
+    package = tmp_path / "notes.yaml"
+    package.write_text("- just\n- a list\n")
+    assert main(["submit", "--host", "http://127.0.0.1:9", "--package", str(package)]) == 1
+    assert "is not a compiled pipeline" in capsys.readouterr().err
