@@ -5,6 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LEARNER := $(VENV)/.learner
 FULL := $(VENV)/.full
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
 .PHONY: help setup setup-dev pipeline pipeline-docker images serve compile notebooks slides site browser lab test test-containers cluster-e2e security-scan lint format bench bench-serving results sample lock clean
 
@@ -35,8 +36,8 @@ pipeline-docker: setup  ## the same pipeline, every step in its image with Docke
 serve: setup  ## serve the latest run's model on http://127.0.0.1:8082 (KServe V1 protocol)
 	$(BIN)/crypto-pipeline serve
 
-compile: setup  ## regenerate crypto_pipeline.yaml, the pipeline for Kubeflow Pipelines
-	$(BIN)/crypto-pipeline compile -o crypto_pipeline.yaml
+compile: setup  ## regenerate crypto_pipeline.yaml, the pipeline to read and draw (images tagged by the bare version)
+	$(BIN)/crypto-pipeline compile -o crypto_pipeline.yaml --tag $(VERSION)
 
 notebooks: setup  ## execute every notebook headless (papermill, their defaults) into notebooks/executed/; prints the times
 	$(BIN)/python scripts/run_notebooks.py

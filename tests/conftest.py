@@ -274,3 +274,12 @@ def page_problems(page, only_host=None):
             ),
         )
     return problems
+
+
+@pytest.fixture(scope="session")
+def cluster_package(tmp_path_factory):
+    """The pipeline as the cluster route compiles it: its images named by a content tag."""
+    from crypto_pipeline.compiled import compile_pipeline
+
+    path = tmp_path_factory.mktemp("cluster") / "crypto_pipeline.yaml"
+    return compile_pipeline(path, tag="0.1.0-0123456789ab")

@@ -20,7 +20,6 @@ from crypto_pipeline.config import (
     DATA_PVC,
     DEFAULT_REGISTRY,
     DEFAULT_TAG,
-    DEFAULT_TRAINING_IMAGE,
     RUNNERS,
     DeployConfig,
     PipelineConfig,
@@ -32,6 +31,7 @@ from crypto_pipeline.config import (
 )
 from crypto_pipeline.errors import ConfigError, Interrupted, PipelineError, storage_error
 from crypto_pipeline.hyperparameters import SEARCH_SPACE
+from crypto_pipeline.images import default_tag
 from crypto_pipeline.sample_data import SAMPLE_PATH, write_sample
 from crypto_pipeline.schema import DATE_FORMATS, FORMATS, Header
 
@@ -313,7 +313,6 @@ def _cmd_submit(args: argparse.Namespace) -> None:
 
     from crypto_pipeline.submit import (
         COOKIE_ENV,
-        mutable_images,
         pipeline_parameters,
         read_token,
         refused,
@@ -336,17 +335,8 @@ def _cmd_submit(args: argparse.Namespace) -> None:
                 "pass e.g. --param source_uri=gs://bucket/crypto-markets.csv",
             )
         arguments[key] = int(value) if value.lstrip("-").isdigit() else value
-    # One namespace, given once: the run's, and that of what the pipeline creates there
-    # (a pipeline with a `namespace` parameter: the crypto pipeline's deploy step).
     namespace = args.namespace or str(arguments.get("namespace", DeployConfig().namespace))
     parameters = pipeline_parameters(package)
-    if "namespace" in parameters:
-        arguments.setdefault("namespace", namespace)
-    if arguments.get("namespace", namespace) != namespace:
-        raise ConfigError(
-            f"--namespace {namespace} and --param namespace={arguments['namespace']} differ",
-            "give the namespace once, with --namespace",
-        )
     source = str(arguments.get("source_uri", PipelineConfig().source_uri))
     if "coin" in parameters and "coin" not in arguments:
         _coin(None, lambda: _readable_header(source), source, "--param coin=bitcoin")
@@ -355,15 +345,6 @@ def _cmd_submit(args: argparse.Namespace) -> None:
         from crypto_pipeline.ingest import source_fingerprint
 
         arguments["source_fingerprint"] = source_fingerprint(source)
-    stale = mutable_images(package, DEFAULT_TAG)
-    if stale:
-        print(
-            f"warning: {package} names its images by the reused tag {DEFAULT_TAG} "
-            f"({stale[0]}, …): after a rebuild, nodes keep the old image and KFP's cache "
-            "serves old steps; compile with the tag scripts/build_images.sh prints "
-            '(crypto-pipeline compile --tag "$(python3 scripts/image_tag.py)")',
-            file=sys.stderr,
-        )
     try:
         result = submit(
             package,
@@ -373,6 +354,7 @@ def _cmd_submit(args: argparse.Namespace) -> None:
             namespace=namespace,
             token=read_token(args.token_file),
             cookies=os.environ.get(COOKIE_ENV) or None,
+            allow_version_tag=args.allow_version_tag,
         )
     except PipelineError:
         raise
@@ -581,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--katib-manifest", metavar="PATH", help="write the Katib Experiment YAML here")
     p.add_argument(
         "--katib-image",
-        default=DEFAULT_TRAINING_IMAGE,
+        default=f"{DEFAULT_REGISTRY}/train:{default_tag()}",
         help="training image for Katib trials (default: %(default)s)",
     )
     p.add_argument(
@@ -653,7 +635,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=deploy_defaults.service_account,
         help="the predictor's service account, which can read the storage (see cluster/)",
     )
-    p.add_argument("--image", default=deploy_defaults.image, help="default: %(default)s")
+    p.add_argument(
+        "--image", default=f"{DEFAULT_REGISTRY}/serve:{default_tag()}", help="default: %(default)s"
+    )
     p.add_argument("--target", choices=("local", "cluster"), default=deploy_defaults.target)
     p.add_argument(
         "--ready-timeout",
@@ -672,7 +656,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-o", "--output", default="crypto_pipeline.yaml", help="default: %(default)s")
     p.add_argument("--registry", default=DEFAULT_REGISTRY, help="default: %(default)s")
-    p.add_argument("--tag", default=DEFAULT_TAG, help="default: %(default)s")
+    p.add_argument(
+        "--tag",
+        default=default_tag(),
+        help="image tag (default: %(default)s, this checkout's content tag, as "
+        "scripts/build_images.sh tags the images)",
+    )
     p.set_defaults(func=_cmd_compile)
 
     p = sub.add_parser(
@@ -695,6 +684,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--wait", action="store_true", help="wait for the run to end; fail unless it succeeds"
+    )
+    p.add_argument(
+        "--allow-version-tag",
+        action="store_true",
+        help="submit a package whose images carry the reused version tag (0.1.0)",
     )
     p.add_argument(
         "--timeout", type=int, default=3600, help="with --wait: seconds (default: %(default)s)"

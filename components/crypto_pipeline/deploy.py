@@ -58,6 +58,9 @@ SERVING_PORT = 8080
 KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 ISVC_LABEL = "serving.kserve.io/inferenceservice"
 """The label KServe puts on an InferenceService's pods."""
+DEPLOY_ID = "crypto-pipeline/deploy-id"
+"""An annotation set anew by every cluster deploy on the predictor, which KServe copies
+onto its pods: the wait knows the pods of this deploy from those of an earlier one."""
 API_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (KSERVE_GROUP, KSERVE_PLURAL, ("create", "get", "update")),
     ("", "pods", ("list",)),
@@ -136,7 +139,9 @@ def smoke_test(version_uri: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return request, response
 
 
-def inference_service(storage_uri: str, config: DeployConfig | None = None) -> dict[str, Any]:
+def inference_service(
+    storage_uri: str, config: DeployConfig | None = None, deploy_id: str = ""
+) -> dict[str, Any]:
     """The KServe InferenceService that serves the model with the project's serve image.
 
     A custom predictor: the container must be named ``kserve-container`` for KServe to
@@ -152,6 +157,7 @@ def inference_service(storage_uri: str, config: DeployConfig | None = None) -> d
         storage_uri: The model version's folder (``gs://``, ``s3://``, ``pvc://`` …).
         config: Namespace, service account (it must be able to read ``storage_uri``) and
             the serve image.
+        deploy_id: Set as the predictor's ``DEPLOY_ID`` annotation (a cluster deploy's).
     """
     config = config or DeployConfig()
     predictor: dict[str, Any] = {
@@ -193,6 +199,8 @@ def inference_service(storage_uri: str, config: DeployConfig | None = None) -> d
     }
     if config.service_account:
         predictor["serviceAccountName"] = config.service_account
+    if deploy_id:
+        predictor["annotations"] = {DEPLOY_ID: deploy_id}
     return {
         "apiVersion": f"{KSERVE_GROUP}/{KSERVE_VERSION}",
         "kind": "InferenceService",
@@ -343,9 +351,9 @@ def wait_until_served(
 ) -> dict[str, Any]:
     """Waits until the InferenceService is ``Ready`` and every predictor pod is ready.
 
-    Every pod of the InferenceService must be ready, not only the service: while a new
-    version rolls out the old pod keeps ``Ready`` true, and a new pod that crash-loops
-    would otherwise go unnoticed.
+    Every pod of the InferenceService must be ready and be this deploy's (its ``DEPLOY_ID``
+    annotation), not only the service: while a new version rolls out the old pod keeps
+    ``Ready`` true, and a new pod that crash-loops would otherwise go unnoticed.
 
     Returns:
         The InferenceService as the API server last answered.
@@ -359,6 +367,7 @@ def wait_until_served(
     api_client = api_client or api_client_from_environment()
     custom, core = client.CustomObjectsApi(api_client), client.CoreV1Api(api_client)
     namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+    deploy_id = manifest["spec"]["predictor"].get("annotations", {}).get(DEPLOY_ID)
     deadline = time.monotonic() + timeout
     while True:
         isvc = custom.get_namespaced_custom_object(
@@ -371,9 +380,15 @@ def wait_until_served(
             ).items
             if p.metadata.deletion_timestamp is None
         ]
-        pods_ready = bool(pods) and all(
-            any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
-            for p in pods
+        # An earlier deploy's pod keeps serving while this one's rolls out: not yet served.
+        ours = [p for p in pods if (p.metadata.annotations or {}).get(DEPLOY_ID) == deploy_id]
+        pods_ready = (
+            bool(ours)
+            and len(ours) == len(pods)
+            and all(
+                any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+                for p in pods
+            )
         )
         if _condition(isvc, "Ready").get("status") == "True" and pods_ready:
             return isvc
@@ -398,7 +413,13 @@ def wait_until_served(
                 + (f"; its last log line: {line}" if line else "")
             )
     if not pods:
-        reasons.append("no predictor pod exists yet (is KServe's controller running?)")
+        reasons.append(
+            "no predictor pod exists: KServe's controller is not running, or the predictor's "
+            "service account is missing in the namespace (`scripts/cluster.sh storage` "
+            f"creates it; `kubectl -n {namespace} get events` says which)"
+        )
+    elif not any((p.metadata.annotations or {}).get(DEPLOY_ID) == deploy_id for p in pods):
+        reasons.append("no pod of this deploy exists yet; only an earlier deploy's serves")
     raise PipelineError(
         f"the InferenceService {namespace}/{name} is not serving after {timeout:g} s: "
         + ("; ".join(reasons) or "no reason reported yet"),
@@ -450,7 +471,8 @@ def deploy(
     storage = config.storage_uri or (
         version_uri if "://" in version_uri else f"pvc://{MODELS_PVC}/{MODEL_NAME}/{version or 1}"
     )
-    manifest = inference_service(storage, config)
+    deploy_id = uuid.uuid4().hex if config.target == "cluster" else ""
+    manifest = inference_service(storage, config, deploy_id)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_NAME).write_text(manifest_yaml(manifest))

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from crypto_pipeline.config import DEFAULT_NAMESPACE
+from crypto_pipeline.config import DEFAULT_NAMESPACE, DEFAULT_TAG
 from crypto_pipeline.errors import ConfigError, PipelineError
 from crypto_pipeline.pipeline import PIPELINE_NAME
 
@@ -93,6 +93,7 @@ def submit(
     namespace: str = DEFAULT_NAMESPACE,
     token: str | None = None,
     cookies: str | None = None,
+    allow_version_tag: bool = False,
 ):
     """Uploads a compiled pipeline to Kubeflow Pipelines and starts a run.
 
@@ -106,16 +107,44 @@ def submit(
             the run, is created there); ``kubeflow`` on KFP standalone.
         token: A bearer token sent with every request (see ``read_token``).
         cookies: A ``Cookie`` header sent with every request (``KF_PIPELINES_COOKIE``).
+        allow_version_tag: Submit a package whose images carry the bare version tag
+            (``0.1.0``), which is reused by every build.
 
     Returns:
         The run's ``RunPipelineResult`` (``.run_id``, ``.wait_for_run_completion``).
+
+    Raises:
+        ConfigError: The package is no compiled pipeline, names its images by the reused
+            version tag, or is given a second, different namespace.
     """
     import kfp
+
+    # One namespace, given once: the run's, and that of what the pipeline creates there
+    # (a pipeline with a `namespace` parameter: the crypto pipeline's deploy step).
+    arguments = dict(arguments or {})
+    if "namespace" in pipeline_parameters(package_path):
+        arguments.setdefault("namespace", namespace)
+    if arguments.get("namespace", namespace) != namespace:
+        raise ConfigError(
+            f"the namespace {namespace} and the parameter namespace={arguments['namespace']} "
+            "differ",
+            "give the namespace once, with --namespace",
+        )
+    reused = mutable_images(package_path, DEFAULT_TAG)
+    if reused and not allow_version_tag:
+        raise ConfigError(
+            f"{package_path} names its images by the reused tag {DEFAULT_TAG} ({reused[0]}, "
+            "…): every build reuses it, so nodes keep whichever image they pulled first and "
+            "KFP's cache serves steps of old code",
+            "build and push the images (scripts/build_images.sh --push), compile with their "
+            "content tag (`crypto-pipeline compile -o build/crypto_pipeline.yaml`: its "
+            "default in a checkout) and submit that; --allow-version-tag submits it anyway",
+        )
 
     client = kfp.Client(host=host, namespace=namespace, existing_token=token, cookies=cookies)
     return client.create_run_from_pipeline_package(
         os.fspath(package_path),
-        arguments=arguments or {},
+        arguments=arguments,
         experiment_name=experiment,
         namespace=namespace,
         run_name=run_name or f"{PIPELINE_NAME}-{time.strftime('%Y%m%d-%H%M%S')}",

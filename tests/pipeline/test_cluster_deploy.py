@@ -2,6 +2,7 @@
 
 import json
 import re
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -10,7 +11,7 @@ from kubernetes import client
 from crypto_pipeline import deploy as deploy_module
 from crypto_pipeline.compiled import compile_pipeline
 from crypto_pipeline.config import DeployConfig
-from crypto_pipeline.deploy import API_RULES, apply, deploy, inference_service
+from crypto_pipeline.deploy import API_RULES, DEPLOY_ID, apply, deploy, inference_service
 from crypto_pipeline.errors import PipelineError
 
 ISVCS = "/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices"
@@ -20,6 +21,9 @@ PODS = "/api/v1/namespaces/{ns}/pods"
 @pytest.fixture(autouse=True)
 def quick_polls(monkeypatch):
     monkeypatch.setattr(deploy_module, "POLL_SECONDS", 0.05)
+    # Each cluster deploy marks its pods with a new id: "d1" here, so that the stand-in
+    # API's pods can carry it.
+    monkeypatch.setattr(deploy_module.uuid, "uuid4", lambda: SimpleNamespace(hex="d1"))
 
 
 def api_client(httpserver):
@@ -36,7 +40,14 @@ def isvc(manifest, ready: bool, reason: str = "", message: str = ""):
     return {**manifest, "status": {"conditions": conditions}}
 
 
-def pod(name: str, ready: bool, waiting: str = "", exit_code: int = 0, init_waiting: str = ""):
+def pod(
+    name: str,
+    ready: bool,
+    waiting: str = "",
+    exit_code: int = 0,
+    init_waiting: str = "",
+    deploy_id: str = "d1",
+):
     container = {"name": "kserve-container", "ready": ready, "restartCount": 3, "image": "x"}
     container["imageID"] = ""
     if waiting:
@@ -61,7 +72,8 @@ def pod(name: str, ready: bool, waiting: str = "", exit_code: int = 0, init_wait
                 "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}},
             }
         ]
-    return {"metadata": {"name": name, "namespace": "kubeflow"}, "status": status}
+    metadata = {"name": name, "namespace": "kubeflow", "annotations": {DEPLOY_ID: deploy_id}}
+    return {"metadata": metadata, "status": status}
 
 
 def serve_cluster(httpserver, manifest, isvc_answer, pods, log="", ns="kubeflow"):
@@ -79,7 +91,7 @@ def serve_cluster(httpserver, manifest, isvc_answer, pods, log="", ns="kubeflow"
 
 def test_a_cluster_deploy_waits_until_the_model_is_served(trained, tmp_path, httpserver):
     config = DeployConfig(registry_uri="memory://registry", target="cluster")
-    manifest = inference_service("memory://registry/crypto/1", config)
+    manifest = inference_service("memory://registry/crypto/1", config, deploy_id="d1")
     serve_cluster(httpserver, manifest, isvc(manifest, True), [pod("crypto-predictor-1", True)])
     result = deploy(
         trained[0] / "model", tmp_path / "out", config, api_client=api_client(httpserver)
@@ -87,6 +99,7 @@ def test_a_cluster_deploy_waits_until_the_model_is_served(trained, tmp_path, htt
     assert result.applied and result.storage_uri == "memory://registry/crypto/1"
     post = httpserver.log[0][0]
     assert post.method == "POST" and json.loads(post.data) == manifest
+    assert manifest["spec"]["predictor"]["annotations"] == {DEPLOY_ID: "d1"}
     assert post.headers["Content-Type"] == "application/json"
     pods = [r for r, _ in httpserver.log if r.path.endswith("/pods")]
     assert pods and pods[0].args["labelSelector"] == "serving.kserve.io/inferenceservice=crypto"
@@ -114,7 +127,7 @@ def test_a_crash_looping_predictor_fails_the_deploy_with_its_own_reason(
 
 
 def test_a_storage_initializer_that_fails_is_named(httpserver):
-    manifest = inference_service("s3://mlpipeline/v2/artifacts/x/model")
+    manifest = inference_service("s3://mlpipeline/v2/artifacts/x/model", deploy_id="d1")
     stuck = pod("crypto-predictor-2", False, init_waiting="CrashLoopBackOff")
     serve_cluster(httpserver, manifest, isvc(manifest, False), [stuck])
     with pytest.raises(PipelineError, match="storage-initializer: CrashLoopBackOff"):
@@ -123,10 +136,28 @@ def test_a_storage_initializer_that_fails_is_named(httpserver):
 
 def test_ready_is_not_enough_while_a_new_pod_crash_loops(httpserver):
     """During a roll-out the old pod keeps the InferenceService Ready."""
-    manifest = inference_service("gs://bucket/models/crypto/2")
-    pods = [pod("crypto-predictor-old", True), pod("crypto-predictor-new", False, "ErrImagePull")]
+    manifest = inference_service("gs://bucket/models/crypto/2", deploy_id="d1")
+    pods = [
+        pod("crypto-predictor-old", True, deploy_id="d0"),
+        pod("crypto-predictor-new", False, "ErrImagePull"),
+    ]
     serve_cluster(httpserver, manifest, isvc(manifest, True), pods)
     with pytest.raises(PipelineError, match="crypto-predictor-new: kserve-container: ErrImagePull"):
+        deploy_module.wait_until_served(manifest, api_client(httpserver), timeout=0.2)
+
+
+def test_an_earlier_deploys_ready_pod_is_not_this_deploy_served(httpserver):
+    """Right after a replace, only the old pod exists, ready: not yet this deploy's model."""
+    manifest = inference_service("gs://bucket/models/crypto/3", deploy_id="d1")
+    serve_cluster(httpserver, manifest, isvc(manifest, True), [pod("old", True, deploy_id="d0")])
+    with pytest.raises(PipelineError, match="only an earlier deploy's serves"):
+        deploy_module.wait_until_served(manifest, api_client(httpserver), timeout=0.2)
+
+
+def test_a_missing_predictor_pod_names_the_service_account(httpserver):
+    manifest = inference_service("gs://bucket/models/crypto/3", deploy_id="d1")
+    serve_cluster(httpserver, manifest, isvc(manifest, False), [])
+    with pytest.raises(PipelineError, match="scripts/cluster.sh storage"):
         deploy_module.wait_until_served(manifest, api_client(httpserver), timeout=0.2)
 
 
@@ -210,3 +241,10 @@ def test_the_compiled_pipeline_never_serves_a_deploy_from_the_cache(tmp_path):
         t["cachingOptions"].get("enableCache") for name, t in tasks.items() if name != "deploy-step"
     )
     assert spec["root"]["inputDefinitions"]["parameters"]["ready_timeout"]["defaultValue"] == 600
+
+
+def test_the_deploy_id_is_a_field_kserves_crd_has():
+    from conftest import inference_service_validator
+
+    manifest = inference_service("gs://bucket/models/crypto/3", deploy_id="0123abcd")
+    assert list(inference_service_validator().iter_errors(manifest)) == []

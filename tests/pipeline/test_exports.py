@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -305,11 +304,10 @@ def test_a_run_from_an_export_end_to_end(style, tmp_path):
     assert summary["metrics"]["test_rmse"] > 0
 
 
-def test_submitting_a_single_asset_source_needs_the_coin_named(tmp_path, capsys):
+def test_submitting_a_single_asset_source_needs_the_coin_named(tmp_path, capsys, cluster_package):
     path = tmp_path / "BTC-USD.csv"
     path.write_text("Date,Open,High,Low,Close,Adj Close,Volume\n2020-01-01,1,2,0.5,1.5,1.5,10\n")
-    package = Path(__file__).resolve().parents[2] / "crypto_pipeline.yaml"
-    submit = ["submit", "--package", str(package), "--host", "http://127.0.0.1:9"]
+    submit = ["submit", "--package", str(cluster_package), "--host", "http://127.0.0.1:9"]
     assert main([*submit, "--param", f"source_uri={path}"]) == 1
     err = capsys.readouterr().err
     assert "no coin column" in err and "--param coin=bitcoin" in err

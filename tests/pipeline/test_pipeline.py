@@ -59,19 +59,21 @@ def test_images_are_set_at_compile_time(tmp_path):
     }
 
 
-def test_submit_sends_the_pipeline_to_the_kfp_api(httpserver):
+def test_submit_sends_the_pipeline_to_the_kfp_api(httpserver, cluster_package):
     kfp_api(httpserver)
-    result = submit(COMMITTED, httpserver.url_for("").rstrip("/"), "poets", {"trials": 3})
+    result = submit(cluster_package, httpserver.url_for("").rstrip("/"), "poets", {"trials": 3})
     assert result.run_id == "run-1"
     requests = {(r.method, r.path): r for r, _ in httpserver.log}
     assert json.loads(requests["POST", "/apis/v2beta1/experiments"].data)["display_name"] == "poets"
     run = json.loads(requests["POST", "/apis/v2beta1/runs"].data)
     assert run["experiment_id"] == "exp-1"
     assert run["pipeline_spec"]["pipelineInfo"]["name"] == PIPELINE_NAME
-    assert run["runtime_config"]["parameters"] == {"trials": 3}
+    assert run["runtime_config"]["parameters"] == {"trials": 3, "namespace": "kubeflow"}
 
 
-def test_submit_from_the_command_line_sends_the_sources_fingerprint(httpserver, tmp_path):
+def test_submit_from_the_command_line_sends_the_sources_fingerprint(
+    httpserver, tmp_path, cluster_package
+):
     import hashlib
 
     from crypto_pipeline.cli import main
@@ -80,7 +82,7 @@ def test_submit_from_the_command_line_sends_the_sources_fingerprint(httpserver, 
     source = tmp_path / "prices.csv"
     source.write_text("slug,date\n")
     host = httpserver.url_for("").rstrip("/")
-    package = str(COMMITTED)
+    package = str(cluster_package)
     assert (
         main(["submit", "--host", host, "--package", package, "--param", f"source_uri={source}"])
         == 0
@@ -114,10 +116,10 @@ def test_docker_runs_keep_their_own_cache(tmp_path):
         PipelineConfig(runner="kubernetes")
 
 
-def test_submit_to_a_multi_user_kubeflow_sends_the_namespace_and_token(httpserver):
+def test_submit_to_a_multi_user_kubeflow_sends_the_namespace_and_token(httpserver, cluster_package):
     kfp_api(httpserver)
     host = httpserver.url_for("").rstrip("/")
-    submit(COMMITTED, host, "poets", {}, namespace="team-a", token="tok-123")
+    submit(cluster_package, host, "poets", {}, namespace="team-a", token="tok-123")
     for request, _ in httpserver.log:
         assert request.headers.get("Authorization") == "Bearer tok-123", request.path
     requests = {(r.method, r.path): r for r, _ in httpserver.log}

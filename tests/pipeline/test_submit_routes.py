@@ -7,7 +7,6 @@ import pytest
 from test_pipeline import COMMITTED, kfp_api
 
 from crypto_pipeline.cli import main
-from crypto_pipeline.compiled import compile_pipeline
 from crypto_pipeline.submit import ROUTES, TOKEN_AUDIENCE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,12 +19,15 @@ def submitted(httpserver) -> tuple[dict, dict]:
     return experiment, run
 
 
-def test_the_namespace_given_once_reaches_the_run_and_the_deploy(httpserver, capsys):
+def test_the_namespace_given_once_reaches_the_run_and_the_deploy(
+    httpserver, capsys, cluster_package
+):
     """Before, --namespace reached kfp.Client only: the deploy step stayed in kubeflow."""
     kfp_api(httpserver)
     host = httpserver.url_for("").rstrip("/")
     assert (
-        main(["submit", "--host", host, "--package", str(COMMITTED), "--namespace", "team-a"]) == 0
+        main(["submit", "--host", host, "--package", str(cluster_package), "--namespace", "team-a"])
+        == 0
     )
     experiment, run = submitted(httpserver)
     assert experiment["namespace"] == "team-a"
@@ -33,36 +35,38 @@ def test_the_namespace_given_once_reaches_the_run_and_the_deploy(httpserver, cap
     assert "namespace team-a" in capsys.readouterr().out
 
 
-def test_a_second_different_namespace_is_refused(capsys):
-    argv = ["submit", "--host", "http://127.0.0.1:9", "--package", str(COMMITTED)]
+def test_a_second_different_namespace_is_refused(capsys, cluster_package):
+    argv = ["submit", "--host", "http://127.0.0.1:9", "--package", str(cluster_package)]
     assert main([*argv, "--namespace", "team-a", "--param", "namespace=team-b"]) == 1
     assert "give the namespace once" in capsys.readouterr().err
 
 
-def test_without_namespace_the_standalone_default_is_sent(httpserver):
+def test_without_namespace_the_standalone_default_is_sent(httpserver, cluster_package):
     kfp_api(httpserver)
     host = httpserver.url_for("").rstrip("/")
-    assert main(["submit", "--host", host, "--package", str(COMMITTED)]) == 0
+    assert main(["submit", "--host", host, "--package", str(cluster_package)]) == 0
     assert submitted(httpserver)[1]["runtime_config"]["parameters"]["namespace"] == "kubeflow"
 
 
-def test_the_ingress_route_sends_the_session_cookie(httpserver, monkeypatch):
+def test_the_ingress_route_sends_the_session_cookie(httpserver, monkeypatch, cluster_package):
     kfp_api(httpserver)
     monkeypatch.setenv("KF_PIPELINES_COOKIE", "oauth2_proxy_kubeflow=abc")
     host = httpserver.url_for("").rstrip("/")
-    assert main(["submit", "--host", host, "--package", str(COMMITTED), "--namespace", "u"]) == 0
+    assert (
+        main(["submit", "--host", host, "--package", str(cluster_package), "--namespace", "u"]) == 0
+    )
     for request, _ in httpserver.log:
         assert request.headers.get("Cookie") == "oauth2_proxy_kubeflow=abc", request.path
 
 
-def test_a_refused_sign_in_names_the_routes_that_work(httpserver, capsys):
+def test_a_refused_sign_in_names_the_routes_that_work(httpserver, capsys, cluster_package):
     """oauth2-proxy (m2m-dex-only) answers a Kubernetes token from outside with a refusal."""
     httpserver.expect_request("/apis/v2beta1/healthz").respond_with_json({})
     httpserver.expect_request("/apis/v2beta1/experiments").respond_with_data(
         "Unauthorized", status=401
     )
     host = httpserver.url_for("").rstrip("/")
-    argv = ["submit", "--host", host, "--package", str(COMMITTED), "--namespace", "u"]
+    argv = ["submit", "--host", host, "--package", str(cluster_package), "--namespace", "u"]
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "refused the request (401)" in err
@@ -78,29 +82,44 @@ def runs_api(httpserver, state: str, error: str = ""):
     httpserver.expect_request("/apis/v2beta1/runs/run-1", method="GET").respond_with_json(answer)
 
 
-def test_wait_ends_with_the_runs_state(httpserver, capsys):
+def test_wait_ends_with_the_runs_state(httpserver, capsys, cluster_package):
     runs_api(httpserver, "SUCCEEDED")
     host = httpserver.url_for("").rstrip("/")
-    assert main(["submit", "--host", host, "--package", str(COMMITTED), "--wait"]) == 0
+    assert main(["submit", "--host", host, "--package", str(cluster_package), "--wait"]) == 0
     assert "run run-1: SUCCEEDED" in capsys.readouterr().out
 
 
-def test_wait_fails_when_the_run_fails(httpserver, capsys):
+def test_wait_fails_when_the_run_fails(httpserver, capsys, cluster_package):
     runs_api(httpserver, "FAILED", "deploy-step: the InferenceService is not serving")
     host = httpserver.url_for("").rstrip("/")
-    assert main(["submit", "--host", host, "--package", str(COMMITTED), "--wait"]) == 1
+    assert main(["submit", "--host", host, "--package", str(cluster_package), "--wait"]) == 1
     assert "run run-1 ended FAILED: deploy-step" in capsys.readouterr().err
 
 
-def test_a_package_with_the_reused_tag_gets_a_warning(httpserver, tmp_path, capsys):
-    """Before, nothing said that a rebuilt 0.1.0 image is never pulled again."""
+def test_a_package_with_the_reused_tag_is_refused(httpserver, capsys):
+    """(f) Before, nothing said that a rebuilt 0.1.0 image is never pulled again."""
     kfp_api(httpserver)
     host = httpserver.url_for("").rstrip("/")
-    assert main(["submit", "--host", host, "--package", str(COMMITTED)]) == 0
-    assert "reused tag 0.1.0" in capsys.readouterr().err
-    content = compile_pipeline(tmp_path / "p.yaml", tag="0.1.0-0123456789ab")
-    assert main(["submit", "--host", host, "--package", str(content)]) == 0
-    assert "reused tag" not in capsys.readouterr().err
+    assert main(["submit", "--host", host, "--package", str(COMMITTED)]) == 1
+    err = capsys.readouterr().err
+    assert "names its images by the reused tag 0.1.0" in err and "build_images.sh" in err
+    assert not httpserver.log  # nothing reached the API
+    argv = ["submit", "--host", host, "--package", str(COMMITTED), "--allow-version-tag"]
+    assert main(argv) == 0
+
+
+def test_compile_names_the_images_by_this_checkouts_content(tmp_path):
+    """The cluster route's compile needs no --tag: the checkout's, as the images are built."""
+    import subprocess
+
+    from crypto_pipeline.compiled import compiled_tasks
+
+    tag = subprocess.run(
+        ["python3", ROOT / "scripts" / "image_tag.py"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert main(["compile", "-o", str(tmp_path / "p.yaml")]) == 0
+    images = {row["image"] for row in compiled_tasks(tmp_path / "p.yaml")}
+    assert images and all(i.endswith(f":{tag}") for i in images), images
 
 
 @pytest.mark.parametrize("route", sorted(ROUTES))
