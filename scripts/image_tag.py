@@ -19,6 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SKIPPED = {"__pycache__", ".ipynb_checkpoints"}
+"""Folders no image holds (.dockerignore); nor ``*.egg-info``, which ``pip install -e``
+writes beside the package: the same commit has the same tag in every checkout."""
 
 
 def image_inputs(root: Path = ROOT) -> list[Path]:
@@ -26,8 +28,9 @@ def image_inputs(root: Path = ROOT) -> list[Path]:
     files = [root / "pyproject.toml", root / "README.md"]
     files += sorted((root / "locks").glob("linux-*/full.txt"))
     for path in sorted((root / "components").rglob("*")):
-        parts = set(path.relative_to(root).parts)
-        if path.is_file() and not parts & SKIPPED and not path.name.endswith((".pyc", ".egg-info")):
+        parts = path.relative_to(root).parts
+        skipped = set(parts) & SKIPPED or any(p.endswith(".egg-info") for p in parts)
+        if path.is_file() and not skipped and not path.name.endswith(".pyc"):
             files.append(path)
     return files
 
