@@ -66,8 +66,8 @@ test: lint security-scan  ## lint, scan, then run every test and validate the no
 test-containers: setup  ## build every image, push and pull it through a local registry, run the pipeline in them, the workshop image and its dev container (root; ~20 min)
 	bash scripts/test_containers.sh
 
-cluster-e2e: setup  ## on kind: KFP, KServe (KATIB=1: Katib), the images, a run, its predictor against local serving; timed, then deleted (KEEP=1 keeps it; needs Docker, kind, kubectl)
-	bash scripts/cluster_e2e.sh
+cluster-e2e: setup  ## on kind: KFP, KServe (KATIB=1: Katib), the images, a run, its predictor against local serving; timed, then deleted (KEEP=1 keeps it; needs Docker, kind, kubectl); make cluster-e2e --dry-run prints it all
+	+bash scripts/cluster_e2e.sh $(if $(or $(DRY_RUN),$(findstring n,$(firstword -$(MAKEFLAGS)))),--dry-run)
 
 CHECKOV := .tools/checkov/bin/checkov
 CHECKOV_VERSION := 3.3.30

@@ -4,7 +4,8 @@
 # (crypto_pipeline.pipeline.STEP_IMAGES maps the steps to these images).
 #
 # Usage: scripts/build_images.sh [--push] [--dry-run]
-#   REGISTRY  default localhost:5001/kubeflow-for-poets (a local registry beside kind)
+#   REGISTRY  default localhost:$REGISTRY_PORT/kubeflow-for-poets (REGISTRY_PORT=5001: the
+#             local registry beside kind that scripts/cluster.sh starts)
 #   TAG       default: the content tag, `python3 scripts/image_tag.py` (version and a
 #             digest of what the images hold: a rebuild after a change is a new name, so
 #             nodes pull it and Kubeflow Pipelines' cache runs the changed steps again);
@@ -21,7 +22,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-REGISTRY="${REGISTRY:-localhost:5001/kubeflow-for-poets}"
+REGISTRY="${REGISTRY:-localhost:${REGISTRY_PORT:-5001}/kubeflow-for-poets}"
 VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/pyproject.toml")"
 TAG="${TAG:-$(python3 "$ROOT/scripts/image_tag.py")}"
 read -r -a IMAGES <<< "${IMAGES:-ingest transform train serve}"
@@ -59,11 +60,27 @@ case "${REGISTRY%%/*}" in
   *) remote=1 ;;
 esac
 
+platforms="${PLATFORMS:-linux/amd64,linux/arm64}"
+if [[ "$push" == 1 && "$remote" == 1 && "$dry_run" == 0 ]]; then
+  # The default builder of a plain Linux engine builds for its own platform only.
+  builder=$(docker buildx inspect 2> /dev/null | sed -n 's/^Platforms: *//p' | head -1)
+  builder="${builder//\*/}"  # buildx marks the platforms it was asked for with a *
+  for platform in ${platforms//,/ }; do
+    if [[ ", $builder," != *", $platform,"* ]]; then
+      echo "error: the current buildx builder cannot build for $platform (it has: ${builder:-none})" >&2
+      echo "  fix: docker buildx create --use --name poets (a builder that can), and on Linux" \
+        "QEMU for the other platform: docker run --privileged --rm tonistiigi/binfmt" \
+        "--install all; or PLATFORMS=<your nodes' platform>" >&2
+      exit 1
+    fi
+  done
+fi
+
 cd "$ROOT"
 for image in "${IMAGES[@]}"; do
   ref="$REGISTRY/$image:$TAG"
   if [[ "$push" == 1 && "$remote" == 1 ]]; then
-    run docker buildx build --platform "${PLATFORMS:-linux/amd64,linux/arm64}" \
+    run docker buildx build --platform "$platforms" \
       -f "components/$image/Dockerfile" -t "$ref" --push .
     continue
   fi

@@ -64,6 +64,8 @@ ZONE="${ZONE:-us-central1-a}"
 MACHINE_TYPE="${MACHINE_TYPE:-e2-standard-4}"
 NODES="${NODES:-2}"
 RETRY_PAUSE="${RETRY_PAUSE:-15}"  # seconds between tries of an apply that waits on webhooks
+# Katib injects its metrics collector into trials only in namespaces labelled so.
+KATIB_INJECTION=katib.kubeflow.org/metrics-collector-injection=enabled
 dry_run=0
 
 say() { echo "==> $*"; }
@@ -85,6 +87,9 @@ retry() {  # retry TIMES PAUSE COMMAND...: as upstream's installs do, until it s
     sleep "$pause"
   done
   echo "error: failed $times times: $*" >&2
+  echo "  fix: look at the controllers (kubectl -n kserve get pods; kubectl -n kserve logs" \
+    "deployment/kserve-controller-manager), then run the same command again: it is" \
+    "idempotent" >&2
   return 1
 }
 
@@ -188,6 +193,11 @@ install_kfp() {
   run kubectl wait --for condition=established --timeout=120s crd/applications.app.k8s.io
   run kubectl apply -k "$base/env/platform-agnostic?ref=$KFP_VERSION"
   run kubectl -n kubeflow wait --for=condition=available --timeout=600s deployment/ml-pipeline
+  if exists kubectl get crd experiments.kubeflow.org; then
+    # Both installs apply the kubeflow Namespace; KFP's drops the label Katib's set.
+    say "Katib is installed: keeping its metrics-collector label on the kubeflow namespace"
+    run kubectl label namespace kubeflow --overwrite "$KATIB_INJECTION"
+  fi
   say "the UI and API: kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80"
   say "its object store: SeaweedFS, seaweedfs.$KFP_NAMESPACE:9000 (S3)"
 }
@@ -198,6 +208,7 @@ install_katib() {
   run kubectl apply -k \
     "github.com/kubeflow/katib.git/manifests/v1beta1/installs/katib-standalone?ref=$KATIB_VERSION"
   run kubectl -n kubeflow wait --for=condition=available --timeout=600s deployment/katib-controller
+  run kubectl label namespace kubeflow --overwrite "$KATIB_INJECTION"
 }
 
 install_kserve() {
@@ -223,8 +234,12 @@ install_kserve() {
   fi
   run kubectl apply --server-side --force-conflicts -f "$dir/crds.yaml"
   run kubectl wait --for condition=established --timeout=120s -f "$dir/crds.yaml"
+  # The first apply creates the controllers; objects their webhooks check wait for them.
+  run kubectl apply --server-side --force-conflicts -f "$dir/rest.yaml" \
+    || say "some objects wait for KServe's webhooks: again once the controllers run"
+  run kubectl -n kserve wait --for=condition=available --timeout=600s \
+    deployment/kserve-controller-manager deployment/llmisvc-controller-manager
   retry 10 "$RETRY_PAUSE" kubectl apply --server-side --force-conflicts -f "$dir/rest.yaml"
-  run kubectl -n kserve wait --for=condition=available --timeout=300s deployment/kserve-controller-manager
   retry 10 "$RETRY_PAUSE" kubectl apply --server-side --force-conflicts -f "$dir/kserve-cluster-resources.yaml"
 }
 
@@ -246,12 +261,38 @@ split_crds() {  # split_crds IN CRDS REST: CRDs to one file, the rest (Standard 
 
 apply_rbac() {
   need kubectl "install kubectl (kubernetes.io/docs/tasks/tools)"
+  check_namespace
   say "letting pipeline-runner (KFP standalone) create InferenceServices in $NAMESPACE"
   run kubectl -n "$NAMESPACE" apply -f "${HERE}cluster/kserve-rbac.yaml"
 }
 
+# KFP standalone keeps its object store's keys, and admits its clients, in kubeflow only;
+# a multi-user Kubeflow copies the keys into each profile's namespace and admits those.
+check_namespace() {
+  [[ "$dry_run" == 1 || "$NAMESPACE" == "$KFP_NAMESPACE" ]] && return 0
+  local part_of
+  part_of=$(kubectl get namespace "$NAMESPACE" \
+    -o jsonpath='{.metadata.labels.app\.kubernetes\.io/part-of}' 2> /dev/null) || true
+  if [[ "$part_of" != kubeflow-profile ]]; then
+    echo "error: $NAMESPACE is not a Kubeflow profile's namespace (or does not exist)," \
+      "and KFP standalone serves its object store to $KFP_NAMESPACE and profiles only" >&2
+    echo "  fix: on KFP standalone leave NAMESPACE unset ($KFP_NAMESPACE); on a multi-user" \
+      "Kubeflow use your profile's namespace (kubectl get profiles)" >&2
+    exit 1
+  fi
+}
+
 apply_storage() {
   need kubectl "install kubectl (kubernetes.io/docs/tasks/tools)"
+  check_namespace
+  if [[ "$dry_run" == 0 ]] && ! kubectl -n "$NAMESPACE" get secret mlpipeline-minio-artifact \
+    > /dev/null 2>&1; then
+    echo "error: no Secret mlpipeline-minio-artifact in $NAMESPACE: Kubeflow Pipelines'" \
+      "object-store keys are not there" >&2
+    echo "  fix: install Kubeflow Pipelines first ($0 kfp); on a multi-user Kubeflow, its" \
+      "profile controller copies the Secret into each profile's namespace" >&2
+    exit 1
+  fi
   say "KServe's access to KFP's object store (SeaweedFS): a Secret in $NAMESPACE made from" \
     "KFP's own credentials there"
   # The keys go from one Secret to the other through a pipe, never through arguments.
@@ -279,6 +320,7 @@ upload() {  # upload CLAIM DIR TARGET: copy DIR into the claim at TARGET with a 
     exit 1
   fi
   say "copying $dir into pvc://$claim/$target"
+  run kubectl -n "$NAMESPACE" delete pod "$pod" --ignore-not-found --wait  # an earlier copy's
   run kubectl -n "$NAMESPACE" run "$pod" --restart=Never \
     --image="$REGISTRY/serve:$TAG" \
     --overrides="{\"spec\":{\"securityContext\":{\"fsGroup\":10001},\"volumes\":[{\"name\":\"v\",\"persistentVolumeClaim\":{\"claimName\":\"$claim\"}}],\"containers\":[{\"name\":\"$pod\",\"image\":\"$REGISTRY/serve:$TAG\",\"command\":[\"sleep\",\"600\"],\"volumeMounts\":[{\"name\":\"v\",\"mountPath\":\"/mnt/claim\"}]}]}}"
@@ -295,9 +337,14 @@ down() {
     say "deleting GKE cluster $CLUSTER"
     run gcloud container clusters delete "$CLUSTER" --project "$PROJECT" --zone "$ZONE" --quiet
   elif exists kind get kubeconfig --name "$CLUSTER"; then
-    say "deleting kind cluster $CLUSTER and its registry"
+    say "deleting kind cluster $CLUSTER"
     run kind delete cluster --name "$CLUSTER"
-    run docker rm -f kind-registry
+    if [[ -z "$(kind get clusters 2> /dev/null)" ]]; then
+      say "no kind cluster is left: deleting the registry kind-registry"
+      run docker rm -f kind-registry
+    else
+      say "other kind clusters use kind-registry: keeping it"
+    fi
   elif exists minikube status --profile "$CLUSTER"; then
     say "deleting minikube cluster $CLUSTER"
     run minikube delete --profile "$CLUSTER"

@@ -19,7 +19,8 @@
 #              dry runs of scripts/cluster.sh and scripts/build_images.sh print theirs,
 #              indented; needs no Docker, kind or kubectl
 # Settings (environment variables, with their defaults):
-#   NAMESPACE=kubeflow  REGISTRY_PORT=5001  CLUSTER=poets   (scripts/cluster.sh's too)
+#   REGISTRY_PORT=5001  CLUSTER=poets-e2e (a cluster of that name must not exist yet: it
+#   is deleted at the end); the namespace is KFP standalone's, kubeflow
 #   KATIB=0           1: install Katib as well
 #   KEEP=0            1: leave the cluster, the port-forwards and the local server running
 #   TAG               the images' tag; default: the content tag, python3 scripts/image_tag.py
@@ -33,9 +34,9 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
-NAMESPACE="${NAMESPACE:-kubeflow}"
+NAMESPACE=kubeflow  # KFP standalone's: its object store serves this namespace (and profiles)
 REGISTRY_PORT="${REGISTRY_PORT:-5001}"
-CLUSTER="${CLUSTER:-poets}"
+CLUSTER="${CLUSTER:-poets-e2e}"  # its own: the one it creates is the one it deletes
 export NAMESPACE REGISTRY_PORT CLUSTER  # scripts/cluster.sh reads the same settings
 KATIB="${KATIB:-0}"
 KEEP="${KEEP:-0}"
@@ -262,6 +263,14 @@ trap finish EXIT
 trap 'exit 130' INT  # Ctrl-C, or a cancelled workflow: finish still cleans up
 trap 'exit 143' TERM
 
+if [[ "$dry_run" == 0 ]] && kind get kubeconfig --name "$CLUSTER" > /dev/null 2>&1; then
+  echo "error: a kind cluster named $CLUSTER exists already; this check creates its own" \
+    "and deletes it at the end" >&2
+  echo "  fix: CLUSTER=another-name make cluster-e2e, or delete it (kind delete cluster" \
+    "--name $CLUSTER)" >&2
+  trap - EXIT
+  exit 1
+fi
 begin kind "a kind cluster with the local registry on localhost:$REGISTRY_PORT"
 cluster_up=1  # from here on, `down` has something to delete
 script scripts/cluster.sh kind

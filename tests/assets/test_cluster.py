@@ -326,3 +326,104 @@ def test_shown_paths_are_relative_to_where_it_runs():
 def test_the_cluster_manifests_match_the_kubernetes_schema():
     lines = workshop.validate_manifests(*sorted(CLUSTER.glob("*.yaml")))
     assert len(lines) == 6 and all(line.endswith(": valid") for line in lines), lines
+
+
+def run_with(tmp_path: Path, tools: dict[str, str], *args: str, **env: str):
+    """cluster.sh for real, against stand-in tools that log their calls to $LOG."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, body in tools.items():
+        (bin_dir / name).write_text(f'#!/bin/bash\necho "{name} $*" >> "$LOG"\n{body}\n')
+        (bin_dir / name).chmod(0o755)
+    log = tmp_path / "log"
+    log.write_text("")
+    result = subprocess.run(
+        ["bash", SCRIPT, *args],
+        capture_output=True,
+        text=True,
+        env=clean_env(PATH=f"{bin_dir}:{os.environ['PATH']}", LOG=str(log), TAG="t", **env),
+        cwd=ROOT,
+        timeout=60,
+    )
+    return result, log.read_text().splitlines()
+
+
+def test_a_namespace_kfp_standalone_does_not_serve_is_refused(tmp_path):
+    """(b) Its object store admits kubeflow and profiles' namespaces only."""
+    tools = {"kubectl": 'if [[ "$*" == *"get namespace"* ]]; then printf ""; fi'}
+    for command in ("storage", "rbac"):
+        result, calls = run_with(tmp_path, tools, command, NAMESPACE="team-a")
+        assert result.returncode == 1, result.stdout
+        assert "team-a is not a Kubeflow profile's namespace" in result.stderr
+        assert "fix: on KFP standalone leave NAMESPACE unset" in result.stderr
+        assert not any(" apply " in c for c in calls)
+    profile = {
+        "kubectl": 'if [[ "$*" == *"get namespace"* ]]; then printf kubeflow-profile; fi',
+    }
+    result, calls = run_with(tmp_path, profile, "rbac", NAMESPACE="team-a")
+    assert result.returncode == 0, result.stderr
+    assert "kubectl -n team-a apply -f cluster/kserve-rbac.yaml" in calls
+
+
+def test_storage_without_kfps_keys_says_to_install_kfp(tmp_path):
+    tools = {"kubectl": '[[ "$*" != *"get secret mlpipeline-minio-artifact"* ]]'}
+    result, calls = run_with(tmp_path, tools, "storage")
+    assert result.returncode == 1
+    assert "no Secret mlpipeline-minio-artifact in kubeflow" in result.stderr
+    assert "cluster.sh kfp" in result.stderr
+
+
+def test_down_keeps_the_registry_another_kind_cluster_uses(tmp_path):
+    """Before, deleting any kind cluster also deleted the shared kind-registry."""
+    tools = {
+        "kind": 'if [[ "$1 $2" == "get clusters" ]]; then echo poets; fi',
+        "docker": "",
+        "minikube": "exit 1",
+    }
+    result, calls = run_with(tmp_path, tools, "down", CLUSTER="poets-e2e")
+    assert result.returncode == 0, result.stderr
+    assert "kind delete cluster --name poets-e2e" in calls
+    assert not any(c.startswith("docker rm") for c in calls)
+    tools["kind"] = "true"
+    result, calls = run_with(tmp_path, tools, "down")
+    assert "docker rm -f kind-registry" in calls
+
+
+def test_reinstalling_kfp_keeps_katibs_namespace_label(tmp_path):
+    """KFP's apply of the kubeflow Namespace drops the label Katib's trials need."""
+    result, calls = run_with(tmp_path, {"kubectl": ""}, "kfp")
+    assert result.returncode == 0, result.stderr
+    label = (
+        "kubectl label namespace kubeflow --overwrite "
+        "katib.kubeflow.org/metrics-collector-injection=enabled"
+    )
+    assert calls[-1] == label
+    assert commands(cluster_sh("katib"))[-1] == label
+
+
+def kind_route_blocks() -> dict[str, str]:
+    """The kind route's command blocks, as a learner copies them."""
+    import nbformat
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### From nothing to a run on kind", 1)[1]
+    blocks = {"README.md": section.split("```bash\n", 1)[1].split("```", 1)[0]}
+    notebook = nbformat.read(ROOT / "notebooks" / "04-kubeflow.ipynb", as_version=4)
+    (cell,) = [c for c in notebook.cells if "## From nothing to a pipeline run on kind" in c.source]
+    blocks["notebook 04"] = cell.source.split("```bash\n", 1)[1].split("```", 1)[0]
+    return blocks
+
+
+@pytest.mark.parametrize("where", ["README.md", "notebook 04"])
+def test_the_kind_route_pastes_into_an_interactive_zsh(where, tmp_path):
+    """Interactive zsh reads `#` as a word, and a `'` in a comment opens a quote."""
+    block = kind_route_blocks()[where]
+    assert "scripts/cluster.sh kind" in block and "submit" in block
+    assert "#" not in block, "no comments in a block to paste: say it in the prose"
+    if not shutil.which("zsh"):
+        pytest.skip("zsh is not installed (.ci/run installs it)")
+    script = tmp_path / "block.sh"
+    script.write_text(block)
+    for shell in (["bash", "-n"], ["zsh", "-f", "-n"]):
+        result = subprocess.run([*shell, script], capture_output=True, text=True)
+        assert result.returncode == 0, (shell, result.stderr)

@@ -87,3 +87,32 @@ def test_a_remote_registry_gets_images_for_amd64_and_arm64():
     # kind's registry on this machine: this machine's platform, plain build and push.
     local = build_images("--push", TAG="t1")
     assert "buildx" not in local and "+ docker push localhost:5001/" in local
+
+
+def test_a_builder_that_cannot_build_for_the_nodes_is_named_with_the_fix(tmp_path):
+    """A plain Linux engine's default builder knows its own platform only."""
+    fake = tmp_path / "docker"
+    fake.write_text(
+        '#!/bin/bash\nif [[ "$1 $2" == "buildx inspect" ]]; then\n'
+        '  echo "Name: default"; echo "Platforms: linux/amd64, linux/amd64/v2, linux/386"\n'
+        'else echo "docker $*" >> "$LOG"; fi\n'
+    )
+    fake.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "LOG": str(tmp_path / "log"), "TAG": "t"}
+    result = subprocess.run(
+        ["bash", ROOT / "scripts" / "build_images.sh", "--push"],
+        capture_output=True,
+        text=True,
+        env={**env, "REGISTRY": "ghcr.io/me/poets"},
+    )
+    assert result.returncode == 1
+    assert "cannot build for linux/arm64" in result.stderr and "buildx create" in result.stderr
+    assert not (tmp_path / "log").exists()  # nothing built
+    ok = subprocess.run(
+        ["bash", ROOT / "scripts" / "build_images.sh", "--push"],
+        capture_output=True,
+        text=True,
+        env={**env, "REGISTRY": "ghcr.io/me/poets", "PLATFORMS": "linux/amd64"},
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "docker buildx build --platform linux/amd64 " in (tmp_path / "log").read_text()
