@@ -14,8 +14,25 @@
 # (Debian's docker-registry, started and stopped here): pushed, the local tags removed,
 # pulled back. The whole pipeline then runs with kfp.local's DockerRunner, every step in
 # its image as the image's user (like a pod), and its metrics are compared with a
-# subprocess run of the same seed. The serve image then answers as KServe runs it: the
-# arguments of the InferenceService that run wrote, the model mounted at /mnt/models.
+# subprocess run of the same seed.
+#
+# Three rehearsals of how a cluster runs those images:
+# - Beam's portable route (Flink, Spark, Dataflow Runner v2 run Python pipelines through it):
+#   the transform is submitted with --runner=PortableRunner to Beam's Python job service on
+#   this machine, and its SDK workers run in a worker pool in the transform image
+#   (`docker run IMAGE --worker_pool`, --environment_type=EXTERNAL); its splits, rejects and
+#   stats must equal the DirectRunner's byte for byte (stats.json: all but runner, seconds).
+# - containerd pulls each pushed step image through the hosts.toml that scripts/cluster.sh
+#   gives kind's nodes (cluster/containerd-hosts.toml: localhost:5001 is
+#   http://kind-registry:5000): Debian's ctr with --hosts-dir, the name kind-registry
+#   resolving to a second registry process on port 5000 over the same storage, only for
+#   ctr (a mount namespace with its own /etc/hosts). The digest must be the registry's, and
+#   the port-5000 registry's log must show the pull.
+# - The serve image runs with the exact container spec of the InferenceService that the
+#   docker run's deploy step wrote (tests/containers/isvc_docker.py maps every field to
+#   docker run, and refuses one it cannot map), the model at /mnt/models as KServe's
+#   storage initializer puts it; once ready it must answer the deploy step's smoke request
+#   with the smoke response recorded in deployment.json, exactly.
 #
 # Notebook 02 records what each Docker command printed (workshop.Tape), and the run is
 # compared with notebooks/recorded/02-docker.json, the outputs a machine without an engine
@@ -29,10 +46,11 @@
 # Usage: scripts/test_containers.sh [--skip-tensorflow] [--refresh-recordings]
 #   --skip-tensorflow     leave out the train and serve images (the slow TensorFlow builds)
 #   --refresh-recordings  write this run's Docker outputs to notebooks/recorded/02-docker.json
-# Needs root (dockerd, debootstrap). Starts dockerd when none runs and stops it at the end;
-# removes the containers it starts, whatever happens. Step images cannot serve as a build
-# cache once they have been pushed and pulled back, so each run first removes the step
-# images an earlier run left, and stops early when the engine's disk is too full to build.
+# Needs root (dockerd, debootstrap, unshare). Starts dockerd when none runs and stops it at
+# the end; removes the containers it starts and stops the processes, whatever happens; ends
+# with the time each part took. Step images cannot serve as a build cache once they have
+# been pushed and pulled back, so each run first removes the step images an earlier run
+# left, and stops early when the engine's disk is too full to build.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -41,6 +59,8 @@ BASE=poets-standin/debian:bookworm
 IMAGES="kubeflow-for-poets"
 TAG=0.1.0
 REGISTRY_PORT=5001
+KIND_REGISTRY_PORT=5000  # kind-registry's port in cluster/containerd-hosts.toml
+WORKER_POOL_PORT=50000  # Beam's SDK worker pool, as Beam's SDK images start it
 STEP_REGISTRY="localhost:$REGISTRY_PORT/$IMAGES"  # the names the compiled pipeline uses
 QUICK=(--trials 2 --epochs 8 --seed 42 --no-cache)  # the same run with both runners
 NEED_GB=15  # free disk: the step images (6 GB of layers, 3 GB in the registry), the workshop image (3 GB)
@@ -59,8 +79,13 @@ done
 
 started_dockerd=0
 registry_pid=""
+kind_registry_pid=""
+containerd_pid=""
+job_service_pid=""
 containers=()
 failures=0
+times=()  # "PART SECONDS", printed at the end
+script_started=$SECONDS
 
 say() { echo "==> $*"; }
 pass() { echo "  PASS $*"; }
@@ -69,10 +94,40 @@ fail() {
   failures=$((failures + 1))
 }
 
+took() {  # took PART STARTED: remembers how long PART took since STARTED ($SECONDS)
+  times+=("$1|$((SECONDS - $2))")
+}
+
+timed() {  # timed PART COMMAND...: runs COMMAND and remembers how long it took
+  local started=$SECONDS
+  "${@:2}"
+  took "$1" "$started"
+}
+
+print_times() {
+  local line
+  say "time each part took"
+  for line in "${times[@]}" "total|$((SECONDS - script_started))"; do
+    printf '    %-60s %5d s\n' "${line%|*}" "${line##*|}"
+  done
+}
+
 cleanup() {
   for c in "${containers[@]}"; do
     docker rm -f "$c" > /dev/null 2>&1 || true
   done
+  if [[ -n "$job_service_pid" ]]; then
+    kill "$job_service_pid" 2> /dev/null || true
+    job_service_pid=""
+  fi
+  if [[ -n "$kind_registry_pid" ]]; then
+    kill "$kind_registry_pid" 2> /dev/null || true
+    kind_registry_pid=""
+  fi
+  if [[ -n "$containerd_pid" ]]; then
+    kill "$containerd_pid" 2> /dev/null || true
+    containerd_pid=""
+  fi
   if [[ -n "$registry_pid" ]]; then
     say "stopping the registry on localhost:$REGISTRY_PORT"
     kill "$registry_pid" 2> /dev/null || true
@@ -151,6 +206,7 @@ build() {  # build IMAGE DOCKERFILE CONTEXT
   local started=$SECONDS
   if docker build -t "$1" -f "$2" "$3" > "$WORK/build-${1//[\/:]/_}.log" 2>&1; then
     pass "built $1 in $((SECONDS - started)) s"
+    took "build of $1" "$started"
   else
     fail "build of $1; see $WORK/build-${1//[\/:]/_}.log"
     tail -20 "$WORK/build-${1//[\/:]/_}.log" >&2
@@ -307,6 +363,7 @@ build_push_pull() {  # build_push_pull IMAGE...: build, push, drop the local tag
   if IMAGES="$*" REGISTRY="$STEP_REGISTRY" TAG="$TAG" bash "$ROOT/scripts/build_images.sh" --push \
     > "$WORK/build-steps.log" 2>&1; then
     pass "built and pushed $* in $((SECONDS - started)) s"
+    took "build and push: $*" "$started"
   else
     fail "build or push; see $WORK/build-steps.log"
     tail -20 "$WORK/build-steps.log" >&2
@@ -351,6 +408,202 @@ check_component() {  # check_component IMAGE COMMAND EXPECTED: run COMMAND with 
     fail "$1 step output lacks '$3':"
     echo "$out" | tail -15 >&2
   fi
+}
+
+find_containerd() {  # sets ctr_socket: the engine's containerd, or one started here
+  local socket
+  for socket in /run/containerd/containerd.sock /var/run/docker/containerd/containerd.sock; do
+    if [[ -S "$socket" ]] && ctr --address "$socket" version > /dev/null 2>&1; then
+      ctr_socket=$socket
+      return 0
+    fi
+  done
+  # None answers (the engine talks to a containerd elsewhere): one of our own, under $WORK.
+  mkdir -p "$WORK/containerd"
+  ctr_socket="$WORK/containerd/containerd.sock"
+  cat > "$WORK/containerd/config.toml" << TOML
+version = 2
+root = "$WORK/containerd/root"
+state = "$WORK/containerd/state"
+[grpc]
+  address = "$ctr_socket"
+TOML
+  containerd --config "$WORK/containerd/config.toml" > "$WORK/containerd/containerd.log" 2>&1 &
+  containerd_pid=$!
+  for _ in $(seq 1 30); do
+    ctr --address "$ctr_socket" version > /dev/null 2>&1 && return 0
+    sleep 1
+  done
+  return 1
+}
+
+registry_digest() {  # registry_digest PORT NAME TAG: the manifest digest the registry serves
+  # One Accept header: without the schema 2 and OCI types, the registry converts the
+  # manifest to schema 1, whose digest differs.
+  local types=application/vnd.docker.distribution.manifest
+  types+=".v2+json, $types.list.v2+json, application/vnd.oci.image.manifest.v1+json"
+  types+=", application/vnd.oci.image.index.v1+json"
+  wget -q -S --spider --header "Accept: $types" "http://127.0.0.1:$1/v2/$2/manifests/$3" 2>&1 |
+    awk 'tolower($1) == "docker-content-digest:" {print $2}' | tr -d '\r'
+}
+
+check_containerd_hosts() {  # check_containerd_hosts IMAGE...: ctr pulls through kind's hosts.toml
+  local hosts_toml="$ROOT/cluster/containerd-hosts.toml" dir="$WORK/containerd-pull"
+  local namespace=poets-rehearsal image ref want got log t0 out ctr_socket
+  local direct_log="$WORK/registry/registry.log" direct
+  local -a in_kind
+  rm -rf "$dir" && mkdir -p "$dir/certs.d/localhost:$REGISTRY_PORT"
+  cp "$hosts_toml" "$dir/certs.d/localhost:$REGISTRY_PORT/hosts.toml"
+  if listening "$KIND_REGISTRY_PORT"; then
+    fail "port $KIND_REGISTRY_PORT is taken: kind-registry's port cannot be rehearsed"
+    return 0
+  fi
+  # kind-registry: the same registry (its storage folder), on the port the nodes reach it at.
+  sed -e "s/^  addr: .*/  addr: 127.0.0.1:$KIND_REGISTRY_PORT/" "$WORK/registry/config.yml" \
+    > "$dir/kind-registry.yml"
+  log="$dir/kind-registry.log"
+  docker-registry serve "$dir/kind-registry.yml" > "$log" 2>&1 &
+  kind_registry_pid=$!
+  if ! wait_listening "$KIND_REGISTRY_PORT" 30 || ! find_containerd; then
+    fail "the kind-registry stand-in (see $log) or a containerd did not start"
+    return 0
+  fi
+  # Only for ctr, kind-registry is this machine: a mount namespace with its own /etc/hosts.
+  { cat /etc/hosts && echo "127.0.0.1 kind-registry"; } > "$dir/hosts"
+  # shellcheck disable=SC2016  # expanded by that sh: $0 is the hosts file, $@ the command
+  in_kind=(unshare --mount sh -c 'mount --bind "$0" /etc/hosts && exec "$@"' "$dir/hosts")
+  echo "    $(ctr --address "$ctr_socket" version | awk '/Version/ {print "containerd " $2; exit}')" \
+    "at $ctr_socket; hosts.toml: $(grep -v '^#' "$hosts_toml")"
+  for image in "$@"; do
+    ref="localhost:$REGISTRY_PORT/$IMAGES/$image:$TAG"
+    want=$(registry_digest "$REGISTRY_PORT" "$IMAGES/$image" "$TAG")
+    t0=$SECONDS
+    direct=$(grep -c 'useragent="containerd/' "$direct_log" || true)
+    if ! out=$("${in_kind[@]}" ctr --address "$ctr_socket" --namespace "$namespace" images pull \
+      --hosts-dir "$dir/certs.d" "$ref" 2>&1); then
+      fail "ctr pull of $ref through hosts.toml:"
+      tail -5 <<< "$out" >&2
+      continue
+    fi
+    got=$(ctr --address "$ctr_socket" --namespace "$namespace" images ls "name==$ref" |
+      awk 'NR == 2 {print $3}')
+    # Through hosts.toml, every request reaches kind-registry:5000 and none localhost:5001.
+    if [[ -n "$want" && "$got" == "$want" ]] \
+      && grep -F "uri=\"/v2/$IMAGES/$image/manifests/$TAG?ns=localhost%3A$REGISTRY_PORT\"" \
+        "$log" | grep -q 'http.request.host="kind-registry:' \
+      && [[ "$(grep -c 'useragent="containerd/' "$direct_log")" == "$direct" ]]; then
+      pass "ctr pulled $ref in $((SECONDS - t0)) s: every request went to" \
+        "kind-registry:$KIND_REGISTRY_PORT (its log: ?ns=localhost:$REGISTRY_PORT), none to" \
+        "localhost:$REGISTRY_PORT;" \
+        "digest ${got:0:19}… is the registry's"
+    else
+      fail "ctr pull of $ref: digest $got (the registry's: $want); see $log for" \
+        "requests to kind-registry, $direct_log for requests to localhost:$REGISTRY_PORT"
+    fi
+    ctr --address "$ctr_socket" --namespace "$namespace" images rm --sync "$ref" > /dev/null 2>&1
+  done
+  ctr --address "$ctr_socket" namespaces rm "$namespace" > /dev/null 2>&1 || true
+  kill "$kind_registry_pid" 2> /dev/null || true
+  kind_registry_pid=""
+  if [[ -n "$containerd_pid" ]]; then
+    kill "$containerd_pid" 2> /dev/null || true
+    containerd_pid=""
+  fi
+}
+
+listening() {  # listening PORT: something accepts connections on 127.0.0.1:PORT
+  (: > "/dev/tcp/127.0.0.1/$1") 2> /dev/null
+}
+
+wait_listening() {  # wait_listening PORT SECONDS
+  local _
+  for _ in $(seq 1 "$2"); do
+    listening "$1" && return 0
+    sleep 1
+  done
+  return 1
+}
+
+check_beam_portable() {  # the transform on Beam's portable route, against the DirectRunner
+  local image="$STEP_REGISTRY/transform:$TAG" dir="$WORK/portable" name=poets-beam-worker-pool
+  local job_port pool_port=$WORKER_POOL_PORT out differ owner
+  local raw="$dir/raw/crypto-markets.csv"
+  # The workers (uid 10001 in the image) read the input and write the output where this
+  # machine does: the folder is mounted at the same path, writable for every user.
+  rm -rf "$dir" && mkdir -p "$dir" && chmod 1777 "$dir"
+  if ! "$ROOT/.venv/bin/crypto-pipeline" ingest --source sample --output-dir "$dir/raw" \
+    > "$dir/ingest.log" 2>&1; then
+    fail "the sample for the portable run; see $dir/ingest.log"
+    return 0
+  fi
+  chmod -R a+rX "$dir/raw"
+  listening "$pool_port" && pool_port=$(free_port)  # 50000 is taken: another port
+  containers+=("$name")
+  if ! docker run -d --name "$name" --network host -v "$dir:$dir" "$image" \
+    --worker_pool "--service_port=$pool_port" > /dev/null; then
+    fail "docker run $image --worker_pool"
+    return 0
+  fi
+  job_port=$(free_port)
+  "$ROOT/.venv/bin/python" -m apache_beam.runners.portability.local_job_service_main \
+    --port "$job_port" > "$dir/job-service.log" 2>&1 &
+  job_service_pid=$!
+  if ! wait_listening "$pool_port" 60 || ! wait_listening "$job_port" 60; then
+    fail "Beam's job service (localhost:$job_port) or the worker pool (localhost:$pool_port)" \
+      "did not start; see $dir/job-service.log and docker logs $name"
+    docker logs "$name" 2>&1 | tail -10 >&2
+    return 0
+  fi
+  pass "the transform image as Beam's SDK worker pool: docker run IMAGE --worker_pool" \
+    "on localhost:$pool_port; Beam's job service on localhost:$job_port"
+  if "$ROOT/.venv/bin/crypto-pipeline" transform --input "$raw" --output-dir "$dir/portable" \
+    --runner=PortableRunner "--job_endpoint=localhost:$job_port" \
+    --environment_type=EXTERNAL "--environment_config=localhost:$pool_port" \
+    > "$dir/portable.log" 2>&1; then
+    pass "the transform with --runner=PortableRunner --environment_type=EXTERNAL:" \
+      "$(grep -m1 'kept' "$dir/portable.log" | sed 's/^ *//')"
+  else
+    fail "the transform with the PortableRunner; see $dir/portable.log"
+    tail -15 "$dir/portable.log" >&2
+    docker logs "$name" 2>&1 | tail -10 >&2
+    return 0
+  fi
+  owner=$(stat -c %u "$dir/portable/train-00000-of-00001.csv" 2> /dev/null) || owner=none
+  if [[ "$owner" == "$(docker image inspect -f '{{.Config.User}}' "$image")" ]] \
+    && docker logs "$name" 2>&1 | grep -q "Starting worker"; then
+    pass "the splits were written by the image's workers (uid $owner; the pool started" \
+      "$(docker logs "$name" 2>&1 | grep -c "Starting worker") worker(s))"
+  else
+    fail "the portable run's splits are owned by uid $owner, not the worker pool's user"
+  fi
+  if ! "$ROOT/.venv/bin/crypto-pipeline" transform --input "$raw" --output-dir "$dir/direct" \
+    > "$dir/direct.log" 2>&1; then
+    fail "the transform with the DirectRunner; see $dir/direct.log"
+    return 0
+  fi
+  differ=$(diff -r -q -x stats.json "$dir/direct" "$dir/portable" 2>&1) || true
+  out=$("$ROOT/.venv/bin/python" - "$dir/direct/stats.json" "$dir/portable/stats.json" << 'PY'
+import json, sys
+direct, portable = (json.load(open(p)) for p in sys.argv[1:])
+runners = direct.pop("runner"), portable.pop("runner")
+seconds = direct.pop("seconds"), portable.pop("seconds")
+assert runners == ("DirectRunner", "PortableRunner"), runners
+assert direct == portable, [k for k in direct if direct[k] != portable.get(k)]
+print(f"stats.json equal but runner and seconds ({seconds[1]} s portable, {seconds[0]} s direct)")
+PY
+  ) || differ+=$'\n'"stats.json: $out"
+  if [[ -z "$differ" ]]; then
+    pass "PortableRunner and DirectRunner outputs are byte-identical:" \
+      "$(cd "$dir/direct" && find . -type f ! -name stats.json | sed 's|^\./||' | sort | xargs)"
+    echo "    $out"
+  else
+    fail "the PortableRunner's output differs from the DirectRunner's:"
+    echo "$differ" >&2
+  fi
+  docker rm -f "$name" > /dev/null
+  kill "$job_service_pid" 2> /dev/null || true
+  wait "$job_service_pid" 2> /dev/null || true
+  job_service_pid=""
 }
 
 check_deploy_defaults() {  # the deploy step's defaults work in its image, as its user
@@ -457,47 +710,83 @@ check_docker_kill() {  # kill -9 of a docker run mid-step: its container stops b
   fi
 }
 
-check_serve() {  # the serve image as KServe runs it: the manifest's arguments, /mnt/models
-  local summary="$WORK/pipeline/docker/latest/summary.json" port name=poets-serve-test
-  local answer="" image version args
+check_serve() {  # the serve image as KServe runs it: the InferenceService's container spec
+  local summary="$WORK/pipeline/docker/latest/summary.json" name=poets-serve-test
+  local started=$SECONDS answer="" image version manifest deployment args health="" address word
+  local -a run_args flags=()
   [[ -f "$summary" ]] || {
     fail "serve: no docker run to serve"
     return 0
   }
-  read -r image version args < <("$ROOT/.venv/bin/python" - "$summary" << 'PY'
+  read -r image version manifest < <("$ROOT/.venv/bin/python" - "$summary" << 'PY'
 import json, sys, yaml
-summary = json.load(open(sys.argv[1]))
-manifest = yaml.safe_load(open(summary["deployment"]["manifest_path"]))
+deployment = json.load(open(sys.argv[1]))["deployment"]
+manifest = yaml.safe_load(open(deployment["manifest_path"]))
 (container,) = manifest["spec"]["predictor"]["containers"]
-print(container["image"], summary["deployment"]["version_uri"], " ".join(container["args"]))
+print(container["image"], deployment["version_uri"], deployment["manifest_path"])
 PY
   )
-  port=$(free_port)
-  # shellcheck disable=SC2086  # the manifest's arguments, one word each
-  # The manifest's securityContext too: read-only root, /tmp an emptyDir, no capabilities.
-  docker run -d --name "$name" -p "127.0.0.1:$port:8080" -v "$version:/mnt/models:ro" \
-    --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges \
-    "$image" $args > /dev/null
+  deployment="$(dirname "$manifest")/deployment.json"
+  # Every field of the container spec, as docker run flags; a field it cannot map fails here.
+  if ! args=$("$ROOT/.venv/bin/python" "$ROOT/tests/containers/isvc_docker.py" "$manifest" \
+    --model "$version" --name "$name" \
+    --image-user "$(docker image inspect -f '{{.Config.User}}' "$image")" 2>&1); then
+    fail "the InferenceService's container spec cannot be run as it is: $args"
+    return 0
+  fi
+  mapfile -t run_args <<< "$args"
+  for word in "${run_args[@]}"; do  # the flags: what comes before the image
+    [[ "$word" == "$image" ]] && break
+    [[ "$word" == --* ]] && flags+=("$word")
+  done
+  pass "the InferenceService's container spec as docker run flags:" \
+    "$(printf '%s\n' "${flags[@]}" | sort -u | xargs)"
   containers+=("$name")
-  for _ in $(seq 1 90); do
-    answer=$("$ROOT/.venv/bin/crypto-pipeline" predict --url "http://127.0.0.1:$port" \
-      --open 100 --high 104 --low 97 2> /dev/null) && break
+  if ! docker run -d "${run_args[@]}" > /dev/null; then
+    fail "docker run of the InferenceService's container spec"
+    return 0
+  fi
+  # Ready as the readinessProbe says (the manifest's probe, as Docker's health check).
+  for _ in $(seq 1 120); do
+    health=$(docker inspect -f '{{.State.Health.Status}}' "$name" 2> /dev/null) || break
+    [[ "$health" == healthy ]] && break
     sleep 1
   done
-  if [[ "$answer" == "predicted close"* ]]; then
-    pass "$image '$args', the registered version at /mnt/models: $answer"
+  if [[ "$health" != healthy ]]; then
+    fail "serve did not become ready (health: ${health:-exited})"
+    docker logs "$name" 2>&1 | tail -15 >&2
+    return 0
+  fi
+  address=$(docker port "$name" 8080/tcp | head -1) || true
+  if answer=$("$ROOT/.venv/bin/python" - "$deployment" "$address" << 'PY'
+import json, sys, urllib.request
+deployment = json.load(open(sys.argv[1]))
+request = urllib.request.Request(
+    f"http://{sys.argv[2]}/v1/models/crypto:predict",
+    data=json.dumps(deployment["smoke_request"]).encode(),
+    headers={"Content-Type": "application/json"},
+)
+answer = json.load(urllib.request.urlopen(request, timeout=30))
+assert answer == deployment["smoke_response"], (answer, deployment["smoke_response"])
+print(json.dumps(deployment["smoke_request"]), "->", json.dumps(answer))
+PY
+  ); then
+    pass "ready after $((SECONDS - started)) s as uid $(docker exec "$name" id -u), it" \
+      "answered the deploy step's smoke request with the smoke_response it recorded: $answer"
   else
-    fail "serve did not answer a prediction on 127.0.0.1:$port"
+    fail "serve did not answer the smoke request with deployment.json's smoke_response:"
+    echo "$answer" | tail -5 >&2
     docker logs "$name" 2>&1 | tail -15 >&2
   fi
   answer=$(wget -S -O - --header 'Content-Type: application/json' \
     --post-data '{"instances": [[100, 90, 97]]}' \
-    "http://127.0.0.1:$port/v1/models/crypto:predict" 2>&1 || true)
+    "http://$address/v1/models/crypto:predict" 2>&1 || true)
   if grep -q "HTTP/1.1 400" <<< "$answer"; then
     pass "serve refused a bad instance (high below low) with a 400"
   else
     fail "serve did not refuse high < low with a 400"
   fi
+  docker rm -f "$name" > /dev/null
 }
 
 check_workshop() {  # the workshop image: JupyterLab answers, and the notebooks run in it
@@ -624,6 +913,14 @@ if [[ "$skip_tf" == 1 ]]; then
 else
   build_push_pull ingest transform train serve
 fi
+say "containerd pulls them as kind's nodes do: through cluster/containerd-hosts.toml"
+if [[ "$skip_tf" == 1 ]]; then
+  timed "containerd pulls the step images through kind's hosts.toml" \
+    check_containerd_hosts ingest transform
+else
+  timed "containerd pulls the step images through kind's hosts.toml" \
+    check_containerd_hosts ingest transform train serve
+fi
 say "each step image runs its step (/out is shared between them)"
 rm -rf "$WORK/shared" && mkdir -p "$WORK/shared" && chmod 777 "$WORK/shared"
 check_component ingest \
@@ -631,6 +928,8 @@ check_component ingest \
 check_component transform \
   "crypto-pipeline transform --input /out/raw/crypto-markets.csv --output-dir /out/data" \
   "kept 1,793 rows of bitcoin"
+say "Beam's portable route (Flink, Spark): the transform's workers in the transform image"
+timed "Beam's portable route: job service, worker pool, both runners" check_beam_portable
 if [[ "$skip_tf" == 1 ]]; then
   echo "  SKIP train and serve images and the docker run (--skip-tensorflow)"
 else
@@ -643,7 +942,7 @@ else
   check_deploy_defaults
   say "the whole pipeline with kfp.local's DockerRunner, then the serve image as KServe runs it"
   check_docker_pipeline
-  check_serve
+  timed "the serve image as the InferenceService's container" check_serve
   check_docker_kill
 fi
 
@@ -651,6 +950,7 @@ say "the workshop image: JupyterLab, the tutorial and the learner's environment"
 check_workshop
 check_devcontainer
 
+print_times
 if ((failures)); then
   echo "containers: $failures check(s) failed" >&2
   exit 1
