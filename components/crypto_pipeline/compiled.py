@@ -25,6 +25,7 @@ def compile_pipeline(
     from kfp import compiler
 
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.yaml")  # the compiler insists on .yaml
     compiler.Compiler().compile(build_pipeline(registry, tag, cache_deploy=False), str(tmp))
     path.write_text(COMPILED_HEADER + tmp.read_text())

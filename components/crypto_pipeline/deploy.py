@@ -378,7 +378,10 @@ def wait_until_served(
             for p in core.list_namespaced_pod(
                 namespace, label_selector=f"{ISVC_LABEL}={name}"
             ).items
+            # Pods on their way out, or ended (evicted, failed), serve nothing and stay
+            # listed until garbage-collected: they must not hold the wait up.
             if p.metadata.deletion_timestamp is None
+            and (p.status.phase or "") not in ("Succeeded", "Failed")
         ]
         # An earlier deploy's pod keeps serving while this one's rolls out: not yet served.
         ours = [p for p in pods if (p.metadata.annotations or {}).get(DEPLOY_ID) == deploy_id]

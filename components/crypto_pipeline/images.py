@@ -11,7 +11,6 @@ repository (inside a step image), there is nothing to digest: the bare version t
 from __future__ import annotations
 
 import runpy
-from functools import cache
 from pathlib import Path
 
 from crypto_pipeline.config import DEFAULT_TAG
@@ -28,9 +27,12 @@ def checkout_root() -> Path | None:
     return None
 
 
-@cache
 def default_tag() -> str:
-    """The tag ``scripts/build_images.sh`` gives the images of this checkout."""
+    """The tag ``scripts/build_images.sh`` gives the images of this checkout, as it is now.
+
+    Not cached: a notebook's kernel outlives edits, and a tag from before them would name
+    images that were never built.
+    """
     root = checkout_root()
     if root is None:
         return DEFAULT_TAG

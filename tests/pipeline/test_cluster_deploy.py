@@ -154,6 +154,17 @@ def test_an_earlier_deploys_ready_pod_is_not_this_deploy_served(httpserver):
         deploy_module.wait_until_served(manifest, api_client(httpserver), timeout=0.2)
 
 
+def test_an_evicted_pod_left_listed_does_not_hold_the_wait_up(httpserver):
+    """Kind laptops evict pods under disk pressure; they stay listed until collected."""
+    manifest = inference_service("gs://bucket/models/crypto/3", deploy_id="d1")
+    evicted = pod("evicted", False, deploy_id="d0")
+    evicted["status"]["phase"] = "Failed"
+    serving = pod("serving", True)
+    serving["status"]["phase"] = "Running"
+    serve_cluster(httpserver, manifest, isvc(manifest, True), [evicted, serving])
+    assert deploy_module.wait_until_served(manifest, api_client(httpserver), timeout=0.2)
+
+
 def test_a_missing_predictor_pod_names_the_service_account(httpserver):
     manifest = inference_service("gs://bucket/models/crypto/3", deploy_id="d1")
     serve_cluster(httpserver, manifest, isvc(manifest, False), [])
