@@ -606,6 +606,48 @@ PY
   job_service_pid=""
 }
 
+check_katib_trial() {  # a trial of the Katib Experiment, its Job's container run in Docker
+  local out values
+  local -a spec
+  # The manifest `tune --katib-manifest` writes (3 epochs), its trial's parameters set as
+  # Katib sets them, its claim a folder here: the container as Katib's Job would run it.
+  mapfile -t spec < <("$ROOT/.venv/bin/python" - "$STEP_REGISTRY/train:$TAG" << 'PY'
+import sys
+from crypto_pipeline.config import TuneConfig, runtime_environment
+runtime_environment()
+from crypto_pipeline.hyperparameters import Params
+from crypto_pipeline.tune import katib_experiment
+
+manifest = katib_experiment(TuneConfig(trials=1, epochs=3), image=sys.argv[1])
+template = manifest["spec"]["trialTemplate"]
+(container,) = template["trialSpec"]["spec"]["template"]["spec"]["containers"]
+unknown = set(container) - {"name", "image", "command", "volumeMounts"}
+assert not unknown, f"cannot map the trial container's {sorted(unknown)} to docker run"
+values = Params().to_dict()
+command = container["command"]
+for p in template["trialParameters"]:
+    command = [c.replace(f"${{trialParameters.{p['name']}}}", str(values[p["reference"]])) for c in command]
+(mount,) = container["volumeMounts"]
+print(container["image"], mount["mountPath"], *command, sep="\n")
+PY
+  )
+  if ((${#spec[@]} < 4)); then
+    fail "the Katib trial's container could not be read from the manifest"
+    return 0
+  fi
+  out=$(docker run --rm -v "$WORK/shared/data:${spec[1]}:ro" --entrypoint "${spec[2]}" \
+    "${spec[0]}" "${spec[@]:3}" 2>&1) || true
+  # Katib's StdOut collector reads name=value lines; the last one is the objective.
+  values=$(grep -cE '(^|[^a-z_])eval_loss=[0-9.eE+-]+$' <<< "$out" || true)
+  if ((values >= 1)) && grep -qE '^kept eval_loss=[0-9.eE+-]+$' <<< "$out"; then
+    pass "a Katib trial's container, as its Job runs it in the train image with the claim" \
+      "mounted read-only: $values eval_loss lines, then $(grep -m1 '^kept eval_loss' <<< "$out")"
+  else
+    fail "the Katib trial printed no eval_loss for Katib's collector:"
+    echo "$out" | tail -15 >&2
+  fi
+}
+
 check_deploy_defaults() {  # the deploy step's defaults work in its image, as its user
   local image="$STEP_REGISTRY/serve:$TAG" out
   out=$(docker run --rm -v "$WORK/shared:/out" "$image" \
@@ -939,6 +981,7 @@ else
     "echo '$params' > /tmp/params.json && crypto-pipeline train --data-dir /out/data \
      --params /tmp/params.json --output-dir /out/train --epochs 5" \
     "baseline: least_squares"
+  timed "a Katib trial's container in the train image" check_katib_trial
   check_deploy_defaults
   say "the whole pipeline with kfp.local's DockerRunner, then the serve image as KServe runs it"
   check_docker_pipeline

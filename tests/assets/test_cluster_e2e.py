@@ -434,8 +434,8 @@ def alive(pid: int) -> bool:
 
 
 def gone(pid: int) -> bool:
-    """Whether PID has ended within 5 s."""
-    for _ in range(50):
+    """Whether PID has ended: at once after a kill, but give a loaded machine 30 s."""
+    for _ in range(300):
         if not alive(pid):
             return True
         time.sleep(0.1)
