@@ -5,7 +5,10 @@ Kubeflow's parts); two are read from the project itself: the pipeline's graph fr
 compiled ``crypto_pipeline.yaml`` (so it cannot drift from what a cluster runs), and a
 run's steps with their durations and cache hits from its ``summary.json``.
 
-Each function writes a PNG and returns its path, for ``IPython.display.Image``.
+Each function writes a PNG and returns its path, for ``IPython.display.Image``. They
+draw on ``matplotlib.figure.Figure`` objects, not pyplot's: writing a file needs no
+backend, and matplotlib's own (Jupyter's inline one in a notebook) is left alone, so a
+notebook's own ``plt.show()`` still shows its pictures.
 """
 
 from __future__ import annotations
@@ -16,13 +19,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-matplotlib.use("Agg")  # files only: no window, no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
-
-from crypto_pipeline.compiled import compiled_tasks  # noqa: E402
+from crypto_pipeline.compiled import compiled_tasks
 
 # One palette for every picture: what the project runs, what it stands on, what it skips.
 OURS = "#cfe3f7"
@@ -33,7 +33,8 @@ EDGE = "#4a4a4a"
 
 
 def _canvas(width: float, height: float):
-    fig, ax = plt.subplots(figsize=(width, height), dpi=110)
+    fig = Figure(figsize=(width, height), dpi=110)
+    ax = fig.add_subplot()
     ax.set_xlim(0, width)
     ax.set_ylim(0, height)
     ax.axis("off")
@@ -83,7 +84,6 @@ def _save(fig, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, bbox_inches="tight", facecolor="white")
-    plt.close(fig)
     return path
 
 
@@ -131,7 +131,7 @@ def kubernetes_cluster(path: str | os.PathLike[str]) -> Path:
     _arrow(ax, (5.0, 3.95), (5.0, 3.7))
     _arrow(ax, (6.6, 4.1), (7.0, 3.6))
     _box(ax, 1.2, 5.3, 1.4, 0.5, "kubectl", ACCENT, weight="bold")
-    _arrow(ax, (2.6, 5.55), (3.9, 4.55), "HTTPS: objects in YAML")
+    _arrow(ax, (2.6, 5.55), (3.9, 4.55), "HTTPS: objects as JSON")
     for n, left in enumerate((0.1, 5.1)):
         _box(ax, left, 0.1, 4.8, 2.5, "", QUIET, dashed=True)
         ax.text(left + 0.15, 2.35, f"node {n + 1}", fontsize=11, weight="bold")
@@ -146,20 +146,30 @@ def kubernetes_cluster(path: str | os.PathLike[str]) -> Path:
 
 KUBEFLOW_PARTS = (
     ("Pipelines", "workflows of containers", True),
-    ("Katib", "hyperparameter search", True),
+    ("Katib", "tunes a model's settings", True),
     ("KServe", "model serving", True),
     ("Notebooks", "Jupyter in the cluster", False),
     ("Trainer", "distributed training", False),
     ("Model Registry", "model versions", False),
+    ("Spark Operator", "Spark jobs on Kubernetes", False),
 )
-"""Kubeflow's parts: name, job, and whether this tutorial's pipeline uses it."""
+"""Kubeflow 26.03's parts: name, job, and whether this tutorial's pipeline uses it."""
 
 
 def kubeflow_parts(path: str | os.PathLike[str]) -> Path:
     """Kubeflow's parts on Kubernetes; the ones the crypto pipeline uses stand out."""
     fig, ax = _canvas(10, 3.8)
     _box(ax, 0.1, 0.1, 9.8, 0.55, "Kubernetes (kind on a laptop, or GKE, EKS, AKS, …)", BASE)
-    _box(ax, 0.1, 0.75, 9.8, 0.5, "Istio, Dex, cert-manager (a full install)", QUIET, size=8)
+    _box(
+        ax,
+        0.1,
+        0.75,
+        9.8,
+        0.5,
+        "Istio, Dex and oauth2-proxy (sign-in), Knative, cert-manager (a full install)",
+        QUIET,
+        size=8,
+    )
     _box(ax, 0.1, 3.05, 9.8, 0.5, "Central Dashboard and Profiles (one UI; a namespace each)")
     width = 9.8 / len(KUBEFLOW_PARTS)
     for n, (name, job, used) in enumerate(KUBEFLOW_PARTS):
@@ -238,7 +248,8 @@ def pipeline_graph(package: str | os.PathLike[str], path: str | os.PathLike[str]
 def run_timeline(summary: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """A run's steps, one bar each, as long as the step took; cache hits say so."""
     steps = [s for s in summary["durations_s"] if s != "total"]
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(steps) + 1), dpi=110)
+    fig = Figure(figsize=(8, 0.45 * len(steps) + 1), dpi=110)
+    ax = fig.add_subplot()
     start = 0.0
     for row, step in enumerate(steps):
         seconds = summary["durations_s"][step]

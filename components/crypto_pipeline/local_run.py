@@ -329,6 +329,20 @@ def _signals_as_interrupt():
             signal.signal(sig, handler)
 
 
+@contextlib.contextmanager
+def cache_refreshed() -> Iterator[None]:
+    """While the block runs, kfp.local finds nothing in its cache, and still writes to it.
+
+    Every step runs, and its outputs replace its cache entry: the run after this one takes
+    them from the cache. (``enable_caching=False`` makes kfp.local skip its cache both
+    ways, so the run after that one would run every step again.)
+    """
+    from kfp.local import cache
+
+    with mock.patch.object(cache.LocalCache, "get", lambda self, key: None):
+        yield
+
+
 def run_local(
     arguments: dict[str, Any],
     pipeline_root: str | os.PathLike[str],
@@ -336,6 +350,7 @@ def run_local(
     runner: str = "subprocess",
     registry: str = DEFAULT_REGISTRY,
     tag: str = DEFAULT_TAG,
+    refresh_cache: bool = False,
 ) -> LocalRun:
     """Runs the pipeline with kfp.local: each step in this environment, or in its image.
 
@@ -355,6 +370,9 @@ def run_local(
             see ``docker_runner``; the images must exist locally or be pullable).
         registry: Registry and path of the step images.
         tag: Tag of the step images.
+        refresh_cache: Run every step, even an unchanged one, and keep what it wrote in
+            the cache for the next run (``cache_refreshed``). With caching off, kfp.local
+            neither reads its cache nor writes it.
 
     Returns:
         The run.
@@ -368,6 +386,7 @@ def run_local(
 
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
+    enable_caching = enable_caching or refresh_cache
     if enable_caching:
         drop_stale_cache(root)
     while True:
@@ -396,6 +415,7 @@ def run_local(
         mock.patch.object(
             executor_input_utils, "get_local_pipeline_resource_name", lambda name: run_name
         ),
+        cache_refreshed() if refresh_cache else contextlib.nullcontext(),
         _signals_as_interrupt(),
         Heartbeat(run_dir) as heartbeat,
         steps_logged(log_path) as progress,
@@ -446,7 +466,9 @@ def run_root(config: PipelineConfig) -> Path:
     return root / "docker" if config.runner == "docker" else root
 
 
-def run_config(config: PipelineConfig, enable_caching: bool = True) -> dict[str, Any]:
+def run_config(
+    config: PipelineConfig, enable_caching: bool = True, refresh_cache: bool = False
+) -> dict[str, Any]:
     """Runs the whole pipeline locally as ``config`` says; what `crypto-pipeline run` does.
 
     Writes ``summary.json`` into the run folder and points ``<run root>/latest`` at it
@@ -456,6 +478,7 @@ def run_config(config: PipelineConfig, enable_caching: bool = True) -> dict[str,
     Args:
         config: The source, the pipeline root, the runner and every step's settings.
         enable_caching: Reuse the outputs of unchanged steps.
+        refresh_cache: Run every step, and cache what each wrote for the next run.
 
     Returns:
         The summary (see ``summarize``), with ``latest`` added.
@@ -475,6 +498,7 @@ def run_config(config: PipelineConfig, enable_caching: bool = True) -> dict[str,
         runner=config.runner,
         registry=config.registry,
         tag=config.tag,
+        refresh_cache=refresh_cache,
     )
     summary = summarize(run, time.perf_counter() - started)
     summary["runner"] = config.runner

@@ -162,8 +162,13 @@ class FitResult:
         core: The trained network.
         history: Train and eval loss of each epoch (``loss``, ``val_loss``).
         best_epoch: The epoch whose weights were kept; 0 for the least-squares start.
-        best_eval_loss: Its eval loss.
+        best_eval_loss: Its eval loss: the objective the tuner minimizes, and what
+            training reports as ``eval_loss``.
         start_eval_loss: The eval loss of the least-squares start.
+        network_epoch: The trained network's best epoch (lowest eval loss), kept or not.
+        gain_z: How many standard errors the network's best epoch beat the line by, day
+            by day on eval (``gain_z``); it replaced the line only above
+            ``SIGNIFICANCE_Z``.
     """
 
     core: Any
@@ -171,6 +176,13 @@ class FitResult:
     best_epoch: int
     best_eval_loss: float
     start_eval_loss: float
+    network_epoch: int = 0
+    gain_z: float = 0.0
+
+    @property
+    def network_eval_loss(self) -> float:
+        """The eval loss of the network's best epoch, whether or not it was kept."""
+        return float(self.history["val_loss"][self.network_epoch - 1])
 
 
 def fit(
@@ -240,10 +252,13 @@ def fit(
     trained = core.predict(x_eval, verbose=0).ravel()
     core.set_weights(start_weights)
     line = core.predict(x_eval, verbose=0).ravel()
-    if not clearly_better(trained, line, y_eval):  # the line stays
-        return FitResult(core, history, 0, start_loss, start_loss)
+    z = gain_z(trained, line, y_eval)
+    if not z > SIGNIFICANCE_Z:  # the line stays
+        return FitResult(core, history, 0, start_loss, start_loss, best + 1, z)
     core.set_weights(trained_weights)
-    return FitResult(core, history, best + 1, float(history["val_loss"][best]), start_loss)
+    return FitResult(
+        core, history, best + 1, float(history["val_loss"][best]), start_loss, best + 1, z
+    )
 
 
 SIGNIFICANCE_Z = 3.0
@@ -253,19 +268,32 @@ A gain of 3 standard errors arises by chance in 0.13% of fits (one-sided); a sea
 12 trials and the final fit then pass a chance gain less than 2% of the time."""
 
 
-def clearly_better(predicted: np.ndarray, line: np.ndarray, actual: np.ndarray) -> bool:
-    """Whether the network's eval errors beat the line's by more than chance would.
+def gain_z(predicted: np.ndarray, line: np.ndarray, actual: np.ndarray) -> float:
+    """How many standard errors the network's eval errors beat the line's by.
 
-    The eval loss of any network differs a little from the line's by chance alone, and
-    picking the best of many epochs and trials makes such a difference look real. So
-    the network must lower the squared error day by day, on average, by more than
-    ``SIGNIFICANCE_Z`` standard errors of that average (a paired test over the eval days).
+    The day-by-day gain is the line's squared error minus the network's; this is its
+    mean over the eval days divided by the standard error of that mean (a paired test).
+    Positive: the network did better on average; 0 with fewer than two days.
     """
     actual = np.asarray(actual, np.float64).ravel()
     gain = (np.asarray(line, np.float64) - actual) ** 2 - (
         np.asarray(predicted, np.float64) - actual
     ) ** 2
     if len(gain) < 2:
-        return False
+        return 0.0
     spread = gain.std(ddof=1) / math.sqrt(len(gain))
-    return bool(gain.mean() > SIGNIFICANCE_Z * spread) if spread > 0 else bool(gain.mean() > 0)
+    if spread > 0:
+        return float(gain.mean() / spread)
+    return math.copysign(math.inf, gain.mean()) if gain.mean() else 0.0
+
+
+def clearly_better(predicted: np.ndarray, line: np.ndarray, actual: np.ndarray) -> bool:
+    """Whether the network's eval errors beat the line's by more than chance would.
+
+    The eval loss of any network differs a little from the line's by chance alone, and
+    picking the best of many epochs and trials makes such a difference look real. So
+    the network must lower the squared error day by day, on average, by more than
+    ``SIGNIFICANCE_Z`` standard errors of that average (``gain_z``, a paired test over
+    the eval days).
+    """
+    return gain_z(predicted, line, actual) > SIGNIFICANCE_Z

@@ -13,6 +13,16 @@ Outputs in the output folder: ``metrics.json``, ``history.json``, three plots
 SavedModel (``model.export``) whose serving signature takes raw ``[open, high, low]``
 prices (float32, shape ``(n, 3)``) and returns the predicted close, with
 ``model/metadata.json`` (parameters, data checksums, library versions, seed).
+
+The network starts as the least-squares line and an epoch replaces it only when it beats
+it clearly on the eval days (``model.fit``). ``metrics.json`` says what was kept:
+``best_epoch`` (0: the least-squares start) and ``eval_loss``, the eval loss of the weights
+kept: the same number, by the same rule, that each of the tune step's trials reports as
+its objective (with the tune step's epochs, patience and seed, training reproduces a
+finished trial's ``eval_loss`` and ``best_epoch`` exactly). Beside them, the network's own
+best (``network_best_epoch``, ``network_eval_loss``), kept or not, and ``gain_z``: how many
+standard errors it beat the line by, day by day on eval (it is kept above
+``model.SIGNIFICANCE_Z``). ``loss.png`` shows the same story.
 """
 
 from __future__ import annotations
@@ -22,10 +32,12 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import platform
 import posixpath
 import shutil
+import textwrap
 import uuid
 from dataclasses import dataclass
 from importlib import metadata
@@ -40,7 +52,14 @@ from crypto_pipeline import features
 from crypto_pipeline.config import TrainConfig
 from crypto_pipeline.errors import ConfigError, DataError, read_step_output
 from crypto_pipeline.hyperparameters import Params
-from crypto_pipeline.model import FitResult, Standardizer, build_serving, fit, least_squares
+from crypto_pipeline.model import (
+    SIGNIFICANCE_Z,
+    FitResult,
+    Standardizer,
+    build_serving,
+    fit,
+    least_squares,
+)
 from crypto_pipeline.splits import SPLITS, split_path
 
 MIN_ROWS = {"train": 30, "eval": 5, "test": 5}
@@ -154,40 +173,94 @@ def _library_versions() -> dict[str, str]:
     return versions
 
 
-def _plot(result: FitResult, test: pd.DataFrame, predicted: np.ndarray, out: Path) -> list[str]:
-    import matplotlib
+def _finite(value: float) -> float | None:
+    """The value, or None where JSON has no number for it (an infinite z)."""
+    return value if math.isfinite(value) else None
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def kept_text(result: FitResult) -> str:
+    """What training kept, and why, in a sentence (the loss plot's title says it)."""
+    line = f"least squares' {result.start_eval_loss:.4g}"
+    if result.best_epoch:
+        return (
+            f"Kept epoch {result.best_epoch}: eval loss {result.best_eval_loss:.4g} against "
+            f"{line}, better by {result.gain_z:.1f} standard errors day by day (more than "
+            f"{SIGNIFICANCE_Z:g} needed)."
+        )
+    best = f"the network's best, epoch {result.network_epoch} ({result.network_eval_loss:.4g})"
+    gain = (
+        f"better by only {result.gain_z:.1f} standard errors day by day"
+        if result.gain_z > 0
+        else "no better day by day"
+    )
+    return (
+        f"Kept least squares (eval loss {result.start_eval_loss:.4g}): {best} is {gain} "
+        f"(more than {SIGNIFICANCE_Z:g} needed)."
+    )
+
+
+def plot_loss(result: FitResult, path: Path) -> str:
+    """Saves ``loss_figure`` as a PNG; returns the file's name."""
+    return save_figure(loss_figure(result), path)
+
+
+def loss_figure(result: FitResult):
+    """The loss curves, the least-squares line's eval loss, and what was kept.
+
+    The curves are the network's, epoch by epoch; the dashed line is the least-squares
+    start's eval loss (epoch 0). A star marks the weights kept: the start, at epoch 0 on
+    the dashed line, or the kept epoch on the eval curve, so that the plot says what
+    ``best_epoch`` says. When the line was kept, a ring marks the network's best epoch,
+    which did not beat it clearly.
+    """
     import matplotlib.ticker
+    from matplotlib.figure import Figure
 
-    dates = pd.to_datetime(test["date"])
-    names = []
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.add_subplot()
     epochs = range(1, len(result.history["loss"]) + 1)
-    ax.plot(epochs, result.history["loss"], label="train")
-    ax.plot(epochs, result.history["val_loss"], label="eval")
+    ax.plot(epochs, result.history["loss"], label="train, network")
+    ax.plot(epochs, result.history["val_loss"], label="eval, network")
     ax.axhline(
-        result.start_eval_loss, color="tab:green", linestyle="--", label="eval, least squares"
+        result.start_eval_loss,
+        color="tab:green",
+        linestyle="--",
+        label="eval, least squares (epoch 0, the start)",
     )
-    kept = (
-        "kept: the least-squares start"
-        if result.best_epoch == 0
-        else f"kept: epoch {result.best_epoch}"
-    )
-    ax.axvline(max(result.best_epoch, 1), color="grey", linestyle=":", label=kept)
+    if result.best_epoch:
+        kept = (result.best_epoch, result.best_eval_loss, f"kept: epoch {result.best_epoch}")
+    else:
+        kept = (0, result.start_eval_loss, "kept: least squares")
+        ax.plot(
+            result.network_epoch,
+            result.network_eval_loss,
+            "o",
+            markersize=11,
+            markerfacecolor="none",
+            markeredgecolor="tab:red",
+            label=f"network's best (epoch {result.network_epoch}): not clearly better",
+        )
+    ax.plot(*kept[:2], "*", markersize=16, color="black", label=kept[2], zorder=5)
     ax.set(
         xlabel="epoch",
         ylabel="loss (MSE of standardized return)",
         yscale="log",
-        title="Training and eval loss",
+        xlim=(-1, len(epochs) + 1),
     )
+    ax.set_title("\n".join(textwrap.wrap(kept_text(result), 95)), fontsize=9)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.legend()
-    names.append(save_figure(fig, out / "loss.png"))
+    ax.legend(fontsize=8)
+    return fig
 
-    fig, ax = plt.subplots(figsize=(9, 4))
+
+def _plot(result: FitResult, test: pd.DataFrame, predicted: np.ndarray, out: Path) -> list[str]:
+    from matplotlib.figure import Figure
+
+    dates = pd.to_datetime(test["date"])
+    names = [plot_loss(result, out / "loss.png")]
+
+    fig = Figure(figsize=(9, 4))
+    ax = fig.add_subplot()
     ax.plot(dates, test["close"], label="actual close", color="black", linewidth=1)
     ax.plot(dates, predicted, label="predicted close", color="tab:orange", linewidth=1)
     coin_names = test["name"].dropna()  # "Bitcoin (synthetic)" on the sample
@@ -201,7 +274,8 @@ def _plot(result: FitResult, test: pd.DataFrame, predicted: np.ndarray, out: Pat
     fig.autofmt_xdate()
     names.append(save_figure(fig, out / "test_predictions.png"))
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    left, right = fig.subplots(1, 2)
     residuals = predicted - test["close"].to_numpy()
     left.plot(dates, residuals, linewidth=0.8)
     left.axhline(0, color="black", linewidth=0.5)
@@ -214,12 +288,13 @@ def _plot(result: FitResult, test: pd.DataFrame, predicted: np.ndarray, out: Pat
 
 
 def save_figure(fig, path: Path) -> str:
-    """Saves a matplotlib figure as a PNG, closes it, and returns the file's name."""
-    import matplotlib.pyplot as plt
+    """Saves a matplotlib figure as a PNG and returns the file's name.
 
+    The figures are ``matplotlib.figure.Figure`` objects, not pyplot's: drawing them
+    neither needs nor changes matplotlib's backend (Jupyter's inline one stays).
+    """
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path.name
 
 
@@ -280,6 +355,9 @@ def train(
         "best_epoch": result.best_epoch,
         "eval_loss": result.best_eval_loss,
         "eval_loss_least_squares": result.start_eval_loss,
+        "network_best_epoch": result.network_epoch,
+        "network_eval_loss": result.network_eval_loss,
+        "gain_z": _finite(result.gain_z),
         "params": params.to_dict(),
         "seed": config.seed,
     }

@@ -1,30 +1,43 @@
 """Step 3, tune: search the hyperparameters, locally with Optuna or on a cluster with Katib.
 
 The search space is ``model.SEARCH_SPACE``, defined once. Locally, Optuna's TPE sampler
-proposes settings, each trial trains on the train split and reports its eval loss after
-every epoch, and the median pruner stops trials that fall behind the others; a progress
-bar shows the trials. On a cluster, ``katib_experiment`` renders the same space as a Katib
+proposes settings, each trial trains on the train split exactly as the train step does
+(``model.fit``), reporting the network's eval loss after every epoch, and the median
+pruner stops trials whose curve falls behind the others'; a progress bar shows the
+trials. On a cluster, ``katib_experiment`` renders the same space as a Katib
 ``Experiment`` (``kubeflow.org/v1beta1``) whose trials run ``crypto-pipeline trial`` in
 the training image and print the same metric for Katib's stdout collector.
 
-The objective is the eval split's loss: the mean squared error of the standardized daily
-return, the quantity training minimizes. It weighs every day alike, where an error in
-dollars would weigh the expensive recent days most.
+The objective, ``eval_loss``, is what training reports: the eval split's loss (the mean
+squared error of the standardized daily return; every day weighs alike, where an error in
+dollars would weigh the expensive recent days most) of the weights training keeps. The
+network starts as the least-squares line and an epoch replaces the line only when it beats
+it clearly, day by day on the eval days (``model.clearly_better``); otherwise the trial
+keeps the line and scores the line's eval loss. So the search looks for settings whose
+network clearly beats least squares, and a finished trial's ``eval_loss`` is exactly what
+the train step reports for its settings with the same epochs, patience and seed.
 
-Outputs: ``best_params.json`` (the input of the train step), ``trials.json`` (every
-trial: number, state, params, eval loss, best epoch, seconds) and two plots of the search,
-the views Katib's UI gives of an Experiment: ``optimization_history.png`` (each trial's
-eval loss and the best so far) and ``param_importances.png`` (how much each
-hyperparameter moved the trained network's eval loss, by Optuna's PED-ANOVA; it needs two
-finished trials whose losses differ).
+Outputs:
+
+- ``best_params.json``: the best finished trial's settings (the train step's input);
+- ``trials.json``: every trial, as ``trials_table`` describes its columns;
+- ``search.json``: the objective, the least-squares line's eval loss, the best trial, and
+  the hyperparameter importances or why there are none;
+- ``optimization_history.png``: each finished trial's ``eval_loss``, the best so far, the
+  least-squares line's eval loss, and the pruned trials marked apart (they have no
+  ``eval_loss``);
+- ``param_importances.png``: how much each hyperparameter mattered for ``eval_loss``
+  (Optuna's PED-ANOVA on the finished trials), only where the search finished enough
+  trials for that to mean something (``IMPORTANCE_MIN_TOP``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,25 +49,65 @@ from crypto_pipeline.config import (
 )
 from crypto_pipeline.hyperparameters import SEARCH_SPACE, Params
 from crypto_pipeline.model import Standardizer, fit
-from crypto_pipeline.train import load_splits, read_params
+from crypto_pipeline.train import load_splits, read_params, save_figure
 
 OBJECTIVE_METRIC = "eval_loss"
 BEST_PARAMS_NAME = "best_params.json"
 TRIALS_NAME = "trials.json"
+SEARCH_NAME = "search.json"
 NETWORK_LOSS = "network_eval_loss"
-"""A trial's best eval loss of the trained network, whether or not it beat the line."""
+"""A trial's lowest eval loss of the trained network, whether or not it was kept."""
 HISTORY_PLOT = "optimization_history.png"
 IMPORTANCE_PLOT = "param_importances.png"
+
+IMPORTANCE_QUANTILE = 0.1
+"""PED-ANOVA's target quantile (Optuna's default): what separates the best tenth."""
+IMPORTANCE_MIN_TOP = 5
+"""Finished trials the best tenth must hold, as Optuna's documentation of PED-ANOVA asks."""
+
+TRIAL_COLUMNS: dict[str, str] = {
+    "number": "the trial's number, in the order Optuna ran them",
+    "state": "COMPLETE (trained until early stopping), PRUNED (stopped early by the median "
+    "pruner: its eval-loss curve fell behind the other trials'), or FAIL",
+    OBJECTIVE_METRIC: "the objective, for COMPLETE trials only: the eval loss of the weights "
+    "the trial kept, as the train step reports it; the least-squares line's own eval loss "
+    "when no epoch beat the line clearly (best_epoch 0). Empty for pruned and failed trials",
+    "best_epoch": "the epoch whose weights were kept; 0: the least-squares start (COMPLETE only)",
+    "epochs": "epochs the trial ran (a pruned trial: when it was stopped)",
+    NETWORK_LOSS: "the trained network's lowest eval loss, kept or not (a pruned trial: "
+    "before it was stopped); below the line's in most trials, but it counts only when "
+    "clearly better",
+    "gain_z": "how many standard errors the network's best epoch beat the line by, day by "
+    "day on eval; it replaces the line above 3 (COMPLETE only)",
+    "seconds": "the trial's wall-clock time",
+    "params": "the settings tried",
+}
+"""The columns of ``trials.json``, for readers of the table (``trials_table``)."""
 
 
 @dataclass(frozen=True)
 class TuneResult:
-    """The best params found, every trial, and the plots' file names."""
+    """The best params found, every trial, the plots' file names, and the importances.
+
+    Attributes:
+        best_params: The best finished trial's settings.
+        best_value: Its ``eval_loss``.
+        trials: Every trial, with the columns of ``TRIAL_COLUMNS``.
+        plots: The plots' file names.
+        least_squares_eval_loss: The least-squares line's eval loss: the ``eval_loss`` of
+            every finished trial that kept the line.
+        importances: How much each hyperparameter mattered for ``eval_loss`` (summing to
+            1); empty when the search is too small for them (``importance_note`` says why).
+        importance_note: How the importances were computed, or why they were not.
+    """
 
     best_params: Params
     best_value: float
     trials: list[dict[str, Any]]
     plots: list[str]
+    least_squares_eval_loss: float | None = None
+    importances: dict[str, float] = field(default_factory=dict)
+    importance_note: str = ""
 
 
 def read_result(folder: str | os.PathLike[str]) -> TuneResult:
@@ -68,12 +121,35 @@ def read_result(folder: str | os.PathLike[str]) -> TuneResult:
     folder = Path(folder)
     trials = read_step_output(folder, TRIALS_NAME, "tune", ConfigError)
     losses = [t[OBJECTIVE_METRIC] for t in trials if t["state"] == "COMPLETE"]
+    search = {}
+    if (folder / SEARCH_NAME).is_file():
+        search = json.loads((folder / SEARCH_NAME).read_text())
     return TuneResult(
         read_params(folder / BEST_PARAMS_NAME),
         min(losses),
         trials,
         [name for name in (HISTORY_PLOT, IMPORTANCE_PLOT) if (folder / name).is_file()],
+        search.get("eval_loss_least_squares"),
+        search.get("importances") or {},
+        search.get("importance_note", ""),
     )
+
+
+def trials_table(trials: list[dict[str, Any]]):
+    """The trials as a pandas DataFrame, one column per setting, ``state`` in lower case.
+
+    ``TRIAL_COLUMNS`` says what each column means; the settings follow as columns of
+    their own.
+    """
+    import pandas as pd
+
+    rows = []
+    for t in trials:
+        row = {k: v for k, v in t.items() if k not in ("params", "error")}
+        row["state"] = t["state"].lower()
+        rows.append({**row, **t["params"]})
+    table = pd.DataFrame(rows).set_index("number")
+    return table.astype({"best_epoch": "Int64", "epochs": "Int64"})  # whole, or <NA>
 
 
 def _search_data(data_dir: str | os.PathLike[str]):
@@ -96,18 +172,53 @@ def suggest(trial) -> Params:
     return Params(**values)
 
 
-def _pruning_callback(trial):
-    """A Keras callback that reports eval loss to Optuna and stops pruned trials."""
+def _pruning_callback(trial, record: dict[str, Any]):
+    """A Keras callback that reports eval loss to Optuna and stops pruned trials.
+
+    It writes the epochs run into ``record`` (a pruned trial's row of the table).
+    """
     import keras
     import optuna
 
     class ReportAndPrune(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
+            record["epochs"] = epoch + 1
             trial.report(float(logs["val_loss"]), epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"eval loss behind the median at epoch {epoch + 1}")
 
     return ReportAndPrune()
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _row(t, details: dict[str, Any]) -> dict[str, Any]:
+    """One trial's row of ``trials.json``: the columns of ``TRIAL_COLUMNS``, in order.
+
+    A finished trial's ``eval_loss`` is its objective; a pruned trial has none (Optuna
+    would give it the last eval loss its network reported, another quantity), only the
+    network's lowest eval loss before it was stopped.
+    """
+    import optuna
+
+    complete = t.state == optuna.trial.TrialState.COMPLETE
+    curve = list(t.intermediate_values.values())
+    row = {
+        "number": t.number,
+        "state": t.state.name,
+        OBJECTIVE_METRIC: t.value if complete else None,
+        "best_epoch": details.get("best_epoch") if complete else None,
+        "epochs": details.get("epochs", len(curve)),
+        NETWORK_LOSS: details.get(NETWORK_LOSS, min(curve) if curve else None),
+        "gain_z": details.get("gain_z") if complete else None,
+        "seconds": details.get("seconds"),
+        "params": t.params,
+    }
+    if "fail_reason" in t.system_attrs:
+        row["error"] = t.system_attrs["fail_reason"]
+    return row
 
 
 def tune(
@@ -116,7 +227,7 @@ def tune(
     config: TuneConfig | None = None,
     progress_bar: bool = True,
 ) -> TuneResult:
-    """Runs the local search and writes ``best_params.json`` and ``trials.json``.
+    """Runs the local search and writes its outputs (see the module's docstring).
 
     Args:
         data_dir: A transform output folder.
@@ -125,7 +236,7 @@ def tune(
         progress_bar: Show Optuna's progress bar.
 
     Returns:
-        The best params and every trial.
+        The best params, every trial, the plots and the importances.
 
     Raises:
         SourceError, DataError: The splits are missing or too small.
@@ -136,10 +247,12 @@ def tune(
     config = config or TuneConfig()
     scaler, train_xy, eval_xy = _search_data(data_dir)
     details: dict[int, dict[str, Any]] = {}
+    least_squares: list[float] = []  # the line's eval loss: the same in every trial
 
     def objective(trial) -> float:
         started = time.perf_counter()
         params = suggest(trial)
+        record = details[trial.number] = {}
         try:
             result = fit(
                 params,
@@ -149,15 +262,15 @@ def tune(
                 config.epochs,
                 config.patience,
                 config.seed,
-                callbacks=[_pruning_callback(trial)],
+                callbacks=[_pruning_callback(trial, record)],
             )
         finally:
-            details[trial.number] = {"seconds": round(time.perf_counter() - started, 3)}
-        details[trial.number]["best_epoch"] = result.best_epoch
-        network_loss = min(result.history["val_loss"])  # before the line could win
-        details[trial.number][NETWORK_LOSS] = network_loss
-        trial.set_user_attr(NETWORK_LOSS, network_loss)
-        return result.best_eval_loss
+            record["seconds"] = round(time.perf_counter() - started, 3)
+        record["best_epoch"] = result.best_epoch
+        record[NETWORK_LOSS] = result.network_eval_loss
+        record["gain_z"] = _finite(result.gain_z)
+        least_squares.append(result.start_eval_loss)
+        return result.best_eval_loss  # what the train step reports as eval_loss
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -168,19 +281,8 @@ def tune(
     study.optimize(
         objective, n_trials=config.trials, show_progress_bar=progress_bar, catch=(Exception,)
     )
-    trials = [
-        {
-            "number": t.number,
-            "state": t.state.name,
-            "params": t.params,
-            OBJECTIVE_METRIC: t.value,
-            **details.get(t.number, {}),
-            **({"error": t.system_attrs["fail_reason"]} if "fail_reason" in t.system_attrs else {}),
-        }
-        for t in study.trials
-    ]
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if not complete:
+    trials = [_row(t, details.get(t.number, {})) for t in study.trials]
+    if not any(t["state"] == "COMPLETE" for t in trials):
         from crypto_pipeline.errors import TrainingError
 
         reasons = "; ".join(t.get("error", t["state"]) for t in trials)[:500]
@@ -189,61 +291,197 @@ def tune(
             "check the data with the transform step's stats.json, or raise --trials",
         )
     best = Params(**study.best_params)
+    importances, note = param_importances(study)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    search = {
+        "objective": OBJECTIVE_METRIC,
+        "direction": "minimize",
+        "eval_loss_least_squares": least_squares[0],
+        "best_trial": study.best_trial.number,
+        "best_value": float(study.best_value),
+        "states": {s: sum(t["state"] == s for t in trials) for s in _states(trials)},
+        "importances": importances,
+        "importance_note": note,
+        "columns": TRIAL_COLUMNS,
+    }
     (out / TRIALS_NAME).write_text(json.dumps(trials, indent=2) + "\n")
+    (out / SEARCH_NAME).write_text(json.dumps(search, indent=2) + "\n")
     (out / BEST_PARAMS_NAME).write_text(json.dumps(best.to_dict(), indent=2) + "\n")
-    return TuneResult(best, float(study.best_value), trials, plot_search(study, out))
+    plots = plot_search(trials, out, least_squares[0], importances)
+    return TuneResult(
+        best, float(study.best_value), trials, plots, least_squares[0], importances, note
+    )
 
 
-def plot_search(study, out: Path) -> list[str]:
-    """Draws the search as Katib's UI shows an Experiment; returns the files' names.
+def _states(trials: list[dict[str, Any]]) -> list[str]:
+    return sorted({t["state"] for t in trials}, key=["COMPLETE", "PRUNED", "FAIL"].index)
 
-    The importance plot shows how the settings moved the trained network's eval loss
-    (``network_eval_loss``, recorded by ``tune``), whether or not the network beat the
-    line. It needs two finished trials with different settings and different losses;
-    without them, only the history is drawn.
+
+def param_importances(study) -> tuple[dict[str, float], str]:
+    """How much each hyperparameter mattered for the tuned objective, or why not known.
+
+    Optuna's PED-ANOVA on the finished trials' ``eval_loss`` (pruned trials have none):
+    which settings set the best tenth of them apart from all of them. It means something
+    only with ``IMPORTANCE_MIN_TOP`` trials in that tenth (Optuna's advice), and only
+    when that tenth scored better than the rest: when most trials kept least squares, the
+    best tenth may tie with them.
+
+    Returns:
+        The importances (summing to 1; empty when not computed) and a sentence saying how
+        they were computed, or why they were not.
     """
     import warnings
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.ticker
     import optuna
-    from optuna.visualization import matplotlib as optuna_plots
 
-    from crypto_pipeline.train import save_figure
-
-    names = []
-    # Optuna's plots switch matplotlib's style: keep that to these figures.
-    with matplotlib.rc_context(), warnings.catch_warnings():
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    top = math.ceil(IMPORTANCE_QUANTILE * len(complete))
+    if top < IMPORTANCE_MIN_TOP:
+        needed = next(
+            n for n in range(1, 10_000) if math.ceil(IMPORTANCE_QUANTILE * n) >= IMPORTANCE_MIN_TOP
+        )
+        return {}, (
+            f"no importances: PED-ANOVA compares the best tenth of the finished trials with "
+            f"all of them and needs {IMPORTANCE_MIN_TOP} trials in that tenth, so "
+            f"{needed} finished trials; this search finished {len(complete)} (raise the "
+            f"trials to get them)"
+        )
+    values = sorted(t.value for t in complete)
+    if not values[top - 1] < values[-1]:
+        return {}, (
+            f"no importances: the best tenth of the {len(complete)} finished trials scored "
+            f"no better than the worst ({OBJECTIVE_METRIC} {values[-1]:.4g}: the least-squares "
+            f"line's, kept by every trial whose network did not clearly beat it), so no "
+            f"setting can be told to matter"
+        )
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        ax = optuna_plots.plot_optimization_history(study, target_name=OBJECTIVE_METRIC)
-        ax.set_title("Optimization history: each trial's eval loss, and the best so far")
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        ax.figure.set_size_inches(8, 4.5)
-        names.append(save_figure(ax.figure, out / HISTORY_PLOT))
-        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        # What the settings did to the network itself, even in trials whose network the
-        # line beat (then every trial's objective is the line's, and says nothing).
-        if all(NETWORK_LOSS in t.user_attrs for t in complete):
-            target, name = (lambda t: t.user_attrs[NETWORK_LOSS]), NETWORK_LOSS
-        else:
-            target, name = None, OBJECTIVE_METRIC
-        losses = {target(t) if target else t.value for t in complete}
-        if len({json.dumps(t.params, sort_keys=True) for t in complete}) >= 2 and len(losses) >= 2:
-            ax = optuna_plots.plot_param_importances(
-                study,
-                evaluator=optuna.importance.PedAnovaImportanceEvaluator(),
-                target=target,
-                target_name=name,
-            )
-            what = "the trained network's eval loss" if target else "the eval loss"
-            ax.set_title(f"Importance for {what} (PED-ANOVA)", loc="left")
-            ax.figure.set_size_inches(8, 4.5)
-            names.append(save_figure(ax.figure, out / IMPORTANCE_PLOT))
+        importances = optuna.importance.get_param_importances(
+            study,
+            evaluator=optuna.importance.PedAnovaImportanceEvaluator(
+                target_quantile=IMPORTANCE_QUANTILE
+            ),
+        )
+    return {k: float(v) for k, v in importances.items()}, (
+        f"PED-ANOVA (Optuna) on the {OBJECTIVE_METRIC} of the {len(complete)} finished "
+        f"trials: how much each setting sets the best tenth ({top} trials) apart"
+    )
+
+
+def plot_search(
+    trials: list[dict[str, Any]],
+    out: Path,
+    least_squares: float | None = None,
+    importances: dict[str, float] | None = None,
+) -> list[str]:
+    """Draws the search as Katib's UI shows an Experiment; returns the files' names.
+
+    The history shows what ``trials.json`` holds: each finished trial's ``eval_loss``,
+    the best so far, and the least-squares line's eval loss (``least_squares``) on which
+    the trials that kept the line sit; pruned and failed trials, which have no
+    ``eval_loss``, are marked in a strip of their own. The importance plot is drawn only
+    when there are ``importances`` (``param_importances``). Drawn on
+    ``matplotlib.figure.Figure`` objects: matplotlib's backend is left alone.
+    """
+    names = [plot_history(trials, out / HISTORY_PLOT, least_squares)]
+    if importances:
+        complete = sum(t["state"] == "COMPLETE" for t in trials)
+        names.append(plot_importances(importances, complete, out / IMPORTANCE_PLOT))
     return names
+
+
+def plot_history(
+    trials: list[dict[str, Any]], path: Path, least_squares: float | None = None
+) -> str:
+    """Saves ``history_figure`` as a PNG; returns the file's name."""
+    return save_figure(history_figure(trials, least_squares), path)
+
+
+def history_figure(trials: list[dict[str, Any]], least_squares: float | None = None):
+    """The optimization history: finished trials' eval loss, best so far, pruned apart.
+
+    The upper axes hold the finished trials (dots at their ``eval_loss``), the best so
+    far (a step line), the best trial (a star) and the least-squares line's eval loss
+    (dashed); the lower strip marks the trials that did not finish (pruned: a cross).
+    """
+    import matplotlib.ticker
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 5))
+    main, strip = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [5, 1]})
+    done = [t for t in trials if t["state"] == "COMPLETE"]
+    numbers = [t["number"] for t in done]
+    values = [t[OBJECTIVE_METRIC] for t in done]
+    if least_squares is not None:
+        main.axhline(
+            least_squares,
+            color="tab:green",
+            linestyle="--",
+            label="least squares' eval loss: what a trial keeps\n"
+            "unless its network clearly beats the line",
+        )
+    main.plot(numbers, values, "o", color="tab:blue", label="finished trial: eval loss kept")
+    best_so_far = [min(values[: i + 1]) for i in range(len(values))]
+    last = max(t["number"] for t in trials)  # the best so far holds to the last trial
+    main.step(
+        [*numbers, last],
+        [*best_so_far, best_so_far[-1]],
+        where="post",
+        color="tab:red",
+        label="best so far",
+    )
+    best = done[values.index(min(values))]
+    kept = {None: "", 0: " (kept least squares)"}.get(
+        best.get("best_epoch"), f" (kept epoch {best.get('best_epoch')})"
+    )
+    main.plot(
+        best["number"],
+        best[OBJECTIVE_METRIC],
+        "*",
+        markersize=15,
+        color="black",
+        label=f"best: trial {best['number']}, {best[OBJECTIVE_METRIC]:.4g}{kept}",
+        zorder=5,
+    )
+    main.set_ylabel(f"{OBJECTIVE_METRIC} (MSE of standardized return)")
+    main.set_title(
+        "Optimization history: each finished trial's eval loss, and the best so far",
+        fontsize=10,
+    )
+    main.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    for state, marker, color, label in (
+        ("PRUNED", "x", "grey", "pruned: stopped early, no eval loss"),
+        ("FAIL", "X", "tab:red", "failed"),
+    ):
+        stopped = [t["number"] for t in trials if t["state"] == state]
+        if stopped:
+            strip.plot(stopped, [0] * len(stopped), marker, color=color, label=label)
+    if len(done) < len(trials):
+        strip.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    strip.set_yticks([])
+    strip.set_ylabel("not\nfinished", fontsize=8)
+    strip.set_xlabel("trial")
+    strip.set_xlim(-0.5, last + 0.5)
+    strip.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    return fig
+
+
+def plot_importances(importances: dict[str, float], complete: int, path: Path) -> str:
+    """The hyperparameters' importances for eval_loss, largest on top."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4))
+    ax = fig.add_subplot()
+    names = sorted(importances, key=importances.get)
+    ax.barh(names, [importances[n] for n in names], color="tab:blue")
+    ax.set_xlabel(f"importance for {OBJECTIVE_METRIC} (sums to 1)")
+    ax.set_title(
+        f"Hyperparameter importance for {OBJECTIVE_METRIC}, the tuned objective "
+        f"(PED-ANOVA, {complete} finished trials)",
+        fontsize=10,
+    )
+    return save_figure(fig, path)
 
 
 def _camel(name: str) -> str:

@@ -87,3 +87,39 @@ def test_a_step_without_a_heartbeat_is_left_alone(tmp_path):
         f"stop_with_run({str(tmp_path / 'a' / 'b' / 'c')!r}); import time; time.sleep(2)"
     )
     assert subprocess.run([sys.executable, "-c", step], timeout=30).returncode == 0
+
+
+def test_a_refreshed_cache_runs_every_step_and_the_next_run_takes_it_from_there(tmp_path):
+    """kfp.local with caching off neither reads nor writes its cache; a refresh writes."""
+    from kfp import dsl, local
+    from kfp.dsl import Artifact, Output
+
+    from crypto_pipeline.local_run import cache_refreshed
+
+    @dsl.component(base_image="python:3.11-slim-bookworm", install_kfp_package=False)
+    def stamp(seed: int, out: Output[Artifact]):
+        import uuid
+
+        with open(out.path, "w") as f:
+            f.write(f"{seed} {uuid.uuid4()}")
+
+    @dsl.pipeline(name="stamped")
+    def stamped() -> Artifact:
+        return stamp(seed=1).outputs["out"]
+
+    def run(caching: bool = True) -> str:
+        local.init(
+            runner=local.SubprocessRunner(use_venv=False),
+            pipeline_root=str(tmp_path),
+            enable_caching=caching,
+        )
+        return stamped().output.uri
+
+    first = run()
+    assert run() == first  # from the cache
+    assert run(caching=False) != first  # ran, and left the cache as it was
+    assert run() == first
+    with cache_refreshed():
+        refreshed = run()
+    assert refreshed != first  # ran, although the cache held it
+    assert run() == refreshed  # and the cache now holds what it wrote

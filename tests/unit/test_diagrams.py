@@ -41,3 +41,61 @@ def test_a_run_timeline_marks_cache_hits(tmp_path):
         "run_dir": "runs/crypto-pipeline-20261130-101010",
     }
     assert_png(diagrams.run_timeline(summary, tmp_path / "run.png"))
+
+
+DRAW_EVERYTHING = """
+import json, sys
+from pathlib import Path
+
+import matplotlib
+
+before = matplotlib.get_backend()
+from crypto_pipeline import diagrams, train, tune
+from crypto_pipeline.model import FitResult
+
+out = Path(sys.argv[1])
+drawn = [
+    diagrams.vm_and_containers(out / "vm.png"),
+    diagrams.run_timeline(
+        {"durations_s": {"tune": 2.0, "total": 2.0}, "cache_hits": [], "run_dir": "runs/x"},
+        out / "run.png",
+    ),
+]
+trials = [
+    {"number": 0, "state": "COMPLETE", "eval_loss": 0.09, "best_epoch": 0},
+    {"number": 1, "state": "PRUNED", "eval_loss": None, "best_epoch": None},
+    {"number": 2, "state": "COMPLETE", "eval_loss": 0.08, "best_epoch": 4},
+]
+drawn += [out / name for name in tune.plot_search(trials, out, 0.09, {"num_layers": 1.0})]
+history = {"loss": [0.2, 0.15, 0.12], "val_loss": [0.1, 0.095, 0.097]}
+kept_the_line = FitResult(None, history, 0, 0.09, 0.09, 2, 1.0)
+drawn.append(out / train.plot_loss(kept_the_line, out / "loss.png"))
+after = matplotlib.get_backend()
+print(json.dumps({"before": before, "after": after, "drawn": list(map(str, drawn))}))
+"""
+
+
+def test_drawing_leaves_the_notebook_backend_alone(tmp_path):
+    """Jupyter's inline backend survives importing the modules that draw, and drawing.
+
+    A module that called ``matplotlib.use("Agg")`` would leave a notebook's own
+    ``plt.show()`` with nothing to show.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    inline = "module://matplotlib_inline.backend_inline"
+    run = subprocess.run(
+        [sys.executable, "-c", DRAW_EVERYTHING, str(tmp_path)],
+        env={**os.environ, "MPLBACKEND": inline, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(run.stdout.splitlines()[-1])
+    assert result["before"] == result["after"] == inline
+    assert len(result["drawn"]) == 5
+    for path in result["drawn"]:
+        assert_png(path)

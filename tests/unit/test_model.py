@@ -4,11 +4,13 @@ import pytest
 from crypto_pipeline.errors import ConfigError, TrainingError
 from crypto_pipeline.hyperparameters import SEARCH_SPACE, Params
 from crypto_pipeline.model import (
+    SIGNIFICANCE_Z,
     Standardizer,
     build_core,
     build_serving,
     clearly_better,
     fit,
+    gain_z,
     least_squares,
 )
 
@@ -107,6 +109,10 @@ def test_when_no_epoch_beats_the_start_the_line_is_kept():
     result = fit(Params(), scaler, (x[:200], y[:200]), (x[200:], y[200:]), 10, 3, 0)
     assert result.best_epoch == 0 and len(result.history["val_loss"]) >= 1
     assert result.best_eval_loss == result.start_eval_loss < 1e-8
+    # The network's own best is still reported, beside what was kept.
+    assert result.network_eval_loss == min(result.history["val_loss"])
+    assert result.network_epoch == 1 + int(np.argmin(result.history["val_loss"]))
+    assert not result.gain_z > SIGNIFICANCE_Z
     feats = scaler.features(x[200:])
     np.testing.assert_allclose(
         result.core.predict(feats, verbose=0).ravel(), scaler.target(y[200:]), atol=1e-4
@@ -121,6 +127,9 @@ def test_an_epoch_that_beats_the_start_is_kept():
     result = fit(Params(), scaler, (x[:400], y[:400]), (x[400:], y[400:]), 30, 5, 0)
     assert result.best_epoch >= 1
     assert result.best_eval_loss < 0.5 * result.start_eval_loss
+    assert result.network_epoch == result.best_epoch
+    assert result.network_eval_loss == result.best_eval_loss
+    assert result.gain_z > SIGNIFICANCE_Z
 
 
 def test_a_gain_within_chance_does_not_count():
@@ -133,3 +142,17 @@ def test_a_gain_within_chance_does_not_count():
     # Errors clearly smaller, day after day.
     assert clearly_better(actual + 0.5 * (line - actual), line, actual)
     assert not clearly_better(line, line, actual)  # no gain at all
+
+
+def test_the_gain_is_counted_in_standard_errors():
+    rng = np.random.default_rng(7)
+    actual = rng.normal(size=300)
+    line = actual + rng.normal(0, 1.0, size=300)
+    better = actual + 0.5 * (line - actual)
+    z = gain_z(better, line, actual)
+    gain = (line - actual) ** 2 - (better - actual) ** 2
+    assert z == pytest.approx(gain.mean() / (gain.std(ddof=1) / np.sqrt(len(gain))))
+    assert z > SIGNIFICANCE_Z and clearly_better(better, line, actual)
+    assert gain_z(line, better, actual) == pytest.approx(-z)  # worse: negative
+    assert gain_z(better[:1], line[:1], actual[:1]) == 0.0  # one day says nothing
+    assert gain_z(line, line, actual) == 0.0
