@@ -3,10 +3,12 @@
 A notebook cell that needs a Docker engine, a Kubernetes cluster or a Kubeflow Pipelines
 host asks here whether one answers. When it does, the cell runs the real command; when it
 does not, the cell does the part that needs no engine or cluster (lint the Dockerfile,
-validate the manifest, compile the pipeline, run it locally). A Docker command that cannot
-run shows what it printed where it did run (a ``Tape``, recorded by ``make
-test-containers``), marked as recorded; commands that no machine of the project's can
-run (a cluster's) are written in the notebook's text. No output is made up.
+validate the manifest, compile the pipeline, run it locally). A notebook calls a program
+the way a terminal does (``docker = Program("docker", needs=docker_engine(), recorded=…)``,
+then ``docker("image ls")``); a Docker command that cannot run shows what it printed where
+it did run (a ``Tape``, recorded by ``make test-containers``), labelled before the output
+with the date, the engine and "not this machine"; commands that no machine of the
+project's can run (a cluster's) are written in the notebook's text. No output is made up.
 
 The offline checks here are the ones the test suite applies to the whole tree.
 """
@@ -104,6 +106,19 @@ def docker_image_present(image: str, timeout_s: float = 15) -> bool:
     return result is not None and result.returncode == 0
 
 
+def docker_image(image: str, engine: Tool | None = None, timeout_s: float = 15) -> Tool:
+    """Whether ``image`` is on this machine's Docker engine, as a ``Tool`` a command can need."""
+    name = f"Image {image}"
+    engine = engine if engine is not None else docker_engine(timeout_s)
+    if not engine:
+        return Tool(name, False, engine.missing)
+    if not docker_image_present(image, timeout_s):
+        return Tool(
+            name, False, f"not on this machine: `docker pull {image}` where there is internet"
+        )
+    return Tool(name, True, "on this machine")
+
+
 def kube_context(timeout_s: float = 15) -> Tool:
     """Whether kubectl has a current context whose API server answers."""
     name = "Kubernetes cluster"
@@ -158,7 +173,7 @@ def registry(host: str, timeout_s: float = 5) -> Tool:
             name,
             False,
             f"nothing answers at {url}: start one with "
-            f"`docker run -d -p 127.0.0.1:{host.rsplit(':', 1)[-1]}:5000 --name registry "
+            f"`docker run -d -p 127.0.0.1:{host.rsplit(':', 1)[-1]}:5000 --name kind-registry "
             "registry:3`",
         )
     if response.status_code not in (200, 401):  # 401: it answers, and wants a login
@@ -245,14 +260,44 @@ def without_scanner_notes(text: str) -> str:
     )
 
 
+_SKIP_COMMENT = re.compile(r"^\s*#\s*checkov:skip", re.IGNORECASE)
+
+
+def scanner_notes_left_out(text: str) -> str:
+    """What ``without_scanner_notes`` leaves out of ``text``, in one comment line ('' if none).
+
+    It counts the suppressions (``# checkov:skip=…`` lines, ``checkov.io/skip…`` keys), so
+    that a learner knows the file has more than they read, and what for.
+    """
+    lines = text.splitlines()
+    comments = sum(1 for line in lines if _SKIP_COMMENT.match(line))
+    keys = sum(1 for line in lines if _SCANNER_KEY.match(line))
+    parts = [
+        f"{n} {what}{'s' if n > 1 else ''}"
+        for n, what in ((comments, "'# checkov:skip' line"), (keys, "'checkov.io/skip' annotation"))
+        if n
+    ]
+    if not parts:
+        return ""
+    their = "its reason" if comments + keys == 1 else "their reasons"
+    return (
+        f"# (left out here: {' and '.join(parts)}, kept in the file with {their} "
+        "for the security scanner checkov)"
+    )
+
+
 def show_file(path: str | os.PathLike[str]) -> None:
     """Prints a Dockerfile or manifest of the repository as a learner reads it.
 
-    Scanner suppressions are left out (``without_scanner_notes``); the file keeps them.
+    Scanner suppressions are left out (``without_scanner_notes``), and a line under the
+    file's name says how many: the file keeps them.
     """
     path = Path(path)
+    text = path.read_text()
     print(f"# {path.relative_to(project_root()) if path.is_absolute() else path}")
-    print(without_scanner_notes(path.read_text()), end="")
+    if note := scanner_notes_left_out(text):
+        print(note)
+    print(without_scanner_notes(text), end="")
 
 
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -296,18 +341,24 @@ def _shown(arguments: Sequence[str], env: Mapping[str, str]) -> str:
 
 
 RECORD_TO = "POETS_RECORD_TO"
-"""When this variable names a folder, ``sh`` records every command it runs with a tape there.
+"""When this variable names a folder, a command that runs with a tape is recorded there.
 
-``make test-containers`` sets it (with ``POETS_RECORDED_BY`` and ``POETS_RECORD_TOOLS``,
-which the recording keeps) while notebook 02 runs against its Docker engine."""
+``make test-containers`` sets it (with ``POETS_RECORDED_BY``, ``POETS_RECORD_TOOLS`` and
+``POETS_RECORD_NOTE``, which the recording keeps) while notebook 02 runs against its Docker
+engine."""
 
 _VOLATILE = (  # what differs between two runs of the same command
+    # the legacy builder's cache notes
     (
         re.compile(
             r"^ ---> (Using cache|Running in \S+)\n|^Removing intermediate container.*\n", re.M
         ),
         "",
     ),
+    # BuildKit: a step's own output (timed), whether it ran or came from the cache, and timings
+    (re.compile(r"^#\d+ \d+\.\d+ .*\n", re.M), ""),
+    (re.compile(r"^(#\d+) (CACHED|DONE \d+\.\d+s)$", re.M), r"\1 <done>"),
+    (re.compile(r" \d+\.\d+s done$", re.M), " done"),
     # a push's progress (how often a layer waited is timing) and whether the registry had it
     (re.compile(r"^\S+: (Preparing|Waiting)\n", re.M), ""),
     (re.compile(r": (Pushed|Layer already exists)$", re.M), ": <pushed>"),
@@ -327,25 +378,39 @@ _VOLATILE = (  # what differs between two runs of the same command
     ),
     (re.compile(r"\b\d+(\.\d+)?\s?[kMG]?B\b"), "<size>"),
     (re.compile(r"\b(\d{1,3}\.){3}\d{1,3}\b"), "<ip>"),
+    (re.compile(r"\bcurl/[\d.]+"), "curl/<version>"),
     (re.compile(r"[ \t]+"), " "),
 )
 
 
+_BUILDKIT_STEP = re.compile(r"^#\d+ ", re.M)
+
+
 def comparable(output: str) -> str:
-    """A command's output with what changes from run to run (ids, times, sizes) masked."""
+    """A command's output with what changes from run to run (ids, times, sizes) masked.
+
+    BuildKit's progress (``#1 [internal] load …``) numbers its steps in the order they
+    finish, which two runs may not share: its lines are compared without the numbers, as a
+    sorted set.
+    """
     for pattern, mask in _VOLATILE:
         output = pattern.sub(mask, output)
+    if output.startswith("#1 "):
+        lines = set(_BUILDKIT_STEP.sub("#N ", output).splitlines()) - {""}
+        # a status printed while it ran, then again once done (`writing image …`): once
+        output = "\n".join(sorted(line for line in lines if f"{line} done" not in lines))
     return output.strip()
 
 
 class Tape:
     """Real outputs of a notebook's commands, recorded where the tool ran, for where it does not.
 
-    A notebook passes its tape to ``sh``. When a command cannot run here (no Docker
-    engine), ``sh`` prints the output that the same command printed where it ran, and
-    says who recorded it, when and with what; nothing is invented. With ``RECORD_TO``
-    set, ``sh`` records what it runs. The file is JSON: ``recorded_by``, ``recorded_on``,
-    ``tools`` and ``commands`` (each ``command``, ``output``, ``status``).
+    A ``Program`` (or ``sh``) that cannot run a command here prints the output that the
+    same command printed where it ran, under a label that says when, with what, and that it
+    was not this machine; nothing is invented. With ``RECORD_TO`` set, what runs is
+    recorded. The file is JSON: ``recorded_by``, ``recorded_on``, ``tools`` (e.g. ``Docker
+    Engine 20.10.24+dfsg1 (BuildKit)``), ``note`` (optional: what else differed there) and
+    ``commands`` (each ``command``, ``output``, ``status``).
     """
 
     def __init__(self, path: str | os.PathLike[str]):
@@ -356,12 +421,29 @@ class Tape:
 
     @property
     def label(self) -> str:
+        """E.g. ``recorded on 2026-12-05, Docker Engine 28.0.1 (BuildKit), not this machine``."""
         r = self.recording
-        return f"recorded on {r.get('recorded_on')} by {r.get('recorded_by')}, {r.get('tools')}"
+        return f"recorded on {r.get('recorded_on')}, {r.get('tools')}, not this machine"
 
     def find(self, shown: str) -> dict | None:
         """The recording of exactly this command, or None."""
         return next((c for c in self.recording["commands"] if c["command"] == shown), None)
+
+    def replay(self, shown: str, why_not: str = "") -> dict | None:
+        """Prints the recorded output of ``shown`` under its label; None when it was not recorded.
+
+        The label comes first, so nobody reads the output as this machine's: ``[recorded
+        on DATE, TOOLS, not this machine: WHY NOT HERE]``, then ``$ command``, then what it
+        printed there (nothing, when it printed nothing).
+        """
+        recorded = self.find(shown)
+        if recorded is None:
+            return None
+        print(f"[{self.label}{f': {why_not}' if why_not else ''}]")
+        print(f"$ {shown}")
+        if recorded["output"]:
+            print(recorded["output"])
+        return recorded
 
     def record(self, shown: str, output: str, status: int) -> None:
         """Adds what a command printed to the recording in ``$POETS_RECORD_TO``."""
@@ -373,6 +455,7 @@ class Tape:
                 "recorded_by": os.environ.get("POETS_RECORDED_BY", "a notebook run"),
                 "recorded_on": time.strftime("%Y-%m-%d"),
                 "tools": os.environ.get("POETS_RECORD_TOOLS", ""),
+                **({"note": note} if (note := os.environ.get("POETS_RECORD_NOTE")) else {}),
                 "commands": [],
             }
         )
@@ -385,54 +468,13 @@ class Tape:
 def show(text: str, why_not: str = "") -> None:
     """Shows shell text to run elsewhere (a pipe, ``$PWD``, a server that runs until stopped).
 
-    Nothing runs here: for a command that may run, use ``sh``.
+    Nothing runs here: for a command that may run, use ``sh`` or a ``Program``.
     """
     print(f"$ {text}")
     print(f"  (shown, not run here: {why_not})" if why_not else "  (shown, not run here)")
 
 
-def sh(
-    command: str | Sequence[str | os.PathLike[str]],
-    *,
-    run: bool = True,
-    why_not: str = "",
-    env: Mapping[str, str] | None = None,
-    cwd: str | os.PathLike[str] | None = None,
-    timeout_s: float = 900,
-    check: bool = True,
-    capture: bool = False,
-    tape: Tape | None = None,
-) -> str | None:
-    """Shows a command and, when ``run`` is true, runs it (no shell) and prints its output.
-
-    It is shown quoted as a POSIX shell needs it, so a learner can paste it into a terminal,
-    and it runs as exactly those arguments: a value holding a space or a ``;`` stays one
-    argument and starts nothing else.
-
-    Args:
-        command: The program and its arguments, e.g. ``["docker", "image", "ls", image]``.
-            A string is accepted for a fixed command, and only when it is already quoted the
-            way ``shlex.join`` shows it (no pipes, redirections, ``$`` or variables).
-        run: Run it here; when false, only show it (with ``why_not``).
-        why_not: Why it is not run here, e.g. the answer of ``docker_engine()``.
-        env: Environment variables to set for it (shown before the command, as a shell would).
-        cwd: Folder to run it in (default: the repository's root).
-        timeout_s: Seconds before the command is stopped.
-        check: Raise when the command fails.
-        capture: Return its standard output too (a notebook cell shows nothing more).
-        tape: Where this command's real output was recorded: shown when it cannot run
-            here (with who recorded it, when and with what); recorded into when the
-            ``POETS_RECORD_TO`` variable names a folder.
-
-    Returns:
-        With ``capture``, its standard output (None when it was only shown); else None.
-
-    Raises:
-        ConfigError: The command is shell text, empty, or names an invalid variable; this is
-            checked whether or not it runs.
-        CommandError: The command could not start, or failed (its output is quoted).
-    """
-    arguments = _arguments(command)
+def _environment(env: Mapping[str, str] | None) -> dict[str, str]:
     env = dict(env or {})
     for name in env:
         if not _VARIABLE.fullmatch(name):
@@ -440,18 +482,17 @@ def sh(
                 f"{name!r} is not an environment variable name",
                 "use letters, digits and underscores, not starting with a digit",
             )
-    shown = _shown(arguments, env)
-    if not run:
-        recorded = tape.find(shown) if tape else None
-        if recorded is None:
-            show(shown, why_not)
-        else:
-            print(f"$ {shown}")
-            if recorded["output"]:
-                print(recorded["output"])
-            said = "the output above" if recorded["output"] else "no output (it prints none)"
-            print(f"  ({why_not or 'not run here'}: {said} {tape.label})")
-        return None  # a recorded output is not this machine's: the cell takes its own path
+    return env
+
+
+def _run(
+    arguments: Sequence[str],
+    shown: str,
+    env: Mapping[str, str],
+    cwd: str | os.PathLike[str] | None,
+    timeout_s: float,
+) -> subprocess.CompletedProcess:
+    """Runs the command (no shell) and prints what it printed, standard error included."""
     print(f"$ {shown}")
     try:
         result = subprocess.run(
@@ -470,14 +511,200 @@ def sh(
     output = (result.stdout + result.stderr).rstrip()
     if output:
         print(output)
+    return result
+
+
+def _failed(shown: str, status: int) -> CommandError:
+    return CommandError(
+        f"`{shown}` failed with exit status {status}",
+        "read its output above; rerun the cell once the cause is fixed",
+    )
+
+
+def sh(
+    command: str | Sequence[str | os.PathLike[str]],
+    *,
+    run: bool = True,
+    why_not: str = "",
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    timeout_s: float = 900,
+    check: bool = True,
+    capture: bool = False,
+    tape: Tape | None = None,
+) -> str | None:
+    """Shows a command and, when ``run`` is true, runs it (no shell) and prints its output.
+
+    It is shown quoted as a POSIX shell needs it, so a learner can paste it into a terminal,
+    and it runs as exactly those arguments: a value holding a space or a ``;`` stays one
+    argument and starts nothing else. A notebook reads better with a ``Program``
+    (``docker("image ls")``), which calls this same machinery.
+
+    Args:
+        command: The program and its arguments, e.g. ``["docker", "image", "ls", image]``.
+            A string is accepted for a fixed command, and only when it is already quoted the
+            way ``shlex.join`` shows it (no pipes, redirections, ``$`` or variables).
+        run: Run it here; when false, only show it (with ``why_not``).
+        why_not: Why it is not run here, e.g. the answer of ``docker_engine()``.
+        env: Environment variables to set for it (shown before the command, as a shell would).
+        cwd: Folder to run it in (default: the repository's root).
+        timeout_s: Seconds before the command is stopped.
+        check: Raise when the command fails.
+        capture: Return its standard output too (a notebook cell shows nothing more).
+        tape: Where this command's real output was recorded: shown, labelled, when it
+            cannot run here; recorded into when the ``POETS_RECORD_TO`` variable names a
+            folder.
+
+    Returns:
+        With ``capture``, its standard output (None when it was only shown); else None.
+
+    Raises:
+        ConfigError: The command is shell text, empty, or names an invalid variable; this is
+            checked whether or not it runs.
+        CommandError: The command could not start, or failed (its output is quoted).
+    """
+    arguments = _arguments(command)
+    env = _environment(env)
+    shown = _shown(arguments, env)
+    if not run:
+        if tape is None or tape.replay(shown, why_not) is None:
+            show(shown, why_not)
+        return None  # a recorded output is not this machine's: the cell takes its own path
+    result = _run(arguments, shown, env, cwd, timeout_s)
     if tape and os.environ.get(RECORD_TO):
-        tape.record(shown, output, result.returncode)
+        tape.record(shown, (result.stdout + result.stderr).rstrip(), result.returncode)
     if check and result.returncode != 0:
-        raise CommandError(
-            f"`{shown}` failed with exit status {result.returncode}",
-            "read its output above; rerun the cell once the cause is fixed",
-        )
+        raise _failed(shown, result.returncode)
     return result.stdout if capture else None
+
+
+@dataclass(frozen=True)
+class Ran:
+    """One command a ``Program`` showed, and what it printed."""
+
+    command: str
+    """As shown (and pasteable): ``docker image ls``."""
+    where: str
+    """``here`` (it ran on this machine), ``recorded`` (a replay of where it ran), or
+    ``shown`` (it could not run here and was never recorded)."""
+    output: str = ""
+    """Standard output and standard error, as printed."""
+    stdout: str = ""
+    """Standard output alone (empty unless it ran here)."""
+    status: int | None = None
+
+    @property
+    def here(self) -> bool:
+        return self.where == "here"
+
+
+class Program:
+    """A command-line program that a notebook calls the way a terminal does.
+
+    ``docker = Program("docker", needs=docker_engine(), recorded=path)`` in a setup cell,
+    then ``docker("build -t kubeflow-for-poets/hello-world:0.1.0 docker-intro/hello-world")``
+    in a learner's cell: the cell shows ``$ docker build …`` and what it printed. It runs
+    here when what it ``needs`` answers (no shell: exactly the arguments shown, quoted as
+    ``shlex.join`` quotes them, so the line pastes into a terminal); otherwise it shows
+    what the same command printed where it ran (``recorded``), labelled as recorded on
+    another machine, or, never recorded, says why it did not run. A failing command raises
+    ``CommandError``. Each call is kept in ``runs`` (``last``) for a notebook's checks.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        needs: Tool | None = None,
+        recorded: str | os.PathLike[str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        timeout_s: float = 900,
+    ):
+        self.name = name
+        self.needs = needs
+        self.tape = Tape(recorded) if recorded else None
+        self.cwd = cwd
+        self.timeout_s = timeout_s
+        self.runs: list[Ran] = []
+
+    def __repr__(self) -> str:
+        needs = f", needs {self.needs}" if self.needs is not None else ""
+        return f"<program {self.name}{needs}>"
+
+    @property
+    def last(self) -> Ran | None:
+        """The last command called, or None."""
+        return self.runs[-1] if self.runs else None
+
+    def ran(self, arguments: str) -> Ran | None:
+        """The last call of ``NAME arguments`` (e.g. ``"exec poets-nginx id"``), or None.
+
+        Variables set for it (``env``) do not matter: the command is found without them.
+        """
+        shown = shlex.join(_arguments(f"{shlex.quote(self.name)} {arguments}".rstrip()))
+        return next(
+            (
+                r
+                for r in reversed(self.runs)
+                if r.command == shown or r.command.endswith(f" {shown}")
+            ),
+            None,
+        )
+
+    def __call__(
+        self,
+        arguments: str | Sequence[str | os.PathLike[str]] = (),
+        *,
+        needs: Tool | None = None,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+        timeout_s: float | None = None,
+    ) -> None:
+        """Shows ``NAME arguments`` and runs it, or replays its recording, or says why not.
+
+        Args:
+            arguments: What follows the program's name, as typed in a terminal
+                (``"image ls"``; quoted the way ``shlex.join`` quotes it), or a list of
+                arguments (each one argument, whatever it holds).
+            needs: What this command needs besides the program's own (a registry, an image).
+            env: Environment variables for it, shown before it as a shell would.
+            check: Raise ``CommandError`` when it fails here.
+            timeout_s: Seconds before it is stopped (default: the program's).
+
+        Raises:
+            ConfigError: The arguments are shell text (a pipe, ``$``, a redirection) or an
+                environment variable's name is invalid; checked whether or not it runs.
+            CommandError: It could not start, or failed (with ``check``).
+        """
+        if isinstance(arguments, str):
+            command: str | list[str] = f"{shlex.quote(self.name)} {arguments}".rstrip()
+        else:
+            command = [self.name, *map(os.fspath, arguments)]
+        words = _arguments(command)
+        env = _environment(env)
+        shown = _shown(words, env)
+        blocked = next((t for t in (self.needs, needs) if t is not None and not t), None)
+        if blocked is not None:
+            why_not = _why_not(blocked)
+            recorded = self.tape.replay(shown, why_not) if self.tape else None
+            if recorded is None:
+                show(shown, why_not)
+                self.runs.append(Ran(shown, "shown"))
+            else:
+                self.runs.append(Ran(shown, "recorded", recorded["output"], "", recorded["status"]))
+            return
+        result = _run(words, shown, env, self.cwd, timeout_s or self.timeout_s)
+        output = (result.stdout + result.stderr).rstrip()
+        self.runs.append(Ran(shown, "here", output, result.stdout, result.returncode))
+        if self.tape and os.environ.get(RECORD_TO):
+            self.tape.record(shown, output, result.returncode)
+        if check and result.returncode != 0:
+            raise _failed(shown, result.returncode)
+
+
+def _why_not(tool: Tool) -> str:
+    """Why a command that needs ``tool`` did not run: ``no Docker engine here``, or its probe."""
+    return tool.missing if tool.name == "Docker engine" else f"{tool.name}: {tool.detail}"
 
 
 def lint_dockerfiles(*paths: str | os.PathLike[str]) -> list[str]:

@@ -1,5 +1,7 @@
 """workshop: how notebook cells find a Docker engine, a cluster or a KFP host, or do without."""
 
+import json
+import re
 import shlex
 import stat
 import sys
@@ -305,11 +307,14 @@ def test_a_tape_records_where_the_command_runs_and_replays_where_it_cannot(
 
     command = [sys.executable, "-c", "print('hello from where it ran')"]
     assert workshop.sh(command, run=False, why_not="no tool here", tape=recorded) is None
-    shown = capsys.readouterr().out
-    assert "hello from where it ran" in shown
-    assert "no tool here: the output above recorded on 20" in shown and "by a test, sh" in shown
+    label, shown, output = capsys.readouterr().out.splitlines()
+    # The label comes first: nobody reads the output as this machine's.
+    assert re.fullmatch(
+        r"\[recorded on 20\d\d-\d\d-\d\d, sh, not this machine: no tool here\]", label
+    )
+    assert shown == f"$ {shlex.join(command)}" and output == "hello from where it ran"
     workshop.sh([sys.executable, "-c", "pass"], run=False, why_not="no tool here", tape=recorded)
-    assert "no output (it prints none)" in capsys.readouterr().out
+    assert capsys.readouterr().out.splitlines()[1:] == [f"$ {sys.executable} -c pass"]
     workshop.sh(["never-recorded"], run=False, why_not="no tool here", tape=recorded)
     assert "(shown, not run here: no tool here)" in capsys.readouterr().out
 
@@ -332,3 +337,150 @@ def test_comparable_masks_what_changes_between_two_runs():
     health = '127.0.0.1 - - [01/Dec/2026:09:01:12 +0000] "GET / HTTP/1.1" 200 339 "-" "Wget"\n'
     assert workshop.comparable(health + second) == workshop.comparable(first)
     assert workshop.comparable("uid=101") != workshop.comparable("uid=0")
+
+
+def test_comparable_reads_buildkit_steps_in_any_order_cached_or_not():
+    first = (
+        "#1 [internal] load build definition from Dockerfile\n#1 transferring dockerfile: 32B done"
+        "\n#1 DONE 0.0s\n\n#2 [internal] load build context\n#2 DONE 0.0s\n\n"
+        "#3 [2/2] RUN echo hi\n#3 0.196 hi\n#3 DONE 0.5s\n\n#4 exporting to image\n"
+        "#4 exporting layers 0.1s done\n#4 writing image sha256:" + "a" * 64 + "\n"
+        "#4 writing image sha256:" + "a" * 64 + " done\n#4 DONE 0.1s"
+    )
+    second = (
+        "#1 [internal] load build context\n#1 DONE 0.0s\n\n"
+        "#2 [internal] load build definition from Dockerfile\n#2 transferring dockerfile: 827B "
+        "done\n#2 DONE 0.0s\n\n#3 [2/2] RUN echo hi\n#3 CACHED\n\n#4 exporting to image\n"
+        "#4 exporting layers done\n#4 writing image sha256:" + "b" * 64 + " done\n#4 DONE 0.0s"
+    )
+    assert workshop.comparable(first) == workshop.comparable(second)
+    assert workshop.comparable(first) != workshop.comparable(second.replace("echo hi", "echo ho"))
+
+
+def available(name="Docker engine"):
+    return workshop.Tool(name, True, "a test's")
+
+
+def absent(name="Docker engine", detail="not installed here"):
+    return workshop.Tool(name, False, detail)
+
+
+def test_a_program_runs_what_it_shows_without_a_shell(capsys, tmp_path):
+    python = workshop.Program(sys.executable, needs=available(), cwd=tmp_path)
+    python(["-c", PRINT_ARGV, "poets image; touch injected"])
+    shown, said = capsys.readouterr().out.splitlines()
+    assert (
+        shown
+        == f"$ {shlex.join([sys.executable, '-c', PRINT_ARGV, 'poets image; touch injected'])}"
+    )
+    assert said == "['poets image; touch injected']" and list(tmp_path.iterdir()) == []
+    assert python.last.here and python.last.stdout == f"{said}\n" and python.last.status == 0
+    python("-c 'import os; print(os.environ[\"WHO\"])'", env={"WHO": "a poet"})
+    assert capsys.readouterr().out.startswith("$ WHO='a poet' ")
+    assert python.last.output == "a poet"
+    assert python.ran("-c 'import os; print(os.environ[\"WHO\"])'") is python.last
+    assert python.ran("--version") is None
+
+
+def test_a_program_refuses_shell_text_and_raises_when_the_command_fails(capsys, tmp_path):
+    docker = workshop.Program("docker", needs=absent())
+    for text in ("ps | head -3", 'run -v "$PWD":/work image', "logs x > log.txt"):
+        with pytest.raises(ConfigError, match="is shell text"):
+            docker(text)
+    assert capsys.readouterr().out == "" and docker.runs == []
+    python = workshop.Program(sys.executable, cwd=tmp_path)
+    with pytest.raises(CommandError, match="failed with exit status 3"):
+        python(["-c", "import sys; sys.exit(3)"])
+    python(["-c", "import sys; sys.exit(3)"], check=False)
+    assert python.last.status == 3
+
+
+def test_a_program_replays_its_recording_under_a_label_where_it_cannot_run(capsys, tmp_path):
+    tape = tmp_path / "02-docker.json"
+    tape.write_text(
+        json.dumps(
+            {
+                "recorded_by": "make test-containers",
+                "recorded_on": "2026-12-05",
+                "tools": "Docker Engine 20.10.24+dfsg1 (BuildKit)",
+                "commands": [
+                    {"command": "docker image ls", "output": "REPOSITORY   TAG", "status": 0},
+                    {"command": "docker tag a b", "output": "", "status": 0},
+                    {"command": "docker push b", "output": "pushed", "status": 0},
+                ],
+            }
+        )
+    )
+    docker = workshop.Program("docker", needs=absent(), recorded=tape)
+    docker("image ls")
+    assert capsys.readouterr().out == (
+        "[recorded on 2026-12-05, Docker Engine 20.10.24+dfsg1 (BuildKit), not this machine: "
+        "no Docker engine here]\n$ docker image ls\nREPOSITORY   TAG\n"
+    )
+    assert docker.last == workshop.Ran("docker image ls", "recorded", "REPOSITORY   TAG", "", 0)
+    docker("tag a b")
+    assert capsys.readouterr().out.splitlines()[1:] == ["$ docker tag a b"]
+    docker("image ls --all")
+    assert capsys.readouterr().out == (
+        "$ docker image ls --all\n  (shown, not run here: no Docker engine here)\n"
+    )
+    assert docker.last.where == "shown" and not docker.last.here
+    # With the engine, a command that needs more (a registry) replays when that is missing.
+    online = workshop.Program("docker", needs=available(), recorded=tape)
+    online("push b", needs=absent("Registry localhost:5001", "nothing answers"))
+    assert (
+        capsys.readouterr()
+        .out.splitlines()[0]
+        .endswith("not this machine: Registry localhost:5001: nothing answers]")
+    )
+
+
+def test_a_program_records_what_ran_when_asked(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(workshop.RECORD_TO, str(tmp_path / "fresh"))
+    monkeypatch.setenv("POETS_RECORD_TOOLS", "Python")
+    monkeypatch.setenv("POETS_RECORD_NOTE", "a test's machine")
+    python = workshop.Program(sys.executable, recorded=tmp_path / "kept" / "tape.json")
+    python(["-c", "print('hello')"])
+    recording = json.loads((tmp_path / "fresh" / "tape.json").read_text())
+    assert recording["tools"] == "Python" and recording["note"] == "a test's machine"
+    assert recording["commands"] == [
+        {
+            "command": shlex.join([sys.executable, "-c", "print('hello')"]),
+            "output": "hello",
+            "status": 0,
+        }
+    ]
+    assert not (tmp_path / "kept").exists()
+
+
+def test_docker_image_says_why_a_command_that_needs_it_cannot_run(bare_path):
+    assert workshop.docker_image("alpine:3.22").detail == "no Docker engine here"
+    fake_tool(bare_path, "docker", 'if [ "$1" = version ]; then echo 27.5.1; else exit 1; fi')
+    missing = workshop.docker_image("alpine:3.22")
+    assert not missing and "`docker pull alpine:3.22` where there is internet" in missing.detail
+    fake_tool(bare_path, "docker", "echo 27.5.1")
+    assert workshop.docker_image("alpine:3.22")
+
+
+def test_show_file_says_how_many_scanner_notes_it_left_out(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    one = tmp_path / "Dockerfile"
+    one.write_text("# checkov:skip=CKV_DOCKER_2: a reason\nFROM alpine:3.22\n")
+    workshop.show_file(one.name)
+    assert capsys.readouterr().out == (
+        "# Dockerfile\n# (left out here: 1 '# checkov:skip' line, kept in the file with its "
+        "reason for the security scanner checkov)\nFROM alpine:3.22\n"
+    )
+    two = tmp_path / "manifest.yaml"
+    two.write_text(
+        "metadata:\n  annotations:\n    checkov.io/skip1: CKV_K8S_43=a reason\n"
+        "    checkov.io/skip2: CKV_K8S_14=another\n  name: x\n"
+    )
+    workshop.show_file(two.name)
+    out = capsys.readouterr().out
+    assert "2 'checkov.io/skip' annotations, kept in the file with their reasons" in out
+    assert "checkov.io" not in out.split("\n", 2)[2]
+    three = tmp_path / "plain"
+    three.write_text("FROM alpine:3.22\n")
+    workshop.show_file(three.name)
+    assert capsys.readouterr().out == "# plain\nFROM alpine:3.22\n"
