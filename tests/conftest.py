@@ -14,6 +14,10 @@ from pathlib import Path
 import pytest
 
 from crypto_pipeline.config import TrainConfig, runtime_environment
+from crypto_pipeline.manifest_schemas import (
+    inference_service_validator,  # noqa: F401  (tests import it from conftest)
+    strict_schema,
+)
 from crypto_pipeline.sample_data import SAMPLE_PATH
 from crypto_pipeline.schema import COLUMNS
 
@@ -96,26 +100,6 @@ def pytest_configure(config):
     runtime_environment()
 
 
-def strict_schema(node):
-    """Forbids unknown fields wherever a published schema lists the fields of an object.
-
-    Katib's and KServe's CRDs would accept (or silently prune) a misspelt field; a strict
-    check against the published schema is what catches it before a cluster sees it.
-    """
-    if isinstance(node, dict):
-        node = {k: strict_schema(v) for k, v in node.items()}
-        if (
-            "properties" in node
-            and "additionalProperties" not in node
-            and not node.get("x-kubernetes-preserve-unknown-fields")
-        ):
-            node["additionalProperties"] = False
-        return node
-    if isinstance(node, list):
-        return [strict_schema(v) for v in node]
-    return node
-
-
 def pinned_versions() -> dict[str, str]:
     """The versions cluster/versions.env pins (KFP_VERSION, KSERVE_VERSION, …)."""
     lines = VERSIONS.read_text().splitlines()
@@ -131,20 +115,6 @@ def upstream(name: str) -> Path:
             "regenerate them: python scripts/upstream_facts.py --mirror-dir DIR"
         )
     return path
-
-
-@functools.cache
-def inference_service_validator():
-    """Strict validator of the pinned KServe's v1beta1 InferenceService (its CRD's schema)."""
-    import jsonschema
-    import yaml
-
-    text = upstream("kserve-{KSERVE_VERSION}-inferenceservice-crd.yaml").read_text()
-    crd = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1beta1"]
-    schema = strict_schema(version["schema"]["openAPIV3Schema"])
-    schema["properties"]["metadata"] = {"type": "object"}  # ObjectMeta: checked by the API
-    return jsonschema.Draft7Validator(schema)
 
 
 @functools.cache
