@@ -7,9 +7,14 @@ Reads notebooks/executed/ (`make notebooks` writes it) and writes build/site/:
 `index.html` (each notebook's duration and learning goals, with links), one page per
 notebook with its outputs and pictures (`NN-name.html`), and `slides/NN-name.slides.html`.
 A cell's slide type (cell metadata `slideshow.slide_type`) decides the decks: every `##`
-heading starts a slide; the parameters cell and the solutions are skipped. Everything a
-page loads is in build/site (reveal.js, require.js and jQuery from site/package.json, installed
-by `make slides` with `npm ci`), so the site and the decks open offline.
+heading starts a slide, a `###` heading a vertical slide under it, and cells of type
+`skip` stay off the decks. A cell tagged `check` (a check of what the notebook did,
+folded in JupyterLab) is on neither; one tagged `output-only` shows on a slide without
+its code. Each slide's speaker notes (reveal.js's speaker view: press S) come from
+`notebooks/speaker-notes/NN-name.md`, one section per slide, opened by the slide's
+heading line. Everything a page loads is in build/site (reveal.js, require.js and jQuery
+from site/package.json, installed by `make slides` with `npm ci`), so the site and the
+decks open offline.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 
 import nbformat
 from nbconvert import HTMLExporter, SlidesExporter
+from nbconvert.preprocessors import TagRemovePreprocessor
 
 ROOT = Path(__file__).resolve().parents[1]
 EXECUTED = ROOT / "notebooks" / "executed"
@@ -30,11 +36,20 @@ SOURCES = ROOT / "notebooks"
 WEB = ROOT / "site"
 OUT = ROOT / "build" / "site"
 TEMPLATES = [str(WEB / "templates")]
+NOTES = SOURCES / "speaker-notes"
+CHECK_TAG = "check"
+"""A cell that checks what the notebook did: run, folded in JupyterLab, never published."""
+OUTPUT_ONLY_TAG = "output-only"
+"""A cell whose output a slide shows without its code (a picture's plumbing)."""
+HEADING = re.compile(r"^(#{1,3}) \S")
 
 
-def executed_notebooks() -> list[Path]:
-    """The executed copies, one per numbered notebook, each newer than its source."""
+def executed_notebooks(only: list[str] | None = None) -> list[Path]:
+    """The executed copies, one per numbered notebook (ONLY: those whose name starts so),
+    each newer than its source."""
     sources = sorted(SOURCES.glob("[0-9][0-9]-*.ipynb"))
+    if only:
+        sources = [s for s in sources if s.name.startswith(tuple(only))]
     stale = [
         s.name
         for s in sources
@@ -69,11 +84,93 @@ def read(path: Path):
     internet for its interactive tables; a static page has no use for it.
     """
     notebook = nbformat.read(path, as_version=4)
+    notebook.cells = [c for c in notebook.cells if CHECK_TAG not in c.metadata.get("tags", [])]
     for cell in notebook.cells:
         if cell.cell_type == "code":
-            cell.outputs = [
-                o for o in cell.outputs if set(o.get("data", {})) != {"application/javascript"}
-            ]
+            cell.outputs = merged_streams(
+                [o for o in cell.outputs if set(o.get("data", {})) != {"application/javascript"}]
+            )
+    return notebook
+
+
+def merged_streams(outputs: list) -> list:
+    """The outputs with each run of same-stream text joined, as a reader sees it: one box.
+
+    A cell that prints as it goes (a shell command's lines) leaves many pieces of output;
+    as one block, it scrolls in one box on a slide."""
+    merged: list = []
+    for output in outputs:
+        previous = merged[-1] if merged else None
+        if (
+            output.get("output_type") == "stream"
+            and previous is not None
+            and previous.get("output_type") == "stream"
+            and previous.get("name") == output.get("name")
+        ):
+            previous["text"] += output["text"]
+        else:
+            merged.append(output)
+    return merged
+
+
+def slide_type(cell) -> str:
+    return cell.metadata.get("slideshow", {}).get("slide_type", "-")
+
+
+def speaker_notes(name: str) -> dict[str, str]:
+    """A deck's notes: each slide's heading line, and the markdown that follows it."""
+    path = NOTES / f"{name}.md"
+    if not path.is_file():
+        sys.exit(f"error: no speaker notes for {name}\n  fix: write {path.relative_to(ROOT)}")
+    sections: dict[str, list[str]] = {}
+    current = None
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if HEADING.match(line):
+            current = line.strip()
+            if current in sections:
+                sys.exit(f"error: {path}:{number}: a second section for {current!r}")
+            sections[current] = []
+        elif current is None and line.strip():
+            sys.exit(f"error: {path}:{number}: text before the first slide's heading line")
+        elif current is not None:
+            sections[current].append(line)
+    return {heading: "\n".join(lines).strip() for heading, lines in sections.items()}
+
+
+def with_notes(notebook, name: str):
+    """The notebook with each slide's speaker notes after the cell that starts the slide.
+
+    Every slide and vertical slide starts with a markdown cell whose first line is its
+    heading; a slide with no notes, notes for no slide, or a slide that starts otherwise
+    stop the build, naming the fix.
+    """
+    notes = speaker_notes(name)
+    cells, problems, used = [], [], set()
+    for cell in notebook.cells:
+        cells.append(cell)
+        if slide_type(cell) not in ("slide", "subslide"):
+            continue
+        heading = cell.source.splitlines()[0].strip() if cell.source else ""
+        if cell.cell_type != "markdown" or not HEADING.match(heading):
+            problems.append(f"a slide starts with a cell that is no heading: {heading[:60]!r}")
+        elif not notes.get(heading):
+            problems.append(f"no notes for the slide {heading!r}")
+        else:
+            used.add(heading)
+            cells.append(
+                nbformat.v4.new_markdown_cell(
+                    notes[heading], metadata={"slideshow": {"slide_type": "notes"}}
+                )
+            )
+    problems += [f"notes for no slide: {heading!r}" for heading in notes.keys() - used]
+    if problems:
+        sys.exit(
+            f"error: the speaker notes of {name} do not match its slides:\n  "
+            + "\n  ".join(problems)
+            + f"\n  fix: notebooks/speaker-notes/{name}.md, one section per slide, opened by "
+            "the slide's heading line as in the notebook"
+        )
+    notebook.cells = cells
     return notebook
 
 
@@ -95,13 +192,16 @@ def build_slides(notebooks: list[Path]) -> list[Path]:
         extra_template_basedirs=TEMPLATES,
         reveal_url_prefix="reveal.js",
         reveal_theme="white",  # its fonts ship with reveal.js; "simple" fetches Google's
-        reveal_scroll=True,  # a long slide scrolls instead of overflowing
+        reveal_scroll=False,  # a slide fits the screen; a long output scrolls in its box
         require_js_url="require.js",
-        jquery_url="jquery.min.js",  # the deck's scrolling uses it
+        jquery_url="jquery.min.js",  # the deck's template loads it
+    )
+    exporter.register_preprocessor(
+        TagRemovePreprocessor(remove_input_tags={OUTPUT_ONLY_TAG}, enabled=True), enabled=True
     )
     decks = []
     for path in notebooks:
-        body, _ = exporter.from_notebook_node(read(path))
+        body, _ = exporter.from_notebook_node(with_notes(read(path), path.stem))
         decks.append(out / f"{path.stem}.slides.html")
         decks[-1].write_text(body)
     return decks
@@ -150,8 +250,11 @@ def write_favicon() -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--slides", action="store_true", help="the decks only")
+    parser.add_argument(
+        "--only", action="append", default=[], help="notebooks whose name starts so, e.g. 03"
+    )
     args = parser.parse_args()
-    notebooks = executed_notebooks()
+    notebooks = executed_notebooks(args.only)
     built = build_slides(notebooks) + [write_favicon()]
     if not args.slides:
         built = build_pages(notebooks) + built

@@ -2,9 +2,10 @@
 
 A code cell tagged `nbval-check-output` keeps its outputs and an execution count (nbval
 compares only cells that ran); every other cell has neither. Cells keep only their tags
-and slide type (for `make slides`) as metadata, and a cell tagged `solution` starts
-folded; the notebook keeps only its kernel and language, and cell ids are numbered, so a
-diff shows what changed in the teaching, not in the last run.
+and slide type (for `make slides`) as metadata, and a cell tagged `check` (a check of
+what the notebook did, not part of the lesson) starts folded in JupyterLab; the notebook
+keeps only its kernel and language, and cell ids are numbered, so a diff shows what
+changed in the teaching, not in the last run.
 
     .venv/bin/python scripts/clean_notebooks.py           # clean in place (make format)
     .venv/bin/python scripts/clean_notebooks.py --check   # exit 1 naming unclean ones (make lint)
@@ -23,7 +24,7 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECK_TAG = "nbval-check-output"
-SOLUTION_TAG = "solution"
+CHECK_CELL_TAG = "check"
 
 
 def checked(cell) -> bool:
@@ -53,7 +54,7 @@ def clean(notebook):
             {"slideshow": {"slide_type": slide}} if slide else {}
         )
         cell.metadata = nbformat.from_dict(kept)
-        if SOLUTION_TAG in tags:  # an exercise's solution starts folded in JupyterLab
+        if CHECK_CELL_TAG in tags:  # folded in JupyterLab; the site and decks leave it out
             cell.metadata["jupyter"] = {"source_hidden": True}
         if cell.cell_type != "code":
             continue

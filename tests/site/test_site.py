@@ -96,8 +96,39 @@ def test_each_page_loads_cleanly_with_every_picture(browser, site_url, name):
     page.close()
 
 
+SLIDES = """() => Reveal.getHorizontalSlides().map(
+    (slide, h) => Math.max(1, slide.querySelectorAll(':scope > section').length))"""
+MEASURE = """() => {
+    // What the screen shows of the current slide: from its highest to its lowest part.
+    const slide = Reveal.getCurrentSlide();
+    const rects = Array.from(slide.children)
+        .filter(part => part.tagName !== 'ASIDE')
+        .map(part => part.getBoundingClientRect())
+        .filter(rect => rect.height > 0);
+    const top = Math.min(...rects.map(rect => rect.top));
+    const bottom = Math.max(...rects.map(rect => rect.bottom));
+    const right = Math.max(...rects.map(rect => rect.right));
+    // A table, block or picture as far as the screen shows it: up to the box that scrolls
+    // it, if one does (content a box hides is content the audience cannot reach).
+    const shown = part => {
+        for (let box = part.parentElement; box && box !== slide; box = box.parentElement) {
+            if (['auto', 'scroll'].includes(getComputedStyle(box).overflowX)) return box;
+        }
+        return part;
+    };
+    const wide = Array.from(slide.querySelectorAll('table, pre, img'))
+        .filter(part => shown(part).getBoundingClientRect().right > window.innerWidth)
+        .length;
+    const notes = slide.querySelector(':scope > aside.notes');
+    return [slide.querySelector('h1, h2, h3')?.textContent.replace(/¶$/, '') ?? '',
+            Math.round(top), Math.round(bottom), window.innerHeight,
+            Math.round(right), wide, window.innerWidth,
+            notes ? notes.textContent.trim().length : 0];
+}"""
+
+
 @pytest.mark.parametrize("name", NAMES)
-def test_each_deck_opens_as_slides(browser, site_url, name):
+def test_each_deck_has_a_slide_per_heading_each_on_one_screen_with_notes(browser, site_url, name):
     page, problems, images = visit(
         browser,
         f"{site_url}/slides/{name}.slides.html",
@@ -106,16 +137,28 @@ def test_each_deck_opens_as_slides(browser, site_url, name):
     )
     assert problems == [], problems
     assert [src for src, shown in images if not shown] == [], "images that did not render"
-    slides = page.locator(".reveal .slides > section").count()
-    headings = sum(
-        cell.cell_type == "markdown" and cell.source.startswith(("# ", "## "))
-        for cell in nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4).cells
-    )
-    assert slides == headings, f"{slides} slides for {headings} headings"
-    page.keyboard.press("ArrowRight")
-    page.wait_for_function(
-        "document.querySelectorAll('.reveal .slides > section')[1].classList.contains('present')"
-    )
+    cells = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4).cells
+    kinds = [c.metadata.get("slideshow", {}).get("slide_type") for c in cells]
+    vertical = page.evaluate(SLIDES)
+    assert len(vertical) == kinds.count("slide"), "one slide per `#` and `##` heading"
+    assert sum(vertical) == kinds.count("slide") + kinds.count("subslide")
+    too_tall, silent = [], []
+    page.evaluate("Reveal.configure({transition: 'none', backgroundTransition: 'none'})")
+    for h, count in enumerate(vertical):
+        for v in range(count):
+            page.evaluate(f"Reveal.slide({h}, {v})")
+            heading, top, bottom, screen, right, wide, width, notes = page.evaluate(MEASURE)
+            if top < 0 or bottom > screen or right > width or wide:
+                too_tall.append(
+                    f"{heading!r}: shown from {top} to {bottom} px of {screen}, to {right} px "
+                    f"of {width} ({wide} part(s) wider than the screen outside a scroll box)"
+                )
+                page.screenshot(path=str(SHOTS / f"deck-{name}-too-big-{h}-{v}.png"))
+            if not notes:
+                silent.append(heading)
+    assert not too_tall, too_tall
+    assert not silent, f"slides without speaker notes: {silent}"
+    page.evaluate("Reveal.slide(1, 0)")
     page.wait_for_timeout(1000)  # the slide transition's end
     page.screenshot(path=str(SHOTS / f"deck-{name}-2.png"))
     page.close()
