@@ -20,7 +20,6 @@ from unittest import mock
 
 from crypto_pipeline.config import DEFAULT_REGISTRY, DEFAULT_TAG, PipelineConfig
 from crypto_pipeline.errors import Interrupted, PipelineError, storage_fix
-from crypto_pipeline.heartbeat import Heartbeat
 from crypto_pipeline.ingest import source_fingerprint
 from crypto_pipeline.pipeline import (
     PIPELINE_NAME,
@@ -30,6 +29,7 @@ from crypto_pipeline.pipeline import (
     step_image,
 )
 from crypto_pipeline.report import comparison_lines
+from crypto_pipeline.run_lock import RUN_LABEL, run_lock, stop_steps
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _EXECUTING = re.compile(r"Executing task '([\w-]+)'")
@@ -283,31 +283,6 @@ def drop_stale_cache(root: Path) -> list[str]:
     return removed
 
 
-def _stop_steps(runner: str, run_name: str) -> None:
-    """Ends the steps still running for this process: subprocesses and their containers."""
-    import psutil
-
-    children = psutil.Process().children(recursive=True)
-    for child in children:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            child.terminate()
-    _, alive = psutil.wait_procs(children, timeout=10)
-    for child in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            child.kill()
-    if runner == "docker":
-        import docker
-
-        with contextlib.suppress(Exception):
-            client = docker.from_env()
-            for container in client.containers.list(filters={"label": f"{RUN_LABEL}={run_name}"}):
-                container.stop(timeout=5)
-
-
-RUN_LABEL = "crypto-pipeline.run"
-"""The label of a docker run's containers: the name of its run folder."""
-
-
 @contextlib.contextmanager
 def _signals_as_interrupt():
     """Turns SIGINT and SIGTERM into KeyboardInterrupt while the block runs (main thread).
@@ -359,8 +334,8 @@ def run_local(
     Every run gets its own folder, named before it starts, so runs sharing a pipeline root
     never mix. kfp.local's detailed output goes to ``<run folder>/kfp-local.log``; the
     terminal gets one line per step. The steps end with the run: on SIGINT or SIGTERM they
-    are stopped, and if the run is killed outright its heartbeat stops and they end within
-    seconds (``crypto_pipeline.heartbeat``).
+    are stopped, and if the run is killed outright they are stopped as soon as it is gone,
+    never while it is only paused (``crypto_pipeline.run_lock``).
 
     Args:
         arguments: Pipeline parameters (see ``build_pipeline``).
@@ -417,7 +392,7 @@ def run_local(
         ),
         cache_refreshed() if refresh_cache else contextlib.nullcontext(),
         _signals_as_interrupt(),
-        Heartbeat(run_dir) as heartbeat,
+        run_lock(run_dir, runner),
         steps_logged(log_path) as progress,
     ):
         # Expected here, so not worth a learner's attention: display names are for the
@@ -428,8 +403,7 @@ def run_local(
         try:
             task = pipeline(**arguments)
         except KeyboardInterrupt as exc:
-            heartbeat.stop()
-            _stop_steps(runner, run_name)
+            stop_steps(run_name, runner)
             raise Interrupted(
                 f"the run was interrupted ({exc or 'SIGINT'}) and its running steps were "
                 f"stopped; {run_dir} is incomplete",

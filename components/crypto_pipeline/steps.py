@@ -16,10 +16,8 @@ def ingest_step(source_uri: str, source_fingerprint: str, raw: Output[Dataset]):
     """
     import time
 
-    from crypto_pipeline.heartbeat import stop_with_run
     from crypto_pipeline.ingest import ingest
 
-    stop_with_run(raw.path)  # a local run's step ends with its run
     started = time.perf_counter()
     result = ingest(source_uri, raw.path)
     print(result.describe())
@@ -52,11 +50,9 @@ def transform_step(
     import time
 
     from crypto_pipeline.config import Split, TransformConfig
-    from crypto_pipeline.heartbeat import stop_with_run
     from crypto_pipeline.ingest import RAW_FILE_NAME
     from crypto_pipeline.transform import beam_io, transform
 
-    stop_with_run(data.path)  # a local run's step ends with its run
     started = time.perf_counter()
     config = TransformConfig(
         coin=coin,
@@ -89,10 +85,8 @@ def tune_step(
     import time
 
     from crypto_pipeline.config import TuneConfig
-    from crypto_pipeline.heartbeat import stop_with_run
     from crypto_pipeline.tune import tune
 
-    stop_with_run(best_params.path)  # a local run's step ends with its run
     started = time.perf_counter()
     result = tune(
         data.path,
@@ -128,12 +122,10 @@ def train_step(
     from pathlib import Path
 
     from crypto_pipeline.config import TrainConfig
-    from crypto_pipeline.heartbeat import stop_with_run
     from crypto_pipeline.report import comparison_html
     from crypto_pipeline.train import read_params, train
     from crypto_pipeline.tune import BEST_PARAMS_NAME
 
-    stop_with_run(model.path)  # a local run's step ends with its run
     started = time.perf_counter()
     params = read_params(os.path.join(best_params.path, BEST_PARAMS_NAME))
     result = train(data.path, params, model.path, TrainConfig(epochs=epochs, seed=seed))
@@ -181,9 +173,7 @@ def deploy_step(
 
     from crypto_pipeline.config import DeployConfig
     from crypto_pipeline.deploy import deploy
-    from crypto_pipeline.heartbeat import stop_with_run
 
-    stop_with_run(deployment.path)  # a local run's step ends with its run
     started = time.perf_counter()
     config = DeployConfig(
         registry_uri=registry_uri,
