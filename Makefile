@@ -107,5 +107,9 @@ sample: setup  ## regenerate the bundled synthetic sample
 lock: setup-dev  ## re-resolve every platform's locks (locks/) and conda files from pyproject.toml
 	$(BIN)/python scripts/lock.py
 
-clean:  ## remove run folders and the built site (keeps .venv)
-	rm -rf runs build
+clean:  ## remove run folders, the cache and the built site; keeps .venv and the registered models (MODELS=delete: those too)
+	@if [ "$(MODELS)" = delete ]; then rm -rf runs; \
+	else for root in runs runs/docker; do \
+	  [ -d $$root ] && find $$root -mindepth 1 -maxdepth 1 ! -name models ! -path runs/docker -exec rm -rf {} +; \
+	done; [ -d runs/models ] && echo "kept the registered models in runs/models (make clean MODELS=delete removes them)"; fi; true
+	rm -rf build

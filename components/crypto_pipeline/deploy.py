@@ -2,14 +2,19 @@
 
 Deploy
 
-1. registers the SavedModel as the next version, ``<registry>/crypto/<n>/``, when a
-   registry is given (a folder, ``gs://…`` or ``s3://…``); with none (the pipeline's
-   default on a cluster) the model artifact itself is what gets served;
-2. loads that copy with the serving code and answers a smoke request;
-3. writes a KServe ``InferenceService`` (``serving.kserve.io/v1beta1``) whose predictor
+1. copies the SavedModel into a hidden staging folder of the registry, when one is given
+   (a folder, ``file://``, ``gs://…`` or ``s3://…``), loads that copy with the serving
+   code and answers a smoke request; only a model that answers becomes the next version,
+   ``<registry>/crypto/<n>/``, complete from the moment it appears (``register_and_test``).
+   With no registry (the pipeline's default on a cluster) the model artifact itself is
+   smoke-tested and served;
+2. writes a KServe ``InferenceService`` (``serving.kserve.io/v1beta1``) whose predictor
    is the project's serve image, a KServe custom predictor: KServe's storage initializer
    downloads ``storageUri`` to ``/mnt/models`` and the same server as locally answers
    there, with the same checks, protocol and answers.
+
+A deploy that fails after registering (the manifest cannot be written, the cluster does
+not serve the model) removes the version it registered: the registry is as it was.
 
 Where the cluster reads the model (``storageUri``):
 
@@ -17,8 +22,9 @@ Where the cluster reads the model (``storageUri``):
 - no registry, inside Kubeflow Pipelines: the model artifact in KFP's object store
   (``minio://…`` becomes ``s3://…``; ``cluster/`` gives KServe the store's endpoint,
   SeaweedFS's ``seaweedfs.kubeflow:9000``, and credentials from a Secret);
-- a local registry: ``pvc://crypto-models/crypto/<n>``, the PersistentVolumeClaim that
-  ``scripts/cluster.sh upload-model`` copies the version into (kind).
+- a local registry (a folder or ``file://``): ``pvc://crypto-models/crypto/<n>``, the
+  PersistentVolumeClaim that ``scripts/cluster.sh upload-model`` copies the version into
+  (kind); a path of this machine is never written as ``storageUri``.
 
 With the cluster target it also applies that manifest through the Kubernetes API (the
 credentials come from the environment: the pod's service account in a cluster, the
@@ -32,12 +38,17 @@ API call it makes, so that the roles it runs under can be checked against them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import os
 import re
+import shutil
 import tempfile
+import textwrap
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +56,7 @@ from typing import Any
 import fsspec
 
 from crypto_pipeline.config import DeployConfig, cluster_uri
-from crypto_pipeline.errors import PipelineError
+from crypto_pipeline.errors import ConfigError, PipelineError
 from crypto_pipeline.serve import MODEL_NAME, make_model, require_saved_model
 
 MANIFEST_NAME = "inferenceservice.yaml"
@@ -84,59 +95,291 @@ class Deployment:
     applied: bool
 
 
-def _next_version(fs, model_uri: str) -> int:
-    if not fs.exists(model_uri):
-        return 1
-    numbers = [
-        int(name)
-        for name in (Path(p.rstrip("/")).name for p in fs.ls(model_uri, detail=False))
-        if re.fullmatch(r"\d+", name)
-    ]
-    return max(numbers, default=0) + 1
+STAGING_PREFIX = ".staging-"
+"""Hidden folders beside the versions where a deploy copies and smoke-tests a model."""
+REGISTRY_LOCK = ".deploy.lock"
+"""Held shared by every deploy while it stages into a local registry: the first deploy
+that gets it exclusively knows that no other deploy is staging, and cleans up."""
+CLAIMS = ".claims"
+"""In a bucket registry: one object per version number taken, written only if absent."""
+STALE_BUCKET_STAGING_S = 24 * 3600
+"""A bucket's staging folders older than this are leftovers of killed deploys."""
+
+
+def _is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def _local_path(uri: str) -> Path:
+    return Path(uri.removeprefix("file://"))
+
+
+def _version_numbers(names) -> list[int]:
+    return [int(n) for n in names if re.fullmatch(r"\d+", n)]
+
+
+def _registry_not_a_folder(registry_uri: str, path: Path) -> ConfigError:
+    return ConfigError(
+        f"the registry {registry_uri} cannot hold models: {path} is a file, not a folder",
+        "pass a folder (it is created if missing) or a gs:// or s3:// URI as --registry, "
+        "or move the file away",
+    )
+
+
+def _model_root(registry_uri: str, name: str) -> Path:
+    """``<registry>/<name>/`` on this machine's disk, created if missing."""
+    root = _local_path(registry_uri)
+    for path in (root, *root.parents):
+        if path.exists() and not path.is_dir():
+            raise _registry_not_a_folder(registry_uri, path)
+    model_root = root / name
+    if model_root.exists() and not model_root.is_dir():
+        raise _registry_not_a_folder(registry_uri, model_root)
+    model_root.mkdir(parents=True, exist_ok=True)
+    return model_root
+
+
+def smoke_test(version_uri: str, shown: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
+    """Loads a model with the serving code and answers one request.
+
+    Args:
+        version_uri: The model's folder (a bucket's is downloaded first).
+        shown: The folder to name in an error (the user's, for a staged copy).
+
+    Returns:
+        The request and the response, as a client would send and get them.
+
+    Raises:
+        ConfigError: The model does not load or does not answer (a corrupt or truncated
+            SavedModel); the message names the model's folder.
+    """
+    request = {"instances": [SMOKE_INSTANCE]}
+    with tempfile.TemporaryDirectory() as tmp:
+        local_dir = version_uri
+        if _is_remote(version_uri):  # a bucket: fetch the copy, as a server would
+            fs, path = fsspec.core.url_to_fs(version_uri)
+            local_dir = os.path.join(tmp, "model")
+            fs.get(path, local_dir, recursive=True)
+        try:
+            model = make_model(local_dir)
+            response = asyncio.run(model.predict(asyncio.run(model.preprocess(request))))
+        except Exception as exc:  # any failure to load or answer is the model's
+            raise ConfigError(
+                f"the model in {shown or version_uri} does not load or answer a smoke "
+                f"request, it is corrupt or truncated ({type(exc).__name__}: "
+                f"{textwrap.shorten(str(exc).replace(local_dir, shown or local_dir), 200)})",
+                "train it again (`crypto-pipeline train`, or `make pipeline`) and deploy the "
+                "new model/ folder; nothing was registered",
+            ) from None
+    return request, response
+
+
+@contextlib.contextmanager
+def _deploy_lock(model_root: Path) -> Iterator[None]:
+    """Shares the registry's lock while the block stages; first removes leftovers.
+
+    Every deploy holds ``REGISTRY_LOCK`` shared while its staging folder exists. Whoever
+    gets it exclusively knows no other deploy is staging, so every ``.staging-*`` there is
+    a leftover of a killed deploy: the kernel released that deploy's lock when it died.
+    """
+    with open(model_root / REGISTRY_LOCK, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another deploy is staging: its folder is not a leftover
+            pass
+        else:
+            for leftover in model_root.glob(f"{STAGING_PREFIX}*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        yield
+
+
+def _publish_local(staging: Path, model_root: Path) -> int:
+    """Renames the staged model into the next free version; returns its number.
+
+    Creating the version's folder is the claim (two deploys never get one number); the
+    staged folder then replaces that empty folder in one rename, so a reader sees the
+    version complete or not at all.
+    """
+    version = max(_version_numbers(p.name for p in model_root.iterdir()), default=0) + 1
+    while True:
+        target = model_root / str(version)
+        try:
+            target.mkdir()
+        except FileExistsError:
+            version += 1
+            continue
+        try:
+            staging.rename(target)
+        except BaseException:
+            target.rmdir()
+            raise
+        return version
+
+
+def _register_local(model_dir: Path, registry_uri: str, name: str) -> tuple[int, str, tuple]:
+    model_root = _model_root(registry_uri, name)
+    with _deploy_lock(model_root):
+        staging = model_root / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
+        try:
+            shutil.copytree(model_dir, staging)
+            smoke = smoke_test(str(staging), str(model_dir))
+            version = _publish_local(staging, model_root)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return version, f"{registry_uri.rstrip('/')}/{name}/{version}", smoke
+
+
+def _bucket_names(fs, folder: str) -> list[str]:
+    """The names in a bucket's folder; none for a prefix that holds nothing yet."""
+    try:
+        return [p.rstrip("/").rsplit("/")[-1] for p in fs.ls(folder, detail=False)]
+    except FileNotFoundError:
+        return []
+
+
+def _clean_bucket_staging(fs, model_uri: str) -> None:
+    """Removes a bucket's staging folders that are older than a day (killed deploys)."""
+    now = time.time()
+    for name in _bucket_names(fs, model_uri):
+        match = re.fullmatch(rf"{re.escape(STAGING_PREFIX)}(\d+)-\w+", name)
+        if match and now - int(match.group(1)) > STALE_BUCKET_STAGING_S:
+            fs.rm(f"{model_uri}/{name}", recursive=True)
+
+
+def _claim_bucket_version(fs, model_uri: str) -> int:
+    """Takes the next version number by writing its claim only if it is absent."""
+    names = _bucket_names(fs, model_uri) + _bucket_names(fs, f"{model_uri}/{CLAIMS}")
+    version = max(_version_numbers(names), default=0) + 1
+    while True:
+        try:
+            with fs.open(f"{model_uri}/{CLAIMS}/{version}", "xb") as claim:
+                claim.write(b"")
+        except FileExistsError:
+            version += 1
+            continue
+        return version
+
+
+def _copy_saved_model_last(fs, source: str, target: str) -> None:
+    """Copies a bucket folder; ``saved_model.pb`` last, so a reader never loads half."""
+    files = sorted(fs.find(source), key=lambda p: p.endswith("/saved_model.pb"))
+    for path in files:
+        fs.copy(path, target + path[len(source) :])
+
+
+def _register_bucket(model_dir: Path, registry_uri: str, name: str) -> tuple[int, str, tuple]:
+    fs, root = fsspec.core.url_to_fs(registry_uri)
+    model_uri = f"{root.rstrip('/')}/{name}"
+    fs.makedirs(model_uri, exist_ok=True)
+    _clean_bucket_staging(fs, model_uri)
+    staging = f"{model_uri}/{STAGING_PREFIX}{int(time.time())}-{uuid.uuid4().hex[:12]}"
+    registry = registry_uri.rstrip("/")
+    try:
+        fs.put(str(model_dir), staging, recursive=True)
+        smoke = smoke_test(f"{registry}/{name}/{staging.rsplit('/', 1)[-1]}", str(model_dir))
+        version = _claim_bucket_version(fs, model_uri)
+        try:
+            _copy_saved_model_last(fs, staging, f"{model_uri}/{version}")
+        except BaseException:
+            unregister(registry_uri, version, name)
+            raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):  # the copy may not have begun
+            fs.rm(staging, recursive=True)
+    return version, f"{registry}/{name}/{version}", smoke
+
+
+def register_and_test(
+    model_dir: str | os.PathLike[str], registry_uri: str, name: str = MODEL_NAME
+) -> tuple[int, str, tuple[dict[str, Any], dict[str, Any]]]:
+    """Registers a SavedModel as the next version once a copy of it answered a request.
+
+    The model is copied into a hidden staging folder beside the versions and smoke-tested
+    there; only then is a version number taken and the copy published under it. A model
+    that fails leaves the registry as it was. On a local disk (a folder or ``file://``)
+    the number is taken by creating its folder, and the copy renamed onto it in one step;
+    leftovers of killed deploys go at the next deploy (``_deploy_lock``). In a bucket the
+    number is an object under ``.claims/`` written only if absent (``xb``: GCS's
+    ``ifGenerationMatch=0``, S3's ``If-None-Match``), and ``saved_model.pb`` is copied
+    last; staging folders older than a day are removed.
+
+    Returns:
+        The version number, the version's URI, and the smoke request and response.
+
+    Raises:
+        ConfigError: ``model_dir`` holds no SavedModel, the model does not answer, or the
+            registry is a file.
+    """
+    model_dir = require_saved_model(model_dir)
+    if _is_remote(registry_uri):
+        return _register_bucket(model_dir, registry_uri, name)
+    return _register_local(model_dir, registry_uri, name)
 
 
 def register(
     model_dir: str | os.PathLike[str], registry_uri: str, name: str = MODEL_NAME
 ) -> tuple[int, str]:
-    """Copies a SavedModel to ``<registry_uri>/<name>/<next version>/``.
+    """Registers a SavedModel as ``<registry_uri>/<name>/<next version>/``.
 
-    The copy lands in a hidden folder first and is renamed into place, so a version
-    folder is either complete or absent.
+    See ``register_and_test``.
 
     Returns:
         The version number and the version's URI.
-
-    Raises:
-        ConfigError: ``model_dir`` holds no SavedModel.
     """
-    model_dir = require_saved_model(model_dir)
-    fs, root = fsspec.core.url_to_fs(registry_uri)
-    model_uri = f"{root.rstrip('/')}/{name}"
-    fs.makedirs(model_uri, exist_ok=True)
-    version = _next_version(fs, model_uri)
-    staging = f"{model_uri}/.staging-{uuid.uuid4().hex[:8]}"
-    fs.put(str(model_dir), staging, recursive=True)
-    target = f"{model_uri}/{version}"
-    fs.mv(staging, target, recursive=True)
-    return version, f"{registry_uri.rstrip('/')}/{name}/{version}"
+    version, uri, _ = register_and_test(model_dir, registry_uri, name)
+    return version, uri
 
 
-def smoke_test(version_uri: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Loads a registered version with the serving code and answers one request.
+def unregister(registry_uri: str, version: int, name: str = MODEL_NAME) -> None:
+    """Removes a version that a failed deploy published: the registry is as it was.
 
-    Returns:
-        The request and the response, as a client would send and get them.
+    Locally the version is first renamed away, so that it disappears at once.
     """
-    request = {"instances": [SMOKE_INSTANCE]}
-    with tempfile.TemporaryDirectory() as tmp:
-        local_dir = version_uri
-        if "://" in version_uri:  # a bucket: fetch the registered copy, as a server would
-            fs, path = fsspec.core.url_to_fs(version_uri)
-            local_dir = os.path.join(tmp, "model")
-            fs.get(path, local_dir, recursive=True)
-        model = make_model(local_dir)
-        response = asyncio.run(model.predict(asyncio.run(model.preprocess(request))))
-    return request, response
+    if _is_remote(registry_uri):
+        fs, root = fsspec.core.url_to_fs(registry_uri)
+        model_uri = f"{root.rstrip('/')}/{name}"
+        for path, recursive in (
+            (f"{model_uri}/{version}/saved_model.pb", False),  # incomplete from here on
+            (f"{model_uri}/{version}", True),
+            (f"{model_uri}/{CLAIMS}/{version}", False),
+        ):
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm(path, recursive=recursive)
+        return
+    model_root = _local_path(registry_uri) / name
+    doomed = model_root / f"{STAGING_PREFIX}removed-{uuid.uuid4().hex[:12]}"
+    (model_root / str(version)).rename(doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+PROBE_TIMEOUT_S = 5
+"""Seconds a probe waits for the server's answer (Kubernetes' default, 1 s, would mark a
+busy pod unready); the server answers health checks in well under 100 ms."""
+
+
+def _probes() -> dict[str, Any]:
+    """The predictor's probes, with explicit timeouts.
+
+    Readiness asks for the model (ready once loaded); liveness asks KServe's
+    ``/v2/health/live``, and only after the start-up probe has seen the server up
+    (TensorFlow's import and the model's load take tens of seconds on a small node).
+    A pod goes unready after 3 missed answers (15 s) and is restarted after 6 (60 s).
+    """
+
+    def probe(path: str, period_s: int, failures: int) -> dict[str, Any]:
+        return {
+            "httpGet": {"path": path, "port": SERVING_PORT},
+            "periodSeconds": period_s,
+            "timeoutSeconds": PROBE_TIMEOUT_S,
+            "failureThreshold": failures,
+        }
+
+    return {
+        "readinessProbe": probe(f"/v1/models/{MODEL_NAME}", 5, 3),
+        "livenessProbe": probe("/v2/health/live", 10, 6),
+        "startupProbe": probe("/v2/health/live", 5, 60),
+    }
 
 
 def inference_service(
@@ -177,10 +420,7 @@ def inference_service(
                 ],
                 "env": [{"name": "STORAGE_URI", "value": storage_uri}],
                 "ports": [{"containerPort": SERVING_PORT, "protocol": "TCP"}],
-                "readinessProbe": {
-                    "httpGet": {"path": f"/v1/models/{MODEL_NAME}", "port": SERVING_PORT},
-                    "periodSeconds": 5,
-                },
+                **_probes(),
                 "resources": {
                     "requests": {"cpu": "100m", "memory": "512Mi"},
                     "limits": {"cpu": "1", "memory": "1Gi"},
@@ -453,30 +693,75 @@ def deploy(
             environment).
 
     Raises:
+        ConfigError: The model holds no SavedModel or does not answer the smoke request
+            (corrupt, truncated), the registry is a file, or ``storage_uri`` is a path.
         PipelineError: With ``cluster``: the model is not served within
             ``config.ready_timeout`` seconds (the predictor's own reason is in the message).
+            Whatever fails, the registry is left as it was.
 
     Returns:
         What was deployed.
     """
     config = config or DeployConfig()
+    _check_storage_uri(config.storage_uri)
     if config.registry_uri:
-        version, version_uri = register(model_dir, config.registry_uri)
-        request, response = smoke_test(version_uri)
+        version, version_uri, (request, response) = register_and_test(
+            model_dir, config.registry_uri
+        )
     else:  # nothing to copy: the model artifact is the version
         model_dir = require_saved_model(model_dir)
         version = None
-        remote = "://" in model_uri and not model_uri.startswith("file://")
+        remote = _is_remote(model_uri)
         version_uri = cluster_uri(f"{model_uri.rstrip('/')}/model") if remote else str(model_dir)
         request, response = smoke_test(str(model_dir))
-    # A cluster cannot read this machine's folders: a local version is described as the
-    # volume that `scripts/cluster.sh upload-model` copies it into.
-    storage = config.storage_uri or (
-        version_uri if "://" in version_uri else f"pvc://{MODELS_PVC}/{MODEL_NAME}/{version or 1}"
-    )
+    try:
+        return _describe_and_apply(
+            Deployment(MODEL_NAME, version, version_uri, "", request, response, "", False),
+            Path(output_dir),
+            config,
+            api_client,
+        )
+    except BaseException:  # a deploy that failed registers nothing
+        if version is not None:
+            unregister(config.registry_uri, version)
+        raise
+
+
+def _check_storage_uri(storage_uri: str) -> None:
+    """Refuses a ``--storage-uri`` that a cluster cannot read (a path of this machine).
+
+    KServe's storage initializer reads ``file://`` and plain paths inside its own
+    container, where this machine's folders do not exist.
+    """
+    if storage_uri and not _is_remote(storage_uri):
+        raise ConfigError(
+            f"--storage-uri {storage_uri} is a path on this machine, which a cluster cannot read",
+            "pass what the cluster reads: gs://…, s3://… or pvc://CLAIM/PATH (`scripts/"
+            "cluster.sh upload-model DIR N` copies a version into pvc://crypto-models/crypto/N)"
+            ", or leave --storage-uri out to have it derived",
+        )
+
+
+def _storage_uri(config: DeployConfig, version_uri: str, version: int | None) -> str:
+    """What KServe downloads: the bucket version, or the volume a local one is copied into.
+
+    A cluster cannot read this machine's folders (nor ``file://``): a local version is
+    described as the volume that ``scripts/cluster.sh upload-model`` copies it into.
+    """
+    if config.storage_uri:
+        return config.storage_uri
+    if _is_remote(version_uri):
+        return version_uri
+    return f"pvc://{MODELS_PVC}/{MODEL_NAME}/{version or 1}"
+
+
+def _describe_and_apply(
+    tested: Deployment, out: Path, config: DeployConfig, api_client
+) -> Deployment:
+    """Writes the manifest (and, for ``cluster``, applies it) and ``deployment.json``."""
+    storage = _storage_uri(config, tested.version_uri, tested.version)
     deploy_id = uuid.uuid4().hex if config.target == "cluster" else ""
     manifest = inference_service(storage, config, deploy_id)
-    out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_NAME).write_text(manifest_yaml(manifest))
     applied = False
@@ -491,14 +776,12 @@ def deploy(
             raise _api_error(exc, config.namespace) from None
         applied = True
     result = Deployment(
-        MODEL_NAME,
-        version,
-        version_uri,
-        storage,
-        request,
-        response,
-        str(out / MANIFEST_NAME),
-        applied,
+        **{
+            **asdict(tested),
+            "storage_uri": storage,
+            "manifest_path": str(out / MANIFEST_NAME),
+            "applied": applied,
+        }
     )
     (out / DEPLOYMENT_NAME).write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result

@@ -240,13 +240,24 @@ def _artifact_uris(value: Any) -> list[str]:
     return []
 
 
+def _registered_version_gone(outputs: dict[str, Any]) -> bool:
+    """Whether a cached deploy names a version of a local registry that no longer holds it."""
+    for value in outputs.values():
+        uri = value.get("metadata", {}).get("version_uri", "") if isinstance(value, dict) else ""
+        local = uri and ("://" not in uri or uri.startswith("file://"))
+        if local and not (Path(uri.removeprefix("file://")) / "saved_model.pb").is_file():
+            return True
+    return False
+
+
 def drop_stale_cache(root: Path) -> list[str]:
     """Removes the cache entries whose artifacts lost a file or changed size since written.
 
     kfp.local checks only that an artifact's top folder exists; a model whose files were
     deleted would be served from the cache. Each entry is checked against the
     ``artifacts.json`` of the run that wrote it (entries of runs without one are left to
-    kfp.local's own check).
+    kfp.local's own check). A cached deploy whose registered version was deleted from a
+    local registry is removed too, so the run registers the model again.
 
     Returns:
         The names of the entries removed.
@@ -257,6 +268,10 @@ def drop_stale_cache(root: Path) -> list[str]:
         try:
             outputs = json.loads(entry.read_text())
         except (OSError, ValueError):
+            continue
+        if _registered_version_gone(outputs):
+            entry.unlink(missing_ok=True)
+            removed.append(entry.name)
             continue
         for uri in (u for value in outputs.values() for u in _artifact_uris(value)):
             path = Path(uri)
@@ -475,6 +490,7 @@ def run_config(
         refresh_cache=refresh_cache,
     )
     summary = summarize(run, time.perf_counter() - started)
+    check_deployed(summary, root)
     summary["runner"] = config.runner
     (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     latest = root / "latest"
@@ -483,6 +499,40 @@ def run_config(
     moving.symlink_to(run.run_dir.name)
     moving.replace(latest)  # atomic: readers see the old run or the new one, never none
     return {**summary, "latest": str(latest)}
+
+
+def check_deployed(summary: dict[str, Any], root: Path) -> None:
+    """Checks that the model version the summary reports as deployed still exists.
+
+    A deploy step served from the cache reports the version an earlier run registered;
+    kfp.local's cache knows the step's artifacts, not the registry, so that version may
+    have been deleted since. Its cache entry is then dropped, so that the next run
+    deploys again.
+
+    Raises:
+        PipelineError: The version is gone from a local registry: which one, and that
+            running again registers the model anew.
+    """
+    deployment = summary["deployment"]
+    uri = deployment["version_uri"]
+    if not deployment["version"] or ("://" in uri and not uri.startswith("file://")):
+        return  # no registry, or a bucket: nothing here to look at
+    if (Path(uri.removeprefix("file://")) / "saved_model.pb").is_file():
+        return
+    artifact = summary["artifacts"]["deployment"]
+    for entry in (root / ".kfp_cache").glob("*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            outputs = json.loads(entry.read_text())
+            if artifact in (u for value in outputs.values() for u in _artifact_uris(value)):
+                entry.unlink()
+    cached = "deploy" in summary["cache_hits"]
+    raise PipelineError(
+        f"the model the run reports as deployed, version {deployment['version']} at {uri}, "
+        "no longer exists"
+        + (" (the deploy step came from the cache of an earlier run)" if cached else ""),
+        "run the same command again: the deploy step runs again and registers the model "
+        f"{summary['model_dir']} anew (the other steps come from the cache)",
+    )
 
 
 def summarize(run: LocalRun, total_s: float) -> dict[str, Any]:

@@ -39,11 +39,11 @@ EXPECTED = [
     "STORAGE_URI=/mnt/models",
     "--health-cmd",
     "python -c \"import urllib.request as u; u.urlopen('http://127.0.0.1:8080/v1/models/crypto',"
-    ' timeout=1)"',
+    ' timeout=5)"',
     "--health-interval",
     "5s",
     "--health-timeout",
-    "1s",
+    "5s",
     "--health-retries",
     "3",
     "--cpus",
@@ -105,7 +105,10 @@ def test_the_command_line_reads_the_written_manifest(tmp_path):
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        (lambda c: c.update(livenessProbe={"tcpSocket": {"port": 8080}}), "livenessProbe"),
+        (
+            lambda c: c.update(livenessProbe={"tcpSocket": {"port": 8080}}),
+            "livenessProbe.tcpSocket",
+        ),
         (lambda c: c.update(workingDir="/srv"), "containers[0].workingDir"),
         (lambda c: c["securityContext"].update(privileged=True), "securityContext.privileged"),
         (lambda c: c["resources"]["limits"].update({"nvidia.com/gpu": 1}), "nvidia.com/gpu"),

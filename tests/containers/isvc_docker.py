@@ -13,6 +13,8 @@ field, not a hand-written approximation of it:
 - ``readinessProbe`` (``httpGet``): a ``--health-cmd`` that GETs the same path and port
   from inside the container, every ``periodSeconds``, with the probe's timeout and failure
   threshold; the container is ready when Docker says ``healthy``;
+- ``livenessProbe`` and ``startupProbe`` (``httpGet``): checked as the readiness probe is,
+  and not mapped: Docker has one health check, and restarts nothing when it fails;
 - ``resources``: ``limits.cpu`` ``--cpus``, ``limits.memory`` ``--memory`` (and the same
   ``--memory-swap``: no swap, as the kubelet runs pods), ``requests.cpu`` ``--cpu-shares``
   (the kubelet's conversion, 1024 per CPU); ``requests.memory`` only places the pod on a
@@ -264,6 +266,8 @@ def docker_run_args(
             "env",
             "ports",
             "readinessProbe",
+            "livenessProbe",
+            "startupProbe",
             "resources",
             "securityContext",
             "volumeMounts",
@@ -289,6 +293,9 @@ def docker_run_args(
         flags += ["--env", f"{variable['name']}={value}"]
     if "readinessProbe" in container:
         flags += _probe(container["readinessProbe"], f"{where}.readinessProbe", ports)
+    for kind in ("livenessProbe", "startupProbe"):  # checked, not mapped (see above)
+        if kind in container:
+            _probe(container[kind], f"{where}.{kind}", ports)
     flags += _resources(container.get("resources", {}), f"{where}.resources")
     flags += _security(container.get("securityContext", {}), f"{where}.securityContext", image_user)
     for i, mount in enumerate(container.get("volumeMounts", [])):

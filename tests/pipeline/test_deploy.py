@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 import yaml
@@ -7,6 +8,7 @@ from conftest import inference_service_validator
 from crypto_pipeline.config import DeployConfig, cluster_uri
 from crypto_pipeline.deploy import (
     MODELS_PVC,
+    PROBE_TIMEOUT_S,
     deploy,
     inference_service,
     register,
@@ -25,7 +27,10 @@ def test_versions_count_up_and_hold_the_savedmodel(trained, tmp_path):
     assert register(model_dir, str(tmp_path)) == (1, str(tmp_path / "crypto" / "1"))
     assert register(model_dir, str(tmp_path))[0] == 2
     assert (tmp_path / "crypto" / "2" / "saved_model.pb").exists()
-    assert sorted(p.name for p in (tmp_path / "crypto").iterdir()) == ["1", "2"]
+    versions = [p.name for p in (tmp_path / "crypto").iterdir() if not p.name.startswith(".")]
+    assert sorted(versions) == ["1", "2"]
+    # Nothing staged is left beside the versions.
+    assert not list((tmp_path / "crypto").glob(".staging-*"))
 
 
 def test_register_refuses_a_folder_without_a_model(tmp_path):
@@ -128,3 +133,85 @@ def test_the_crd_check_catches_a_misspelt_field():
 def test_unknown_target_is_refused():
     with pytest.raises(ConfigError, match="target"):
         DeployConfig(target="mars")
+
+
+def test_probes_wait_longer_than_kubernetes_default_second():
+    """A busy server answers health checks late; 1 s (the default) would mark it unready."""
+    serve = container(inference_service("gs://bucket/models/crypto/1"))
+    probes = {kind: serve[kind] for kind in ("readinessProbe", "livenessProbe", "startupProbe")}
+    assert all(p["timeoutSeconds"] == PROBE_TIMEOUT_S >= 5 for p in probes.values())
+    assert probes["readinessProbe"]["httpGet"]["path"] == "/v1/models/crypto"
+    assert probes["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    # Restarted only after a minute of silence, and never while TensorFlow still loads.
+    liveness = probes["livenessProbe"]
+    assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 60
+    startup = probes["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+
+
+@pytest.mark.parametrize("local", ["/srv/models/crypto/1", "file:///srv/models/crypto/1"])
+def test_a_path_of_this_machine_is_refused_as_storage_uri(trained, tmp_path, local):
+    config = DeployConfig(storage_uri=local)
+    with pytest.raises(ConfigError, match="cannot read") as raised:
+        deploy(trained[0] / "model", tmp_path / "out", config)
+    assert "pvc://" in raised.value.fix
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_registry_that_is_a_file_is_refused(trained, tmp_path):
+    registry = tmp_path / "registry"
+    registry.write_text("not a folder\n")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        register(trained[0] / "model", str(registry))
+    assert registry.read_text() == "not a folder\n"
+
+
+def test_a_bucket_registry_claims_numbers_and_publishes_only_a_model_that_answers(
+    trained, tmp_path
+):
+    """fsspec's memory:// stands in for gs:// and s3://: the same calls, in this process."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    registry = f"memory://registry-{tmp_path.name}"
+    model_dir = trained[0] / "model"
+    assert register(model_dir, registry) == (1, f"{registry}/crypto/1")
+    assert register(model_dir, registry)[0] == 2
+    root = f"/registry-{tmp_path.name}/crypto"
+    wanted = sorted(
+        p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file()
+    )
+    for version in (1, 2):
+        found = sorted(p[len(f"{root}/{version}/") :] for p in fs.find(f"{root}/{version}"))
+        assert found == wanted
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    (broken / "saved_model.pb").write_bytes(b"\x00" * 10)
+    before = sorted(fs.find(root))
+    with pytest.raises(ConfigError, match=f"the model in {broken} does not load"):
+        register(broken, registry)
+    assert sorted(fs.find(root)) == before  # no version, no claim, nothing staged
+    assert sorted(fs.ls(f"{root}/.claims", detail=False)) == [
+        f"{root}/.claims/1",
+        f"{root}/.claims/2",
+    ]
+
+
+def test_a_cluster_deploy_the_api_refuses_leaves_the_registry_as_it_was(
+    trained, tmp_path, httpserver
+):
+    from kubernetes import client
+
+    from crypto_pipeline.errors import PipelineError
+
+    registry = tmp_path / "registry"
+    model_dir = trained[0] / "model"
+    register(model_dir, str(registry))
+    httpserver.expect_request(
+        "/apis/serving.kserve.io/v1beta1/namespaces/kubeflow/inferenceservices", method="POST"
+    ).respond_with_json({"kind": "Status", "code": 403}, status=403)
+    api = client.ApiClient(client.Configuration(host=httpserver.url_for("").rstrip("/")))
+    config = DeployConfig(registry_uri=str(registry), target="cluster")
+    with pytest.raises(PipelineError, match="refused the deploy"):
+        deploy(model_dir, tmp_path / "out", config, api_client=api)
+    assert sorted(p.name for p in (registry / "crypto").iterdir()) == [".deploy.lock", "1"]
