@@ -11,6 +11,15 @@ bytes, UTF-8, not compressed or archived: ``check_text``, which the transform sh
 it has a header with the required columns, and at least one data row.
 Rows are not validated here; the transform does that, row by row, with reasons.
 
+What is read is bounded, so that a source with no end fails instead of filling the
+disk or running forever: at most ``max_mb`` megabytes (counted after decompression, so a
+small gzip body cannot become a huge file) and ``max_seconds`` in all, each raised by a
+flag of ``ingest`` (``--max-source-mb``, ``--max-source-seconds``). Only regular files are
+read from a local path (a FIFO, a device or a socket is refused before it is opened), and
+an HTTP body that ends before its announced ``Content-Length`` is an error. Credentials in
+a source URL (``user:pass@``, a token in the query) are masked in every message and in
+``ingest.json``.
+
 Writes are atomic: the copy and ``ingest.json`` go to temporary files in the output
 folder and replace the previous pair only when both are written and every check passed,
 so a failure (a bad source, a full disk) never leaves half a file behind, nor a copy
@@ -29,6 +38,7 @@ import json
 import os
 import re
 import shlex
+import stat
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -39,7 +49,13 @@ from urllib.parse import urlsplit
 
 import fsspec
 
-from crypto_pipeline.errors import SchemaError, SourceError, read_step_output, storage_error
+from crypto_pipeline.errors import (
+    PipelineError,
+    SchemaError,
+    SourceError,
+    read_step_output,
+    storage_error,
+)
 from crypto_pipeline.sample_data import SAMPLE_PATH
 from crypto_pipeline.schema import COLUMNS, HEADER_LINES, Header, header_from_lines
 
@@ -47,6 +63,47 @@ RAW_FILE_NAME = "crypto-markets.csv"
 MANIFEST_NAME = "ingest.json"
 _CHUNK = 1 << 20
 _HTTP_TIMEOUT_S = 30
+DEFAULT_MAX_MB = 2048
+"""The most megabytes (MiB, after decompression) ingest copies: five times the largest
+real source (a few hundred MB), far below what fills a disk; ``--max-source-mb`` raises it."""
+DEFAULT_MAX_SECONDS = 3600
+"""The longest ingest reads a source, in seconds: a 300 MB file over a 1 Mbit/s link takes
+40 minutes; ``--max-source-seconds`` raises it."""
+MAX_MB_FLAG = "--max-source-mb"
+MAX_SECONDS_FLAG = "--max-source-seconds"
+
+_USERINFO = re.compile(r"(?<=://)[^/?#@\s]+@")
+_SECRET_PARAM = re.compile(
+    r"(?i)([?&][\w.-]*(?:token|key|secret|passw|signature|sig|credential|auth)[\w.-]*=)"
+    r"(?!\*\*\*)[^&#\s]*"
+)
+
+
+def mask_credentials(text: str) -> str:
+    """TEXT with the credentials of any URL in it masked: ``user:pass@`` and secret parameters.
+
+    ``https://me:pw@host/f.csv?token=abc`` becomes ``https://***@host/f.csv?token=***``.
+    """
+    return _SECRET_PARAM.sub(r"\1***", _USERINFO.sub("***@", text))
+
+
+@contextlib.contextmanager
+def _credentials_masked(uri: str) -> Iterator[None]:
+    """Re-raises a PipelineError with the credentials in its problem and fix masked.
+
+    URI itself is masked first (so the text around it stays as it is), then any other URL.
+    """
+
+    def mask(text: str) -> str:
+        return mask_credentials(text.replace(uri, mask_credentials(uri)))
+
+    try:
+        yield
+    except PipelineError as exc:
+        problem, fix = mask(exc.problem), mask(exc.fix)
+        if (problem, fix) == (exc.problem, exc.fix):
+            raise
+        raise type(exc)(problem, fix) from None  # the chain would carry the credentials
 
 
 @dataclass(frozen=True)
@@ -265,17 +322,56 @@ SAMPLE_SOURCE = "sample"
 """The source URI that means the bundled synthetic sample."""
 
 
-def _open_source(uri: str):
+_NOT_FILES = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+"""What a path can be other than a regular file or a folder: a stream with no known end."""
+
+
+def regular_file(path: Path, uri: str) -> Path:
+    """PATH, checked without opening it to be a regular file that exists.
+
+    Raises:
+        SourceError: PATH is missing, a folder, a FIFO, a device or a socket.
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise SourceError(f"source file not found: {path}", _fix_for(uri)) from None
+    except OSError as exc:
+        raise SourceError(f"cannot open {path}: {exc.strerror}", _fix_for(uri)) from None
+    if stat.S_ISDIR(mode):
+        raise SourceError(f"source is a folder, not a file: {path}", _fix_for(uri))
+    for test, what in _NOT_FILES:
+        if test(mode):
+            raise SourceError(
+                f"source {path} is {what}, not a regular file: ingest would wait on it without end",
+                "save the data to a file first (e.g. cat SOURCE > crypto-markets.csv) and "
+                "pass that file's path",
+            )
+    return path
+
+
+def _options(uri: str, max_seconds: float) -> dict[str, Any]:
+    """The options that fsspec opens URI with: for HTTP, a time limit per read and in all."""
+    if not uri.lower().startswith(("http://", "https://")):
+        return {}
+    import aiohttp
+
+    per_read = min(_HTTP_TIMEOUT_S, max_seconds)
+    timeout = aiohttp.ClientTimeout(total=max_seconds, sock_connect=per_read, sock_read=per_read)
+    return {"client_kwargs": {"timeout": timeout}}
+
+
+def _open_source(uri: str, max_seconds: float = DEFAULT_MAX_SECONDS):
     """Opens the source for binary reading, with errors that say how to fix them."""
     if uri == SAMPLE_SOURCE:
         uri = str(SAMPLE_PATH)
     if not _has_scheme(uri) or uri.startswith("file://"):
-        path = Path(uri.removeprefix("file://")).expanduser()
-        if not path.exists():
-            raise SourceError(f"source file not found: {path}", _fix_for(uri))
-        if path.is_dir():
-            raise SourceError(f"source is a folder, not a file: {path}", _fix_for(uri))
-        uri = str(path)
+        uri = str(regular_file(Path(uri.removeprefix("file://")).expanduser(), uri))
     elif "::" not in uri:  # a chained URL names several protocols; fsspec checks those
         try:
             fsspec.get_filesystem_class(uri.split("://", 1)[0].lower())
@@ -285,17 +381,8 @@ def _open_source(uri: str):
             raise _unsupported(uri, f"this environment has no library for them ({exc})") from exc
     if fsspec.utils.infer_compression(_local_name(uri)) == "zip":
         raise _packed_error(uri, "a zip archive", "unzip {}")
-    options: dict[str, Any] = {}
-    if uri.lower().startswith(("http://", "https://")):
-        import aiohttp
-
-        options["client_kwargs"] = {
-            "timeout": aiohttp.ClientTimeout(
-                sock_connect=_HTTP_TIMEOUT_S, sock_read=_HTTP_TIMEOUT_S
-            )
-        }
     try:
-        return fsspec.open(uri, mode="rb", compression="infer", **options).open()
+        return fsspec.open(uri, mode="rb", compression="infer", **_options(uri, max_seconds)).open()
     except ImportError as exc:
         raise _unsupported(uri, f"this environment has no library for them ({exc})") from exc
     except FileNotFoundError as exc:
@@ -327,25 +414,95 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _copy_checked(source, target, uri: str) -> tuple[str, int]:
-    """Copies bytes, hashing them and refusing binary or non-UTF-8 content."""
+def _too_large(uri: str, max_mb: int) -> SourceError:
+    return SourceError(
+        f"{uri} holds more than {max_mb:,} MB (the {MAX_MB_FLAG} limit, counted after "
+        "decompression); ingest stopped there and kept nothing",
+        f"when the file really is that large, raise the limit ({MAX_MB_FLAG} "
+        f"{max_mb * 4}); a source that never ends (a live stream) cannot be ingested: "
+        "save a finite file and pass its path",
+    )
+
+
+def _too_slow(uri: str, size: int, max_seconds: float) -> SourceError:
+    return SourceError(
+        f"reading {uri} took more than {max_seconds:g} s (the {MAX_SECONDS_FLAG} limit; "
+        f"{size:,} bytes read); ingest stopped there and kept nothing",
+        f"on a slow link raise the limit ({MAX_SECONDS_FLAG} {max_seconds * 4:g}), or "
+        "download the file and pass its local path (--source path/to/crypto-markets.csv)",
+    )
+
+
+def _cut_short(uri: str, detail: str) -> SourceError:
+    return SourceError(
+        f"the connection to {uri} ended before the end the server announced ({detail}); "
+        "ingest kept nothing",
+        "try again; when the server keeps cutting the download, download the file with a "
+        "tool that resumes (curl -C - -O URL) and pass its local path",
+    )
+
+
+def _read_error(uri: str, size: int, exc: Exception, started: float, max_seconds: float):
+    """The error for a read that raised: the time limit, a cut connection or another cause."""
+    names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
+    if names & {"ClientPayloadError", "ContentLengthError"}:
+        found = re.search(r"received \d+ of \d+ bytes", str(exc))
+        return _cut_short(uri, found.group(0) if found else type(exc).__name__)
+    if isinstance(exc, TimeoutError) and time.monotonic() - started >= max_seconds - 1:
+        return _too_slow(uri, size, max_seconds)
+    return SourceError(
+        f"reading {uri} failed after {size:,} bytes: {type(exc).__name__}: {exc}",
+        _fix_for(uri),
+    )
+
+
+def _announced_length(source) -> int | None:
+    """The ``Content-Length`` of an HTTP body read as it is sent, when it counts the bytes read."""
+    headers = getattr(getattr(source, "r", None), "headers", None)
+    if headers is None or headers.get("Content-Encoding", "identity") != "identity":
+        return None
+    length = str(headers.get("Content-Length", ""))
+    return int(length) if length.isdigit() else None
+
+
+def _copy_checked(
+    source,
+    target,
+    uri: str,
+    max_mb: int = DEFAULT_MAX_MB,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    started: float | None = None,
+) -> tuple[str, int]:
+    """Copies bytes, hashing them and refusing binary or non-UTF-8 content.
+
+    ``started`` is when opening the source began (``time.monotonic``; default: now).
+
+    Raises:
+        SourceError: The content is not CSV text, is larger than ``max_mb``, takes longer
+            than ``max_seconds``, or ends before its announced length.
+    """
     digest = hashlib.sha256()
     decoder = codecs.getincrementaldecoder("utf-8")()
     size = 0
+    started = time.monotonic() if started is None else started
     while True:
         try:
             chunk = source.read(_CHUNK)
         except Exception as exc:
-            raise SourceError(
-                f"reading {uri} failed after {size:,} bytes: {type(exc).__name__}: {exc}",
-                _fix_for(uri),
-            ) from exc
+            raise _read_error(uri, size, exc, started, max_seconds) from exc
         if not chunk:
             break
+        if size + len(chunk) > max_mb << 20:
+            raise _too_large(uri, max_mb)
+        if time.monotonic() - started > max_seconds:
+            raise _too_slow(uri, size, max_seconds)
         check_text(chunk, size, uri, decoder)
         digest.update(chunk)
         target.write(chunk)
         size += len(chunk)
+    announced = _announced_length(source)
+    if announced is not None and size < announced:
+        raise _cut_short(uri, f"received {size} of {announced} bytes")
     return digest.hexdigest(), size
 
 
@@ -370,15 +527,24 @@ def _read_header_and_count(path: Path, uri: str) -> tuple[Header, int]:
     return header, rows
 
 
-def source_header(source_uri: str) -> Header:
+def source_header(source_uri: str, max_seconds: float = DEFAULT_MAX_SECONDS) -> Header:
     """Reads the header of a source without copying it, to know its format up front.
+
+    At most 1 MiB is read, within ``max_seconds``.
 
     Raises:
         SourceError, SchemaError: As ``ingest`` would for the same source.
     """
-    with _open_source(source_uri) as src:
-        chunks = itertools.islice(iter(lambda: src.read(1 << 16), b""), _CHUNK >> 16)
-        return _header(header_text_lines(chunks, source_uri), source_uri)
+    with _credentials_masked(source_uri), _open_source(source_uri, max_seconds) as src:
+        started = time.monotonic()
+
+        def chunks() -> Iterator[bytes]:
+            for chunk in itertools.islice(iter(lambda: src.read(1 << 16), b""), _CHUNK >> 16):
+                if time.monotonic() - started > max_seconds:
+                    raise _too_slow(source_uri, 0, max_seconds)
+                yield chunk
+
+        return _header(header_text_lines(chunks(), source_uri), source_uri)
 
 
 def header_text_lines(chunks: Iterable[bytes], uri: str) -> list[str]:
@@ -425,36 +591,46 @@ def _staged(*paths: Path) -> Iterator[list[Path]]:
             tmp.unlink(missing_ok=True)
 
 
-def ingest(source_uri: str, output_dir: str | os.PathLike[str]) -> IngestResult:
+def ingest(
+    source_uri: str,
+    output_dir: str | os.PathLike[str],
+    max_mb: int = DEFAULT_MAX_MB,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+) -> IngestResult:
     """Copies the source into ``output_dir`` as ``crypto-markets.csv`` with ``ingest.json``.
 
     Args:
         source_uri: A local path or a ``file://``, ``http(s)://``, ``gs://`` or ``s3://``
             URI of a CSV in the ``crypto-markets.csv`` schema; ``sample`` for the bundled
-            synthetic sample.
+            synthetic sample. Credentials in it are masked in errors and in the result.
         output_dir: Local folder for the copy; created if missing.
+        max_mb: The most megabytes (MiB) copied, after decompression.
+        max_seconds: The longest the copy may take, in seconds.
 
     Returns:
         What was copied, with its checksum and row count.
 
     Raises:
-        SourceError: The source is missing, unreachable (or answers an HTTP error), of
-            an unsupported scheme, an archive, empty, header-only, binary or not UTF-8.
+        SourceError: The source is missing, not a regular file (a FIFO, a device),
+            unreachable (or answers an HTTP error), of an unsupported scheme, an archive,
+            empty, header-only, binary or not UTF-8, over ``max_mb``, slower than
+            ``max_seconds``, or cut before its announced length.
         SchemaError: The header lacks a required column.
         StorageError: The output folder is read-only or its disk is full; it keeps what
             it held before.
     """
     out = Path(output_dir)
     target = out / RAW_FILE_NAME
+    started = time.monotonic()
     try:
-        with _open_source(source_uri) as src:
+        with _credentials_masked(source_uri), _open_source(source_uri, max_seconds) as src:
             out.mkdir(parents=True, exist_ok=True)
             with _staged(target, out / MANIFEST_NAME) as (copy, manifest):
                 with copy.open("wb") as f:
-                    checksum, size = _copy_checked(src, f, source_uri)
+                    checksum, size = _copy_checked(src, f, source_uri, max_mb, max_seconds, started)
                 header, rows = _read_header_and_count(copy, source_uri)
                 result = IngestResult(
-                    source_uri=source_uri,
+                    source_uri=mask_credentials(source_uri),
                     path=str(target),
                     sha256=checksum,
                     bytes=size,
@@ -516,14 +692,20 @@ def source_fingerprint(source_uri: str) -> str:
 
     Returns:
         ``sha256:<hex>``, ``ETag=…;size=…`` and the like, or ``unknown:<ns>``.
+
+    Raises:
+        SourceError: A local source is a FIFO, a device or a socket: reading it would not
+            end (a missing file gives ``unknown``; ingest then says it is missing).
     """
     uri = str(SAMPLE_PATH) if source_uri == SAMPLE_SOURCE else source_uri
     unknown = f"unknown:{time.time_ns()}"
     if not _has_scheme(uri) or uri.startswith("file://"):
         path = Path(uri.removeprefix("file://")).expanduser()
-        return f"sha256:{_sha256(path)}" if path.is_file() else unknown
+        if not path.exists():
+            return unknown
+        return f"sha256:{_sha256(regular_file(path, source_uri))}"
     try:
-        fs, path = fsspec.core.url_to_fs(uri)
+        fs, path = fsspec.core.url_to_fs(uri, **_options(uri, _HTTP_TIMEOUT_S))
         info = fs.info(path)
     except Exception:  # ingest reports why the source cannot be read
         return unknown

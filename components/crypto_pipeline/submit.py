@@ -25,6 +25,7 @@ there.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -62,26 +63,59 @@ ROUTES = {
 FINAL_STATES = ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELED")
 
 
+MAX_TOKEN_BYTES = 64 << 10
+"""The most a token file may hold: a service-account token is a few kB."""
+
+
 def read_token(token_file: str | None = None, environ: dict[str, str] | None = None) -> str | None:
     """The bearer token for the KFP API: from ``token_file``, else the environment.
 
+    The file must be a regular file of at most ``MAX_TOKEN_BYTES``: a FIFO or a device
+    (``/dev/zero``) is refused without waiting on it, a larger file without reading it all.
+
     Raises:
-        ConfigError: The named token file cannot be read or is empty.
+        ConfigError: The token file is missing, unreadable, not a regular file, too large,
+            not text or empty; the error names it and where it was given.
     """
     environ = os.environ if environ is None else environ
-    path = token_file or environ.get(TOKEN_PATH_ENV)
-    if path:
-        try:
-            token = Path(path).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read the token file {path}: {exc.strerror}",
-                f"pass --token-file with a readable file, or unset {TOKEN_PATH_ENV}",
-            ) from None
-        if not token:
-            raise ConfigError(f"the token file {path} is empty", "write the token into it")
-        return token
+    if token_file:
+        return _token_from(
+            token_file, f"the token file {token_file} (--token-file)", "--token-file"
+        )
+    if environ.get(TOKEN_PATH_ENV):
+        path = environ[TOKEN_PATH_ENV]
+        return _token_from(path, f"the token file {path} ({TOKEN_PATH_ENV})", TOKEN_PATH_ENV)
     return environ.get(TOKEN_ENV) or None
+
+
+def _token_from(path: str, named: str, given_by: str) -> str:
+    """The token in PATH, read without blocking and at most ``MAX_TOKEN_BYTES + 1`` bytes."""
+    fix = (
+        f"point {given_by} at the file that holds the token (in a pod, the projected "
+        f"service-account token of audience {TOKEN_AUDIENCE}), or leave it out"
+    )
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens without a writer
+    except OSError as exc:
+        raise ConfigError(f"cannot read {named}: {exc.strerror}", fix) from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"{named} is not a regular file (a FIFO, device or socket)", fix)
+        try:
+            data = f.read(MAX_TOKEN_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(f"cannot read {named}: {exc.strerror}", fix) from None
+    if len(data) > MAX_TOKEN_BYTES:
+        raise ConfigError(
+            f"{named} holds more than {MAX_TOKEN_BYTES // 1024} KiB: not a token", fix
+        )
+    try:
+        token = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{named} is not text: not a token", fix) from None
+    if not token:
+        raise ConfigError(f"{named} is empty", f"write the token into it, or {fix}")
+    return token
 
 
 def submit(

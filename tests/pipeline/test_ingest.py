@@ -1,16 +1,25 @@
 import gzip
 import hashlib
 import json
+import os
 import socket
 import tarfile
 import zipfile
+from pathlib import Path
 
 import fsspec
 import pytest
 
 from conftest import HEADER, days, row
 from crypto_pipeline.errors import SchemaError, SourceError
-from crypto_pipeline.ingest import MANIFEST_NAME, RAW_FILE_NAME, ingest
+from crypto_pipeline.ingest import (
+    MANIFEST_NAME,
+    RAW_FILE_NAME,
+    ingest,
+    mask_credentials,
+    source_fingerprint,
+    source_header,
+)
 from crypto_pipeline.sample_data import SAMPLE_PATH
 
 GOOD = "\n".join([HEADER, *(row(d) for d in days(5))]) + "\n"
@@ -246,3 +255,103 @@ def _write(directory, data: bytes) -> str:
     path = directory / "source.csv"
     path.write_bytes(data)
     return str(path)
+
+
+def _rows_of_size(size: int) -> bytes:
+    """A CSV of exactly SIZE bytes: the header, rows, and one shorter last row."""
+    data = (HEADER + "\n").encode()
+    line = (row() + "\n").encode()
+    data += line * ((size - len(data)) // len(line))
+    pad = size - len(data)
+    return data + (b"x" * (pad - 1) + b"\n" if pad else b"")
+
+
+def test_the_size_limit_lets_a_file_of_its_size_pass_and_refuses_one_byte_more(tmp_path):
+    exact = _write(tmp_path, _rows_of_size(1 << 20))
+    assert ingest(exact, tmp_path / "out", max_mb=1).bytes == 1 << 20
+    over = _write(tmp_path, _rows_of_size((1 << 20) + 1))
+    with pytest.raises(SourceError) as err:
+        ingest(over, tmp_path / "out2", max_mb=1)
+    assert "holds more than 1 MB (the --max-source-mb limit" in err.value.problem
+    assert "--max-source-mb 4" in err.value.fix
+    assert not (tmp_path / "out2").exists() or list((tmp_path / "out2").iterdir()) == []
+
+
+def test_the_size_limit_counts_decompressed_bytes(tmp_path):
+    source = tmp_path / "in.csv.gz"
+    source.write_bytes(gzip.compress(_rows_of_size(3 << 20)))
+    assert source.stat().st_size < 1 << 20
+    with pytest.raises(SourceError, match="counted after decompression"):
+        ingest(str(source), tmp_path / "out", max_mb=2)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "socket"])
+def test_a_stream_is_refused_without_being_opened(tmp_path, kind):
+    """A FIFO with no writer would block open(); the refusal comes first, everywhere."""
+    path = tmp_path / "crypto-markets.csv"
+    if kind == "fifo":
+        os.mkfifo(path)
+        what = "a named pipe (FIFO)"
+    elif kind == "device":
+        path, what = Path("/dev/zero"), "a character device"
+    else:
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(str(path))
+        what = "a socket"
+    for read in (
+        lambda: ingest(str(path), tmp_path / "out"),
+        lambda: ingest(f"file://{path}", tmp_path / "out"),
+        lambda: source_header(str(path)),
+        lambda: source_fingerprint(str(path)),
+    ):
+        with pytest.raises(SourceError) as err:
+            read()
+        assert err.value.problem.startswith(f"source {path} is {what}, not a regular file")
+        assert "cat SOURCE > crypto-markets.csv" in err.value.fix
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_source_has_an_unknown_fingerprint(tmp_path):
+    assert source_fingerprint(str(tmp_path / "missing.csv")).startswith("unknown:")
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("https://me:pw@host/f.csv", "https://***@host/f.csv"),
+        ("https://tok@host/f.csv", "https://***@host/f.csv"),
+        (
+            "s3://bucket/f.csv?X-Amz-Signature=ab&X-Amz-Credential=cd&v=1",
+            "s3://bucket/f.csv?X-Amz-Signature=***&X-Amz-Credential=***&v=1",
+        ),
+        ("https://host/f.csv?access_token=ab#top", "https://host/f.csv?access_token=***#top"),
+        ("https://host/a@b.csv", "https://host/a@b.csv"),
+        ("/data/me@home/f.csv", "/data/me@home/f.csv"),
+        ("https://host/f.csv?coin=bitcoin", "https://host/f.csv?coin=bitcoin"),
+    ],
+)
+def test_credentials_are_masked(text, shown):
+    assert mask_credentials(text) == shown
+
+
+def test_an_http_error_masks_the_credentials_of_the_url(tmp_path, httpserver):
+    httpserver.expect_request("/nothing.csv").respond_with_data("no", status=404)
+    url = httpserver.url_for("/nothing.csv").replace("://", "://me:pw@")
+    with pytest.raises(SourceError) as err:
+        ingest(url, tmp_path / "out")
+    shown = mask_credentials(url)
+    assert err.value.problem == f"the server answered 404 Not Found for {shown}"
+    assert ":pw@" not in str(err.value)
+    assert err.value.__cause__ is None  # the chain would carry the URL as given
+    with pytest.raises(SourceError) as err:
+        ingest(f"{url}?token=t0k", tmp_path / "out")
+    assert f"{shown}?token=***:" in err.value.problem
+    assert ":pw@" not in str(err.value) and "t0k" not in str(err.value)
+
+
+def test_a_copy_from_a_url_with_credentials_records_it_masked(tmp_path, httpserver):
+    httpserver.expect_request("/crypto-markets.csv").respond_with_data(GOOD)
+    url = httpserver.url_for("/crypto-markets.csv").replace("://", "://me:pw@")
+    result = ingest(url, tmp_path / "out")
+    assert result.source_uri == mask_credentials(url) and ":pw@" not in result.describe()
+    assert ":pw@" not in (tmp_path / "out" / MANIFEST_NAME).read_text()
