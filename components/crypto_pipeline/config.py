@@ -30,6 +30,8 @@ DATA_PVC = "crypto-data"
 RUNNERS = ("subprocess", "docker")
 """How kfp.local runs each step: in this environment, or in the step's image."""
 DEPLOY_TARGETS = ("local", "cluster")
+SEED_MAX = 2**32 - 1
+"""The largest seed: NumPy, Optuna's sampler and Keras take seeds from 0 to 2**32 - 1."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ class TuneConfig:
 
     def __post_init__(self):
         _positive(trials=self.trials, epochs=self.epochs, patience=self.patience)
+        _seed(self.seed)
 
 
 @dataclass(frozen=True)
@@ -134,15 +137,30 @@ class TrainConfig:
 
     def __post_init__(self):
         _positive(epochs=self.epochs, patience=self.patience)
+        _seed(self.seed)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _positive(**values: int) -> None:
+    """The rule for counts (trials, epochs, patience, seconds): a whole number, at least 1."""
     for name, value in values.items():
-        if not isinstance(value, int) or value < 1:
+        if not _whole(value) or value < 1:
             raise ConfigError(
                 f"{name}={value!r} must be a whole number of at least 1",
                 f"pass --{name.replace('_', '-')} with a positive integer",
             )
+
+
+def _seed(seed: int) -> None:
+    """The rule for a seed: a whole number from 0 to ``SEED_MAX``, what every library takes."""
+    if not _whole(seed) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(
+            f"seed={seed!r} must be a whole number from 0 to {SEED_MAX} (2**32 - 1)",
+            f"pass --seed with a whole number from 0 to {SEED_MAX}, e.g. --seed 42",
+        )
 
 
 @dataclass(frozen=True)

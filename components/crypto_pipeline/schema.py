@@ -111,6 +111,17 @@ HIGH_BELOW_LOW = "high_below_low"
 OPEN_OUTSIDE_RANGE = "open_outside_low_high"
 CLOSE_OUTSIDE_RANGE = "close_outside_low_high"
 DUPLICATE_DATE = "duplicate_date"
+DATE_OUT_OF_RANGE = "date_out_of_range"
+
+FIRST_DAY = dt.date(2009, 1, 3)
+"""The earliest date a row may carry: the day of Bitcoin's first block. No crypto market
+is older, so an earlier date (``0001-01-01``, a spreadsheet's ``1900-01-00``) is a mistake."""
+FUTURE_DAYS = 2
+"""How many days past today (UTC) a row's date may lie: a day that has begun in a time zone
+ahead of UTC, and a day more. A later date (``2090-06-01``, ``9999-12-31``) is a mistake."""
+
+BYTE_ORDER_MARK = "\ufeff"
+"""What some editors put before a file's first line; joined files carry it on later lines."""
 
 # A time of day after the date (yfinance writes "2024-01-01 00:00:00+00:00") is allowed:
 # the rows are days, and the date is the day's.
@@ -187,6 +198,26 @@ class Header:
         return {self.names[i]: column for column, i in self.index.items()}
 
 
+def remove_line_marks(text: str) -> tuple[str, int]:
+    """Removes the byte-order marks at the starts of a text's lines (data lines: no header).
+
+    A file made by joining files (``cat a.csv b.csv``) carries the second file's mark at
+    the start of a later line. The mark is no character of the data: left in place, it
+    would make ``\ufeffbitcoin`` a coin of its own, or a date that no parser reads.
+
+    Args:
+        text: Whole lines of a file, the first starting at a line's start.
+
+    Returns:
+        The text without them, and how many were removed.
+    """
+    mark = BYTE_ORDER_MARK
+    removed = text.count("\n" + mark) + text.startswith(mark)
+    if removed:
+        text = text.removeprefix(mark).replace("\n" + mark, "\n")
+    return text, removed
+
+
 def column_key(name: str) -> str:
     """How header names are compared: letters and digits only, lower case.
 
@@ -244,7 +275,7 @@ def header_from_lines(lines: Sequence[str]) -> Header:
     held = sorted({t.strip() for t in tickers[1:] if t.strip()})
     if len(held) > 1:
         raise SchemaError(
-            f"a yfinance download of {len(held)} tickers ({', '.join(held[:5])}): "
+            f"a yfinance download of {len(held)} tickers ({', '.join(map(quote, held[:5]))}): "
             "its rows hold every ticker's prices side by side",
             "download one ticker per file: yf.download('BTC-USD').to_csv(path)",
         )
@@ -301,6 +332,49 @@ def _header_fix(cleaned: Sequence[str]) -> str:
     )
 
 
+QUOTE_CHARS = 32
+"""The most characters of one cell or column name that an error or a reject quotes."""
+QUOTE_NAMES = 20
+"""The most column names an error lists."""
+
+
+def quote(text: str, limit: int = QUOTE_CHARS) -> str:
+    """A cell or a name as an error shows it: escaped, in quotes, at most ``limit`` characters.
+
+    Control characters and other unprintable ones are escaped (``repr``), so that nothing
+    quoted moves the cursor or forges a line; a longer text ends in ``…``.
+    """
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "…"
+
+
+def _describe_header(names: Sequence[str], known: bool, delimiter: str) -> str:
+    """What a header without the required columns holds, in words, for its error.
+
+    The names are quoted only when the row is a header of this kind of file: when some
+    name is a known column. Any other first line (a file that is not market data, or one
+    without a header row) could be anything, a password file's first line included: its
+    text is never quoted, only how many fields it splits into and, when its words name
+    columns, those words.
+    """
+    if known:
+        shown = ", ".join(quote(n) for n in names[:QUOTE_NAMES])
+        more = f" and {len(names) - QUOTE_NAMES} more" if len(names) > QUOTE_NAMES else ""
+        return f"the header's columns are: {shown}{more}"
+    words = re.split(r"[^\w%*.()-]+", " ".join(names))
+    named = [w for w in dict.fromkeys(words) if column_key(w) in _KNOWN_KEYS]
+    if len(names) == 1:
+        *others, last = DELIMITERS.values()
+        shape = f"the first line is one field: no {', '.join(others)} or {last} split it"
+        unknown = "and it is not a known column name"
+    else:
+        shape = f"the first line has {len(names)} fields separated by {DELIMITERS[delimiter]}"
+        unknown = "none of them a known column name"
+    if named:
+        listing = ", ".join(quote(w) for w in named[:QUOTE_NAMES])
+        return f"{shape}; its words {listing} are column names, separated some other way"
+    return f"{shape}, {unknown}; its text is not shown"
+
+
 def _file_format(index: Mapping[str, int], unused_keys: set[str]) -> str:
     if "slug" in index:
         return "crypto-markets"
@@ -347,16 +421,16 @@ def parse_header(names: Sequence[str], delimiter: str = ",") -> Header:
             index[column] = i
     repeated = {c: n for c, n in by_column.items() if len(n) > 1}
     if repeated:
-        listing = "; ".join(f"{c} as {' and '.join(map(repr, n))}" for c, n in repeated.items())
+        listing = "; ".join(f"{c} as {' and '.join(map(quote, n))}" for c, n in repeated.items())
         raise SchemaError(
             f"the header repeats column(s): {listing}",
             "give each column one name only: remove or rename the repeated ones",
         )
     missing = [c for c in REQUIRED_COLUMNS if c not in index]
     if missing:
-        shown = ",".join(cleaned)[:200]
         raise SchemaError(
-            f"required column(s) missing: {', '.join(missing)} (the header is: {shown})",
+            f"required column(s) missing: {', '.join(missing)} "
+            f"({_describe_header(cleaned, bool(index or unused), delimiter)})",
             _header_fix(cleaned),
         )
     return Header(
@@ -464,10 +538,10 @@ def parse_date(text: str, style: DateStyle) -> dt.date:
     try:
         day = _parse_day(text, style)
     except ValueError as exc:  # a shape of date, but no such day
-        raise ValueError(f"{text!r} names no real day ({exc})") from None
+        raise ValueError(f"{quote(text)} names no real day ({exc})") from None
     if day is None:
         expected = "yyyy-mm-dd" if style == "iso" else f"yyyy-mm-dd, {_SLASH_SHAPE[style]}"
-        raise ValueError(f"{text!r} is not a date ({expected} or Mon d, yyyy)")
+        raise ValueError(f"{quote(text)} is not a date ({expected} or Mon d, yyyy)")
     return day
 
 
@@ -627,6 +701,12 @@ class MarketRow:
         return [_format_cell(getattr(self, c)) for c in COLUMNS]
 
 
+def _number(text: str) -> str:
+    """A number cell as a rejection shows it: as written, at most ``QUOTE_CHARS`` characters."""
+    text = text.strip()
+    return text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS] + "…"
+
+
 def _format_cell(value: object) -> str:
     if value is None:
         return ""
@@ -637,12 +717,42 @@ def _format_cell(value: object) -> str:
     return str(value)
 
 
+def last_day(today: dt.date | None = None) -> dt.date:
+    """The latest date a row may carry: ``FUTURE_DAYS`` days after ``today`` (default: UTC's)."""
+    return (today or dt.datetime.now(dt.UTC).date()) + dt.timedelta(days=FUTURE_DAYS)
+
+
+def date_problem(day: dt.date, last: dt.date) -> str | None:
+    """Why a row's date cannot be a day of a crypto market, or ``None`` when it can.
+
+    Args:
+        day: The row's date.
+        last: The latest date accepted (``last_day``).
+
+    Returns:
+        ``None`` from ``FIRST_DAY`` to ``last``, else the detail of a
+        ``date_out_of_range`` rejection.
+    """
+    if day < FIRST_DAY:
+        first = FIRST_DAY.isoformat()
+        return f"{day.isoformat()} is before {first}, the first day of any crypto market"
+    if day > last:
+        after = f"after {last.isoformat()} (today in UTC and {FUTURE_DAYS} days)"
+        return f"{day.isoformat()} is in the future: {after}"
+    return None
+
+
 def validate_row(
-    fields: Sequence[str], header: Header, style: DateStyle, asset: str = ""
+    fields: Sequence[str],
+    header: Header,
+    style: DateStyle,
+    asset: str = "",
+    last: dt.date | None = None,
 ) -> MarketRow | Rejection:
     """Parses and checks one row.
 
-    A valid row has a real date, and open, high, low and close present, finite and
+    A valid row has a real date from ``FIRST_DAY`` to a few days after today
+    (``date_problem``), and open, high, low and close present, finite and
     positive, with low <= open <= high and low <= close <= high. The other numbers may
     be missing, but when present they must be finite numbers (volume, market cap and
     spread not negative). The price rules are ``price_problem`` and
@@ -654,6 +764,8 @@ def validate_row(
         style: How to read slashed dates (see ``resolve_date_style``).
         asset: The coin of a single-asset file (its rows' slug); unused when the file
             has a slug column.
+        last: The latest date accepted; ``None``: ``last_day()``. A caller that checks
+            many rows passes it, so that all are checked against the same day.
 
     Returns:
         The parsed row, or the reason it cannot be used.
@@ -672,6 +784,8 @@ def validate_row(
         date = parse_date(cell("date"), style)
     except ValueError as exc:
         return Rejection(BAD_DATE, str(exc))
+    if out_of_range := date_problem(date, last or last_day()):
+        return Rejection(DATE_OUT_OF_RANGE, out_of_range)
 
     values: dict[str, float | None] = {}
     for column in PRICE_COLUMNS + OPTIONAL_NUMBER_COLUMNS:
@@ -684,16 +798,16 @@ def validate_row(
                 if _DECIMAL_COMMA.match(text.strip())
                 else ""
             )
-            return Rejection(NON_NUMERIC, f"{column}={text!r} is not a number{hint}")
+            return Rejection(NON_NUMERIC, f"{column}={quote(text)} is not a number{hint}")
         if value is None:
             if column in PRICE_COLUMNS:
                 return Rejection(MISSING_PRICE, f"{column} is missing")
         elif column in PRICE_COLUMNS and (problem := price_problem(value)):
-            return Rejection(problem, f"{column}={text.strip()} is {_PRICE_PROBLEM_TEXT[problem]}")
+            return Rejection(problem, f"{column}={_number(text)} is {_PRICE_PROBLEM_TEXT[problem]}")
         elif not math.isfinite(value):
-            return Rejection(NON_FINITE, f"{column}={text.strip()} is not finite")
+            return Rejection(NON_FINITE, f"{column}={_number(text)} is not finite")
         elif column in NON_NEGATIVE_COLUMNS and value < 0:
-            return Rejection(NEGATIVE_VALUE, f"{column}={text.strip()} is negative")
+            return Rejection(NEGATIVE_VALUE, f"{column}={_number(text)} is negative")
         values[column] = value
 
     o, h, lo, c = values["open"], values["high"], values["low"], values["close"]

@@ -28,13 +28,16 @@ date repeats.
 
 Nothing is lost without being counted: ``rows_read = rows_kept + rows_rejected +
 duplicates + other_coins``. Rejected rows and dropped duplicates are written, with their
-line number, reason and raw text, to the ``rejects`` output.
+line number, reason and raw text, to the ``rejects`` output. A byte-order mark at the
+start of a data line (a file joined from files) is no character of the row: it is removed,
+and counted (``byte_order_marks_removed``).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime as dt
 import io
 import itertools
 import json
@@ -201,10 +204,11 @@ class WriteRejects(beam.DoFn):
 
 
 class _RangeFn(beam.DoFn):
-    def __init__(self, path: str, header: Header, coin: str):
+    def __init__(self, path: str, header: Header, coin: str, last: dt.date | None = None):
         self._path = path
         self._header = header
         self._coin = coin
+        self._last = last or schema.last_day()  # the latest date a row may carry
         self._width = len(header.names)
         self._slug_at = header.index.get("slug")  # None: a single-asset file, all the coin's
         self._date_at = header.index["date"]
@@ -216,7 +220,7 @@ class _RangeFn(beam.DoFn):
 
     def _coin_rows(self, byte_range: tuple[int, int, int]) -> Iterator[tuple[int, str, list[str]]]:
         """The range's rows of the coin that have the header's width."""
-        text = _range_text(self._path, byte_range)
+        text, _ = schema.remove_line_marks(_range_text(self._path, byte_range))
         slug_at = self._slug_at
         # In a file of many coins, only the lines that hold the coin's slug are split.
         lines = (
@@ -248,6 +252,7 @@ class CountRange(_RangeFn):
         except SourceError as exc:
             yield {_ERROR: exc.problem, _ERROR_FIX: exc.fix}
             return
+        text, marks = schema.remove_line_marks(text)
         width, slug_at, date_at, coin = self._width, self._slug_at, self._date_at, self._coin
         delimiter, labels_at = self._header.delimiter, self._labels_at
         labels: Counter[str] = Counter()
@@ -283,7 +288,10 @@ class CountRange(_RangeFn):
             if slug != coin:
                 other += 1
         counts: Counter[str] = Counter(
-            rows_read=sum(per_coin.values()) + len(rejects), other_coins=other, blank_lines=blank
+            rows_read=sum(per_coin.values()) + len(rejects),
+            other_coins=other,
+            blank_lines=blank,
+            byte_order_marks=marks,
         )
         counts[_REJECTED + schema.WRONG_FIELD_COUNT] = len(rejects)
         counts.update({_EVIDENCE + k: v for k, v in evidence.items()})
@@ -315,7 +323,7 @@ class ValidateRange(_RangeFn):
                     schema.AMBIGUOUS_DATE, "the file's date style is undecided"
                 )
             else:
-                result = schema.validate_row(fields, self._header, style, self._coin)
+                result = schema.validate_row(fields, self._header, style, self._coin, self._last)
             if isinstance(result, Rejection):
                 rejected[result.reason] += 1
                 rejects.append((number, result.reason, result.detail, raw))
@@ -353,7 +361,8 @@ class FindDuplicates(_RangeFn):
             first = first_lines.get(day)
             if first is None or first == number:
                 continue
-            if isinstance(schema.validate_row(fields, self._header, style, self._coin), MarketRow):
+            row = schema.validate_row(fields, self._header, style, self._coin, self._last)
+            if isinstance(row, MarketRow):
                 rejects.append(
                     (number, schema.DUPLICATE_DATE, f"{day} already on line {first}", raw)
                 )
@@ -462,8 +471,10 @@ def build_pipeline(
     ).with_outputs("rejects", main="counts")
     parse_counts = counted.counts | "SumParseCounts" >> beam.CombineGlobally(_merge_counts)
     style = parse_counts | "DateStyle" >> beam.Map(_style_or_none, config.date_format)
+    last = schema.last_day()  # one latest date for every row, whichever worker reads it
     validated = ranges | "ValidateRange" >> beam.ParDo(
-        ValidateRange(input_path, header, config.coin), style=beam.pvalue.AsSingleton(style)
+        ValidateRange(input_path, header, config.coin, last),
+        style=beam.pvalue.AsSingleton(style),
     ).with_outputs("rejects", "counts", main="rows")
     first_of_dates = validated.rows | "FirstOfEachDate" >> beam.CombinePerKey(
         beam.combiners.TupleCombineFn(min, sum)
@@ -472,7 +483,7 @@ def build_pipeline(
         lambda kv: [(kv[0], kv[1][0][0])] if kv[1][1] > 1 else []
     )
     duplicates = ranges | "FindDuplicates" >> beam.ParDo(
-        FindDuplicates(input_path, header, config.coin),
+        FindDuplicates(input_path, header, config.coin, last),
         style=beam.pvalue.AsSingleton(style),
         first_lines=beam.pvalue.AsDict(repeated),
     )
@@ -599,6 +610,7 @@ def _stats(
         "duplicates": duplicates,
         "other_coins": counts.get("other_coins", 0),
         "blank_lines": counts.get("blank_lines", 0),
+        "byte_order_marks_removed": counts.get("byte_order_marks", 0),
         "coins_in_file": len(coins),
         "top_coins": dict(coins.most_common(10)),
         "date_evidence": _evidence(counts),

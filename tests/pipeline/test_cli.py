@@ -98,6 +98,13 @@ def test_ingest_then_transform(tmp_path, csv_file):
         (["submit", "--host", "http://127.0.0.1:9", "--package", "/no/such.yaml"], "no compiled"),
         (["submit", "--host", "http://127.0.0.1:9", "--param", "trials"], "KEY=VALUE"),
         (["deploy", "--model", "/no/such", "--output-dir", "x"], "no SavedModel"),
+        (["run", "--epochs", "0"], "epochs=0 must be a whole number of at least 1"),
+        (["run", "--seed", "-1"], "seed=-1 must be a whole number from 0 to 4294967295"),
+        (["tune", "--katib-manifest", "k.yaml", "--seed", "-1"], "seed=-1 must be"),
+        (["sample", "--output", "."], "--output . is a folder"),
+        (["compile", "--output", "/"], "--output / is a folder"),
+        (["run", "--pipeline-root", "/dev/null"], "--pipeline-root /dev/null is a file"),
+        (["ingest", "--source", "a", "--output-dir", "/dev/null/x"], "lies inside /dev/null"),
     ],
 )
 def test_errors_name_the_problem_and_the_fix_and_exit_non_zero(tmp_path, args, message):

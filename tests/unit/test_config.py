@@ -1,6 +1,13 @@
 import pytest
 
-from crypto_pipeline.config import PipelineConfig, Split, TransformConfig
+from crypto_pipeline.config import (
+    SEED_MAX,
+    PipelineConfig,
+    Split,
+    TrainConfig,
+    TransformConfig,
+    TuneConfig,
+)
 from crypto_pipeline.errors import ConfigError
 
 
@@ -30,3 +37,27 @@ def test_bad_transform_settings_are_refused():
         TransformConfig(date_format="american")
     with pytest.raises(ConfigError):
         TransformConfig(coin=" ")
+
+
+@pytest.mark.parametrize("make", [TuneConfig, TrainConfig])
+@pytest.mark.parametrize(
+    "field, value, fix",
+    [
+        ("epochs", 0, "pass --epochs with a positive integer"),
+        ("epochs", -1, "pass --epochs with a positive integer"),
+        ("patience", 0, "pass --patience with a positive integer"),
+        ("seed", -1, "pass --seed with a whole number from 0 to 4294967295, e.g. --seed 42"),
+        ("seed", 2**32, "pass --seed with a whole number from 0 to 4294967295, e.g. --seed 42"),
+        ("seed", True, "pass --seed with a whole number from 0 to 4294967295, e.g. --seed 42"),
+    ],
+)
+def test_one_rule_per_value_in_tune_and_train(make, field, value, fix):
+    with pytest.raises(ConfigError) as err:
+        make(**{field: value})
+    assert err.value.problem.startswith(f"{field}={value!r} must be a whole number")
+    assert err.value.fix == fix
+
+
+@pytest.mark.parametrize("seed", [0, 42, SEED_MAX])
+def test_every_seed_the_libraries_take_is_accepted(seed):
+    assert TuneConfig(seed=seed).seed == TrainConfig(seed=seed).seed == seed

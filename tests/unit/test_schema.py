@@ -405,3 +405,94 @@ def test_a_number_with_a_decimal_comma_is_refused_with_the_hint(cell, hinted):
     row = validate_row(["2020-01-01", cell, "2", "0.5", "1.5"], header, "iso", "bitcoin")
     assert isinstance(row, Rejection) and row.reason == schema.NON_NUMERIC
     assert ("decimal comma" in row.detail) is hinted
+
+
+@pytest.mark.parametrize(
+    "day, reason",
+    [
+        ("0001-01-01", schema.DATE_OUT_OF_RANGE),
+        ("2009-01-02", schema.DATE_OUT_OF_RANGE),  # the day before Bitcoin's first block
+        ("2009-01-03", None),
+        ("2026-01-03", None),
+        ("2026-01-05", None),  # today (2026-01-03) and two days
+        ("2026-01-06", schema.DATE_OUT_OF_RANGE),
+        ("2090-06-01", schema.DATE_OUT_OF_RANGE),
+        ("9999-12-31", schema.DATE_OUT_OF_RANGE),
+    ],
+)
+def test_dates_outside_any_crypto_market_are_rejected(day, reason):
+    last = schema.last_day(dt.date(2026, 1, 3))
+    result = validate_row(fields(date=day), HEADER, "iso", last=last)
+    if reason is None:
+        assert isinstance(result, MarketRow) and result.date.isoformat() == day
+    else:
+        assert isinstance(result, Rejection) and result.reason == reason
+        early = "is before 2009-01-03, the first day of any crypto market"
+        late = "is in the future: after 2026-01-05 (today in UTC and 2 days)"
+        assert result.detail == f"{day} {early if day < '2009-01-03' else late}"
+
+
+def test_the_latest_date_follows_today():
+    today = dt.datetime.now(dt.UTC).date()
+    assert schema.last_day() == today + dt.timedelta(days=schema.FUTURE_DAYS)
+    future = (today + dt.timedelta(days=schema.FUTURE_DAYS + 1)).isoformat()
+    assert validate_row(fields(date=future), HEADER, "iso").reason == schema.DATE_OUT_OF_RANGE
+
+
+@pytest.mark.parametrize(
+    "text, expected, removed",
+    [
+        ("a\nb\n", "a\nb\n", 0),
+        ("\ufeffa\nb\n", "a\nb\n", 1),
+        ("a\n\ufeffb\r\n\ufeffc\n", "a\nb\r\nc\n", 2),
+        ("a,\ufeffb\n", "a,\ufeffb\n", 0),  # inside a line: part of its cell
+    ],
+)
+def test_byte_order_marks_at_line_starts_are_removed_and_counted(text, expected, removed):
+    assert schema.remove_line_marks(text) == (expected, removed)
+
+
+SHADOW = "root:$6$Zm9vYmFy$c2VjcmV0aGFzaA:19000:0:99999:7:::"
+
+
+@pytest.mark.parametrize(
+    "line, secret",
+    [
+        (SHADOW, "Zm9vYmFy"),
+        ("api_key,s3cr3t-t0ken", "s3cr3t"),
+        ("user;password;hunter2", "hunter2"),
+    ],
+)
+def test_a_first_line_without_known_columns_is_not_quoted(line, secret):
+    with pytest.raises(SchemaError) as err:
+        schema.header_from_line(line)
+    assert secret not in err.value.problem + err.value.fix
+    assert "its text is not shown" in err.value.problem
+
+
+def test_a_header_with_known_columns_is_listed_escaped_and_cut():
+    names = [
+        "Date",
+        "Open",
+        "High",
+        "Low",
+        "Note\x1b[2J" + "x" * 100,
+        *(f"c{i}" for i in range(30)),
+    ]
+    with pytest.raises(SchemaError) as err:
+        schema.header_from_line(",".join(names))
+    problem = err.value.problem
+    assert "'Date', 'Open', 'High', 'Low', 'Note\\x1b[2J" in problem
+    assert "\x1b" not in problem and "x" * 40 not in problem
+    assert "'c14' and 15 more" in problem
+
+
+def test_a_header_separated_another_way_names_the_columns_it_found():
+    with pytest.raises(SchemaError) as err:
+        schema.header_from_line("Date Open High Low Close")
+    assert "'Date', 'Open', 'High', 'Low', 'Close' are column names" in err.value.problem
+
+
+def test_a_long_cell_is_quoted_short():
+    result = validate_row(fields(high="x" * 10_000), HEADER, "iso")
+    assert result.reason == schema.NON_NUMERIC and len(result.detail) < 80
