@@ -37,25 +37,43 @@ Every request is checked before the model sees it, and the server stays up:
   model's input type (from 1.175494e-38 to 3.402823e+38);
 - an unknown model name gets a 404.
 
+- a body that opens more lists and objects than ``MAX_INSTANCES`` instances can (counted
+  as it arrives) gets a 400 as soon as it passes, before it is parsed; an accepted body is
+  parsed once, in a worker thread, as is the prediction: the event loop only moves bytes,
+  so health and readiness answers never wait for prediction work.
+
+Connections are bounded too: at most ``MAX_CONNECTIONS`` (fewer where the process may open
+fewer files; a new one past the limit closes the one waiting longest for its request),
+``HEADER_TIMEOUT_S`` for a request's headers (then a 408) and ``BODY_TIMEOUT_S`` for its
+body (then the connection is closed).
+
 Error messages quote at most 80 characters of any value they name. Each refused request
 is one warning line in the server's log (method, path, client, status and message),
-without a traceback or the body.
+without a traceback or the body; the path is percent-encoded and every other character
+that is not printable escaped, so no client can start a line or write a terminal escape.
+A repeated connection event (the limit, a timeout, a failed accept) is one line per
+``LOG_INTERVAL_S``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
 import os
 import re
 import reprlib
+import resource
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+import urllib.parse
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +103,27 @@ pretty-printed objects, so every request the server would accept fits."""
 SHOWN_CHARS = 80
 """Most characters of a request's value that an error message quotes."""
 DEFAULT_HOST = "127.0.0.1"
+"""Where the server listens unless told otherwise: this machine only."""
 DEFAULT_PORT = 8082
 """This machine's default port: 8080 is the Pipelines UI's port-forward, 8081 nginx's."""
-"""Where the server listens unless told otherwise: this machine only."""
+MAX_CONNECTIONS = 1000
+"""Most connections open at once; fewer where the process may open fewer files
+(``connection_limits``). A new connection past the limit closes the one that has waited
+longest for its request (idle or slow), or itself when every other one is being answered."""
+HEADER_TIMEOUT_S = 5.0
+"""Seconds a request's headers may take, from the connection's opening (or the request's
+first byte on a kept-alive connection); then a 408 and the connection is closed."""
+BODY_TIMEOUT_S = 30.0
+"""Seconds a request's body may take after its headers (4 MiB at about 1.1 Mbit/s); then
+the connection is closed."""
+LOG_INTERVAL_S = 10.0
+"""A repeated connection event (the limit reached, a timeout, a failed accept) is logged
+once, then as one line per this many seconds with its count."""
+PREDICT_THREADS = 2
+"""Worker threads that parse, check and predict; the event loop only moves bytes, so
+health answers never wait for prediction work."""
+RESERVED_FILES = 100
+"""Open files kept for the server itself (model, logs, sockets being accepted)."""
 
 log = logging.getLogger(__name__)
 
@@ -224,11 +260,16 @@ def make_model(model_dir: str | os.PathLike[str], name: str = MODEL_NAME):
     import tensorflow as tf
 
     class CryptoModel(kserve.Model):
-        """Validates V1 requests and runs the exported model's serving signature."""
+        """Validates V1 requests and runs the exported model's serving signature.
+
+        Parsing, checking and predicting run in ``PREDICT_THREADS`` worker threads, so the
+        event loop (and with it every health answer) never waits for them.
+        """
 
         def __init__(self):
             super().__init__(name)
             self._signature = None
+            self._workers = ThreadPoolExecutor(PREDICT_THREADS, thread_name_prefix="predict")
 
         def load(self) -> bool:
             loaded = tf.saved_model.load(os.fspath(model_dir))
@@ -237,12 +278,21 @@ def make_model(model_dir: str | os.PathLike[str], name: str = MODEL_NAME):
             self.ready = True
             return self.ready
 
+        async def _in_worker(self, work: Callable, *args):
+            return await asyncio.get_running_loop().run_in_executor(self._workers, work, *args)
+
         async def preprocess(self, payload, headers=None):
-            return parse_instances(payload)
+            """The prices of a request: its body as bytes (parsed here, once) or decoded."""
+            if isinstance(payload, bytes | bytearray):
+                return await self._in_worker(parse_body, bytes(payload))
+            return await self._in_worker(parse_instances, payload)
+
+        def _closes(self, prices: np.ndarray) -> np.ndarray:
+            output = self._signature(prices=tf.constant(prices))
+            return next(iter(output.values())).numpy().ravel()
 
         async def predict(self, prices, headers=None):
-            output = self._signature(prices=tf.constant(prices))
-            closes = next(iter(output.values())).numpy().ravel()
+            closes = await self._in_worker(self._closes, prices)
             for i, close in enumerate(closes):
                 if not math.isfinite(close):
                     raise RequestError(
@@ -325,40 +375,85 @@ _NON_FINITE_JSON = re.compile(r"-?(nan|inf(inity)?)\b", re.IGNORECASE)
 _SEND = 'send a JSON object like {"instances": [[100, 104, 97]]}, Content-Type: application/json'
 
 
-def _json_problem(body: bytes) -> str | None:
-    """Why ``body`` is not acceptable JSON, or None when it is."""
+def parse_body(body: bytes, limit: int = MAX_INSTANCES) -> np.ndarray:
+    """Parses a V1 request body, once, and checks it (``parse_instances``).
+
+    Raises:
+        RequestError: The body is not JSON, holds NaN or Infinity, or is not an
+            acceptable request; the message says where and what to send.
+    """
     import orjson
 
     try:
-        orjson.loads(body)
+        payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        if not body.strip():
-            return f"the body is empty: {_SEND}"
-        where = f"line {exc.lineno} column {exc.colno}"
-        text = body.decode("utf-8", "replace")
-        start = exc.pos - 1 if text[exc.pos - 1 : exc.pos] == "-" else exc.pos
-        token = _NON_FINITE_JSON.match(text, max(start, 0))
-        if token or "infinity when parsed" in exc.msg:
-            shown = f"{token.group(0)} " if token else "a number too large for a double "
-            return (
-                f"the body holds {shown}at {where}: JSON has no NaN or Infinity; "
-                "send finite numbers (each price positive, at most 3.402823e+38)"
-            )
-        return f"the body is not JSON ({shorten(exc.msg)} at {where}): {_SEND}"
-    return None
+        raise RequestError(_json_problem(body, exc)) from None
+    return parse_instances(payload, limit)
+
+
+def _json_problem(body: bytes, exc) -> str:
+    """Why ``body`` is not acceptable JSON, from orjson's ``JSONDecodeError``."""
+    if not body.strip():
+        return f"the body is empty: {_SEND}"
+    where = f"line {exc.lineno} column {exc.colno}"
+    text = body.decode("utf-8", "replace")
+    start = exc.pos - 1 if text[exc.pos - 1 : exc.pos] == "-" else exc.pos
+    token = _NON_FINITE_JSON.match(text, max(start, 0))
+    if token or "infinity when parsed" in exc.msg:
+        shown = f"{token.group(0)} " if token else "a number too large for a double "
+        return (
+            f"the body holds {shown}at {where}: JSON has no NaN or Infinity; "
+            "send finite numbers (each price positive, at most 3.402823e+38)"
+        )
+    return f"the body is not JSON ({shorten(exc.msg)} at {where}): {_SEND}"
+
+
+def logged_path(path: str) -> str:
+    """A request's path as the log shows it: percent-encoded, like uvicorn's access log.
+
+    ``%0A`` stays ``%0A`` and ``%1B`` stays ``%1B``: a path cannot start a line or write
+    a terminal escape in the log.
+    """
+    return urllib.parse.quote(shorten(path), safe="/:@!$&'()*+,;=-._~…")
+
+
+def printable(text: str) -> str:
+    r"""``text`` with each character that is not printable written as its escape.
+
+    ``\n``, ``\x1b`` and ``\u202e`` stay as those letters: a client's text stays on its
+    line in the log and writes no terminal escape.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+class _Refused(Exception):
+    """A request the guard answers itself: its status and message."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+_UNPARSED = b"application/x-crypto-unparsed-json"
+"""The Content-Type a prediction reaches KServe with: KServe hands a body of a type it does
+not read as JSON to the model as bytes, so the model parses it once, in a worker thread."""
 
 
 class _Guard:
-    """ASGI middleware in front of KServe's app: routes, body size, Content-Type, JSON.
+    """ASGI middleware in front of KServe's app: routes, body size, Content-Type, counts.
 
-    What it refuses never reaches KServe. What it lets through reaches KServe with the
-    body as it came and, for a prediction, the Content-Type as plain ``application/json``.
+    What it refuses never reaches KServe. A prediction reaches KServe with the body as it
+    came, unparsed: the model parses and checks it once, off the event loop.
     """
 
     def __init__(self, app, model_name: str = MODEL_NAME, max_body: int = MAX_BODY_BYTES):
         self.app = app
         self.model_name = model_name
         self.max_body = max_body
+        self.max_brackets = MAX_INSTANCES + 2
         self.routes = _routes(model_name)
         self.predict_path = f"/v1/models/{model_name}:predict"
 
@@ -388,42 +483,25 @@ class _Guard:
             )
         if path in self.routes:
             return 405, f"{method} {path} is not served: use {self.routes[path]} {path}"
-        return 404, f"{method} {shorten(path)} is not served: this server answers {served}"
+        return 404, f"{method} {logged_path(path)} is not served: this server answers {served}"
 
     async def _predict(self, scope, receive, send):
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        length = headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.max_body:
-            return await refuse(scope, send, 413, self._too_large(int(length)))
-        media = headers.get("content-type", "").split(";")[0].strip().lower()
-        if media and media != "application/json":
-            return await refuse(
-                scope,
-                send,
-                415,
-                f"Content-Type {shorten(media)} is not JSON: {_SEND} "
-                "(curl: -H 'Content-Type: application/json')",
-            )
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                return await refuse(scope, send, 413, self._too_large(None))
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        problem = _json_problem(body)
-        if problem:
-            return await refuse(scope, send, 400, problem)
-        # KServe reads a body as JSON only for an exact "application/json" (or none).
+        try:
+            self._check_headers(scope)
+            body = await self._read_body(receive)
+        except _Refused as refusal:
+            return await refuse(scope, send, refusal.status, refusal.message)
+        if body is None:  # the client went away
+            return None
+        # KServe hands the body to the model unparsed for a type it does not read as JSON;
+        # CloudEvent headers would make it parse the body itself.
         scope = dict(scope)
-        scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
-        scope["headers"].append((b"content-type", b"application/json"))
+        scope["headers"] = [
+            (k, v)
+            for k, v in scope["headers"]
+            if k.lower() != b"content-type" and not k.lower().startswith(b"ce-")
+        ]
+        scope["headers"].append((b"content-type", _UNPARSED))
         handed_on = False
 
         async def replay():
@@ -434,6 +512,48 @@ class _Guard:
             return {"type": "http.request", "body": body, "more_body": False}
 
         return await self.app(scope, replay, send)
+
+    def _check_headers(self, scope) -> None:
+        """Refuses a body announced over the limit and a Content-Type other than JSON."""
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_body:
+            raise _Refused(413, self._too_large(int(length)))
+        media = headers.get("content-type", "").split(";")[0].strip().lower()
+        if media and media != "application/json":
+            raise _Refused(
+                415,
+                f"Content-Type {shorten(media)} is not JSON: {_SEND} "
+                "(curl: -H 'Content-Type: application/json')",
+            )
+
+    async def _read_body(self, receive) -> bytes | None:
+        """The body, or None when the client went away.
+
+        Counts ``[`` and ``{`` as the body arrives: a request of ``MAX_INSTANCES``
+        instances opens at most ``MAX_INSTANCES + 2`` lists and objects, so a body past
+        that is refused as soon as it passes, before the rest is read or anything parsed.
+        """
+        chunks, size, brackets = [], 0, 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise _Refused(413, self._too_large(None))
+            brackets += chunk.count(b"[") + chunk.count(b"{")
+            if brackets > self.max_brackets:
+                raise _Refused(
+                    400,
+                    f"the body holds more than the limit of {MAX_INSTANCES:,} instances (it "
+                    f"opens over {self.max_brackets:,} lists and objects): send them in "
+                    "smaller batches",
+                )
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
     def _too_large(self, size: int | None) -> str:
         shown = "" if size is None else f"{size:,} bytes, "
@@ -468,10 +588,10 @@ def _log_refusal(scope, status: int, message: str) -> None:
     log.warning(
         "refused %s %s from %s: %d %s",
         scope.get("method", "?"),
-        shorten(scope.get("path", "?")),
+        logged_path(scope.get("path", "?")),
         f"{client[0]}:{client[1]}" if client else "?",
         status,
-        shorten(message, 4 * SHOWN_CHARS),
+        printable(shorten(message, 4 * SHOWN_CHARS)),
     )
 
 
@@ -489,13 +609,228 @@ def guard(app, model_name: str = MODEL_NAME) -> None:
     app.add_exception_handler(RequestError, _request_refused)
 
 
-def _model_server(kserve, host: str, port: int):
-    """KServe's ModelServer, listening on ``host`` instead of KServe's fixed 0.0.0.0."""
+@dataclass(frozen=True)
+class Limits:
+    """What one server allows its clients: connections, and time to send a request."""
+
+    max_connections: int = MAX_CONNECTIONS
+    accept_at_once: int = 2048
+    """Most connections the event loop accepts in one turn (asyncio's ``backlog``)."""
+    queue: int = 2048
+    """Connections the kernel queues until they are accepted (the listen backlog)."""
+    header_timeout_s: float = HEADER_TIMEOUT_S
+    body_timeout_s: float = BODY_TIMEOUT_S
+
+
+def connection_limits(open_files: int) -> Limits:
+    """The limits for a process that may open ``open_files`` files.
+
+    Each connection takes a file, and so does each connection accepted but not yet
+    counted: the event loop accepts up to ``accept_at_once`` in a turn, and a connection
+    reaches the count a few turns later. Both fit in what is left after
+    ``RESERVED_FILES``, so accepting never fails for want of a file. The connections the
+    kernel queues take no file of the process.
+    """
+    room = max(open_files - RESERVED_FILES, 64)
+    at_once = max(min(2048, room // 16), 4)
+    connections = max(min(MAX_CONNECTIONS, room - 4 * at_once), 8)
+    return Limits(max_connections=connections, accept_at_once=at_once)
+
+
+def _raise_open_file_limit() -> int:
+    """Raises this process's limit of open files to its ceiling; returns the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < ceiling:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+            soft = ceiling
+    return 65536 if soft == resource.RLIM_INFINITY else soft
+
+
+class _Repeated:
+    """Logs an event at once, then its repeats as one line per ``LOG_INTERVAL_S``.
+
+    A flood of the same event (a connection over the limit, a timeout, a failed accept)
+    is then a few lines a minute, not a line per event. Call it from the event loop.
+    """
+
+    def __init__(self, interval_s: float = LOG_INTERVAL_S):
+        self.interval_s = interval_s
+        self._repeats: dict[str, int] = {}  # kind -> repeats since its last line
+
+    def __call__(self, kind: str, line: str) -> None:
+        if kind in self._repeats:
+            self._repeats[kind] += 1
+            return
+        log.warning("%s", printable(line))
+        self._repeats[kind] = 0
+        asyncio.get_running_loop().call_later(self.interval_s, self._flush, kind, line)
+
+    def _flush(self, kind: str, line: str) -> None:
+        repeats = self._repeats.pop(kind, 0)
+        if repeats:
+            log.warning("%s (%d more times in %g s)", printable(line), repeats, self.interval_s)
+            self._repeats[kind] = 0
+            asyncio.get_running_loop().call_later(self.interval_s, self._flush, kind, line)
+
+
+_repeated = _Repeated()
+
+
+def _loop_exception(loop, context) -> None:
+    """The event loop's error handler: one line per kind of error and interval, no traceback.
+
+    Accepting a connection without a free file fails once per queued connection, each
+    time the loop looks: logged one by one, that is megabytes a second.
+    """
+    exc = context.get("exception")
+    message = context.get("message", "event loop error")
+    detail = f": {type(exc).__name__}: {shorten(str(exc), 4 * SHOWN_CHARS)}" if exc else ""
+    _repeated(f"loop {message} {type(exc).__name__}", f"{message}{detail}")
+
+
+def bounded_http(limits: Limits):
+    """The HTTP protocol of uvicorn (httptools) with ``limits`` on connections and read times.
+
+    uvicorn itself has no limit on connections and no time limit on a request's headers
+    or body: a client that opens connections and sends nothing holds a file each, forever.
+    """
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    waiting: dict[Any, None] = {}
+    """The connections waiting for (or still receiving) a request, longest-waiting first."""
+
+    class BoundedHttp(HttpToolsProtocol):
+        """One connection: closed when over the limit or too slow to send its request."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._wait()
+            self._start_timer(limits.header_timeout_s, self._headers_late)
+            self._make_room()
+
+        def _wait(self) -> None:
+            waiting.pop(self, None)
+            waiting[self] = None
+
+        def _make_room(self) -> None:
+            """Closes the connection waiting longest for its request when over the limit."""
+            if len(self.connections) <= limits.max_connections:
+                return
+            oldest = next(iter(waiting), self)
+            waiting.pop(oldest, None)
+            oldest.transport.close()
+            _repeated(
+                "limit",
+                f"{limits.max_connections} connections open, the limit: closed the one "
+                "waiting longest for its request (or the new one, when all were answered)",
+            )
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if self._timer is None:
+                self._start_timer(limits.header_timeout_s, self._headers_late)
+            if self not in waiting:
+                self._wait()
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            self._start_timer(limits.body_timeout_s, self._body_late)
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._stop_timer()
+            if self.cycle is not None and not self.cycle.response_complete:
+                waiting.pop(self, None)  # being answered
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if self not in waiting and not self.transport.is_closing():
+                self._wait()
+
+        def connection_lost(self, exc) -> None:
+            self._stop_timer()
+            waiting.pop(self, None)
+            super().connection_lost(exc)
+
+        def _start_timer(self, seconds: float, then: Callable[[], None]) -> None:
+            self._stop_timer()
+            self._timer = self.loop.call_later(seconds, then)
+
+        def _stop_timer(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def _headers_late(self) -> None:
+            self._timer = None
+            if self.transport.is_closing():
+                return
+            if self.cycle is None or self.cycle.response_complete:
+                self.transport.write(_late_answer(limits.header_timeout_s))
+            self.transport.close()
+            _repeated(
+                "headers",
+                f"closed a connection whose request headers took over "
+                f"{limits.header_timeout_s:g} s",
+            )
+
+        def _body_late(self) -> None:
+            self._timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
+                _repeated(
+                    "body",
+                    f"closed a connection whose request body took over {limits.body_timeout_s:g} s",
+                )
+
+    return BoundedHttp
+
+
+def _late_answer(seconds: float) -> bytes:
+    """A 408 for a request whose headers did not arrive in ``seconds``."""
+    import orjson
+
+    body = orjson.dumps(
+        {"error": f"the request's headers did not arrive within {seconds:g} s: send them at once"}
+    )
+    return (
+        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+        b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+def _queue_connections(server, depth: int) -> None:
+    """Has the kernel queue ``depth`` connections for the uvicorn ``server`` once it listens.
+
+    asyncio listens with the backlog it also takes as the most connections to accept in
+    one turn. A short queue drops a burst of connections (each client then waits a second
+    to try again); a long turn accepts more connections than there are files for.
+    """
+    startup = server.startup
+
+    async def startup_then_deepen(sockets=None):
+        await startup(sockets=sockets)
+        for listener in server.servers:
+            for sock in listener.sockets:
+                with socket.socket(fileno=os.dup(sock.fileno())) as same:
+                    same.listen(depth)
+
+    server.startup = startup_then_deepen
+
+
+def _model_server(kserve, host: str, port: int, limits: Limits):
+    """KServe's ModelServer, listening on ``host`` (not KServe's fixed 0.0.0.0), with ``limits``."""
 
     class ModelServer(kserve.ModelServer):
         def setup_event_loop(self):
             # start() builds its uvicorn server with host 0.0.0.0 and calls this before
-            # that server binds: the one moment to set the address.
+            # that server binds: the one moment to set the address and the protocol.
             rest = getattr(self, "_rest_server", None)
             if rest is None or not hasattr(rest, "config"):
                 raise RuntimeError(
@@ -503,19 +838,52 @@ def _model_server(kserve, host: str, port: int):
                     "crypto_pipeline.serve cannot set the address to listen on"
                 )
             rest.config.host = host
+            rest.config.http = bounded_http(limits)
+            rest.config.backlog = limits.accept_at_once
+            _queue_connections(rest._server, limits.queue)
             super().setup_event_loop()
 
+        async def _serve(self):
+            # KServe sets its error handler on a loop that asyncio.run() then replaces.
+            asyncio.get_running_loop().set_exception_handler(_loop_exception)
+            await super()._serve()
+
     return ModelServer(http_port=port, enable_grpc=False, workers=1)
+
+
+class _OneLineFormatter(logging.Formatter):
+    """Every record on one line: what is not printable is written as its escape."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
 
 
 def _log_to_stderr() -> None:
     """Shows the refusal lines, whatever the root logger's level."""
     if not log.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.setFormatter(_OneLineFormatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
+
+
+def _load(model_dir: Path):
+    """``make_model(model_dir)``, or a ConfigError when the SavedModel does not load."""
+    _import_kserve()
+    import tensorflow  # noqa: F401  (a failed import is not the model's fault)
+
+    try:
+        return make_model(model_dir)
+    except Exception as exc:  # TensorFlow raises many kinds for a damaged SavedModel
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        reason = shorten(printable(first_line), 200)
+        raise ConfigError(
+            f"the model in {model_dir} does not load, it is corrupt or truncated "
+            f"({type(exc).__name__}: {reason})",
+            "serve a complete model folder: train it again (`make pipeline`) or pass a "
+            "registered version, e.g. --model runs/models/crypto/1",
+        ) from None
 
 
 def serve(
@@ -530,7 +898,8 @@ def serve(
             interface, as in a pod).
 
     Raises:
-        ConfigError: The address cannot be listened on, or ``model_dir`` holds no SavedModel.
+        ConfigError: The address cannot be listened on, or ``model_dir`` holds no SavedModel
+            or one that does not load.
     """
     import warnings
 
@@ -539,10 +908,11 @@ def serve(
     # kserve's own use of a FastAPI class that FastAPI now deprecates: not the user's concern.
     warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
     kserve = _import_kserve()
-    model = make_model(model_dir)
+    model = _load(model_dir)
     guard(kserve.model_server.app)
     _log_to_stderr()
-    _model_server(kserve, host, port).start([model])
+    limits = connection_limits(_raise_open_file_limit())
+    _model_server(kserve, host, port, limits).start([model])
 
 
 @contextlib.contextmanager

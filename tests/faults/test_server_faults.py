@@ -5,10 +5,13 @@ requests they send every kind of bad one the server must refuse (malformed JSON,
 bodies over the limit with and without Content-Length, wrong shapes, text/plain, prices
 outside float32, the model repository's unload). Each good request must get the same
 prediction as the same instances got one at a time before the load; each bad one its
-4xx; nothing a 5xx or a dropped connection.
+4xx; nothing a 5xx or a dropped connection. A damaged model is an error with its fix.
 """
 
 import json
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -169,3 +172,35 @@ def test_identical_batches_under_load_get_identical_answers(server):
     assert all(code == 200 for code, _ in answers)
     assert all(p == first for _, p in answers)
     assert len(first) == 1000 and all(isinstance(p, float) for p in first)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "saved_model.pb cut in half",
+        "saved_model.pb empty",
+        "variables cut in half",
+        "variables missing",
+    ],
+)
+def test_a_corrupt_or_truncated_model_is_an_error_with_a_fix(trained, tmp_path, damage):
+    """`serve` of a damaged SavedModel: `error:` and `fix:`, no traceback, exit 1."""
+    model = tmp_path / "model"
+    shutil.copytree(trained[0] / "model", model)
+    data = next((model / "variables").glob("variables.data-*"))
+    target = model / "saved_model.pb" if damage.startswith("saved_model") else data
+    if damage.endswith("missing"):
+        shutil.rmtree(model / "variables")
+    else:
+        content = target.read_bytes()
+        target.write_bytes(b"" if damage.endswith("empty") else content[: len(content) // 2])
+    result = subprocess.run(
+        [sys.executable, "-m", "crypto_pipeline.cli", "serve", "--model", str(model)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"error: the model in {model} does not load, it is corrupt or truncated" in result.stderr
+    assert "  fix: serve a complete model folder" in result.stderr

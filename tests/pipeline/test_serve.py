@@ -25,11 +25,18 @@ from crypto_pipeline.schema import (
 )
 from crypto_pipeline.serve import (
     MAX_BODY_BYTES,
+    MAX_CONNECTIONS,
     MAX_INSTANCES,
+    Limits,
     RequestError,
+    bounded_http,
     closes,
+    connection_limits,
+    logged_path,
+    parse_body,
     parse_instances,
     predict,
+    printable,
     require_saved_model,
     running_server,
 )
@@ -440,3 +447,94 @@ def test_predict_reads_a_tf_serving_answer(httpserver):
         {"predictions": [[101.25]]}
     )
     assert predict(httpserver.url_for("/"), [DAY]) == [101.25]
+
+
+def test_client_text_is_escaped_for_the_log():
+    assert logged_path("/x\n2026-01-01 WARNING forged") == "/x%0A2026-01-01%20WARNING%20forged"
+    assert logged_path("/\x1b[31mred") == "/%1B%5B31mred"
+    assert printable("a\nb\x1b[0m\u202ec\x00") == "a\\nb\\x1b[0m\\u202ec\\x00"
+    assert printable("plain text, é ü") == "plain text, é ü"
+
+
+def test_the_body_is_parsed_once_with_the_same_messages():
+    assert parse_body(b'{"instances": [[100, 104, 97]]}').tolist() == [[100.0, 104.0, 97.0]]
+    with pytest.raises(RequestError, match="holds NaN at line 1 column 20"):
+        parse_body(b'{"instances": [[1, NaN, 1]]}')
+    with pytest.raises(RequestError, match="the body is empty"):
+        parse_body(b"  ")
+
+
+@pytest.mark.parametrize(
+    ("open_files", "connections"), [(1_048_576, MAX_CONNECTIONS), (20_000, 1000), (1024, 696)]
+)
+def test_connections_and_accepts_fit_in_the_open_files(open_files, connections):
+    limits = connection_limits(open_files)
+    assert limits.max_connections == connections
+    assert limits.max_connections + 4 * limits.accept_at_once <= open_files - 100
+
+
+@pytest.fixture
+def bounded_server():
+    """uvicorn with the bounded protocol around a tiny app: 4 connections, short timeouts."""
+    import asyncio
+
+    import uvicorn
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    limits = Limits(max_connections=4, header_timeout_s=2.0, body_timeout_s=1.0)
+    config = uvicorn.Config(app, port=port, http=bounded_http(limits), lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield port
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def closed_within(s: socket.socket, seconds: float) -> bytes | None:
+    """What the server sent before it closed ``s``, or None if it is still open."""
+    s.settimeout(seconds)
+    received = b""
+    try:
+        while chunk := s.recv(4096):
+            received += chunk
+    except TimeoutError:
+        return None
+    except OSError:
+        pass
+    return received
+
+
+def test_a_slow_body_is_cut_off_and_slow_headers_get_a_408(bounded_server):
+    with (
+        socket.create_connection(("127.0.0.1", bounded_server)) as body,
+        socket.create_connection(("127.0.0.1", bounded_server)) as head,
+    ):
+        body.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        head.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        assert closed_within(head, 5).startswith(b"HTTP/1.1 408 ")
+        assert closed_within(body, 5) == b""
+
+
+def test_over_the_limit_the_longest_waiting_connection_is_closed(bounded_server):
+    silent = [socket.create_connection(("127.0.0.1", bounded_server)) for _ in range(4)]
+    time.sleep(0.2)
+    answer = requests.get(f"http://127.0.0.1:{bounded_server}/", timeout=5)
+    assert answer.status_code == 200 and answer.text == "ok"
+    assert closed_within(silent[0], 0.3) == b""  # the oldest made room
+    assert closed_within(silent[3], 0.1) is None  # the newest still waits
+    for s in silent:
+        s.close()

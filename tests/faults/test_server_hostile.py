@@ -1,0 +1,368 @@
+"""Hostile clients at the server's limits: good clients keep their latency, health its speed.
+
+One `crypto-pipeline serve` subprocess, as a pod runs it, with the common limit of 1,024
+open files. Each drill measures good traffic twice in the same run: alone, then while a
+hostile process works the server:
+
+- bodies over the limits: 4 MiB of half a million ``[1,1,1]`` instances, a Content-Length
+  of 50 MB, a chunked body that never stops opening instances;
+- connections: more than the process has files for, some silent, some sending half their
+  headers, some half their body, opened at 500 a second and again as soon as the server
+  closes them;
+- log injection: paths and values with ``%0A``, ``%1B``, raw bytes and the like.
+
+Good traffic is what Kubernetes and a client send: a new connection for each readiness or
+liveness probe and each single-instance prediction. The bounds: good predictions' p99
+within 3x the unloaded p99, health answers' p99 under 100 ms and none over the probe's
+1 s, no good request failed, the server up, its log free of forged lines and tracebacks.
+
+The hostile process runs at the lowest CPU priority (nice 19): an attacker's own work runs on
+its own machines, so on a 2-core test machine it must not take the CPU the server and the
+good clients are measured on; what the server does for it is measured in full.
+"""
+
+import http.client
+import os
+import re
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+import requests
+
+OPEN_FILES = 1024
+"""The server's limit of open files (soft and hard): the common default."""
+HOSTILE_CONNECTIONS = 1300
+"""More than ``OPEN_FILES``: without a connection limit the server runs out of files."""
+QUIET_S = 5.0
+LOADED_S = 6.0
+DAY = [100.0, 104.0, 97.0]
+
+HOSTILE = r'''
+import os, resource, selectors, socket, sys, threading, time
+
+mode, port = sys.argv[1], int(sys.argv[2])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+HOST = "127.0.0.1"
+PREDICT = "/v1/models/crypto:predict"
+
+
+def request(head, body=b"", chunks=None):
+    """Sends one request and reads the answer's first bytes; any error is the server's right."""
+    try:
+        with socket.create_connection((HOST, port), timeout=10) as s:
+            s.sendall(head + body)
+            for chunk in chunks or ():
+                s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            s.recv(200)
+    except OSError:
+        pass
+
+
+def post_head(length=None, chunked=False):
+    size = b"Transfer-Encoding: chunked\r\n" if chunked else b"Content-Length: %d\r\n" % length
+    return (b"POST " + PREDICT.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\n" + size + b"\r\n")
+
+
+def bodies():
+    n = (4 * 2**20 - 20) // 8
+    half_million = b'{"instances": [' + b",".join([b"[1,1,1]"] * n) + b"]}"
+    opening = b"[1,1,1]," * 8192
+
+    def loop(send):
+        while True:
+            send()
+
+    sends = [
+        lambda: request(post_head(len(half_million)), half_million),
+        lambda: request(post_head(50_000_000), b"[" * 2**20),
+        lambda: request(
+            post_head(chunked=True), b"", [b'{"instances": ['] + [opening] * 64 + [b""]
+        ),
+    ]
+    for send in sends:
+        threading.Thread(target=loop, args=(send,), daemon=True).start()
+    print("ready", flush=True)
+    while True:
+        time.sleep(1)
+
+
+def connections():
+    """Keeps HOSTILE_CONNECTIONS open: silent, half a header, half a body."""
+    target = int(sys.argv[3])
+    partial = [b"", b"POST " + PREDICT.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-",
+               post_head(1000) + b'{"instances": [[1']
+    selector = selectors.DefaultSelector()
+    opened = 0
+    announced = False
+    while True:
+        for key, _ in selector.select(timeout=0):
+            try:
+                if key.fileobj.recv(4096):
+                    continue
+            except BlockingIOError:
+                continue
+            except OSError:
+                pass
+            selector.unregister(key.fileobj)
+            key.fileobj.close()
+        for _ in range(min(5, target - len(selector.get_map()))):  # 500 a second
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex((HOST, port))
+            data = partial[opened % 3]
+            if data:
+                try:
+                    s.send(data)
+                except OSError:
+                    pass
+            selector.register(s, selectors.EVENT_READ)
+            opened += 1
+        if not announced and opened >= target:
+            print("ready", flush=True)
+            announced = True
+        time.sleep(0.01)
+
+
+def injection():
+    forged = b"2026-01-01%2000:00:00,000%20WARNING%20forged%20line"
+    heads = [
+        b"GET /x%0A" + forged + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /x%0D%0A" + forged + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /%1B%5B2J%1B%5B31mred%1B%5B0m HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /%E2%80%AEdesrever%00nul HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /v1/models/a%0A" + forged + b":predict HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Length: 2\r\n\r\n{}",
+        b"GET /raw\xff\xfe\x1b HTTP/1.1\r\nHost: x\r\n\r\n",
+    ]
+    text = forged.replace(b"%20", b" ")
+    values = [
+        b'{"instances": [["\\n' + text + b'", 1, 1]]}',
+        b'{"instances": [{"open": 1, "high": 1, "low": 1, "\\u001b[31mkey\\n' + text + b'": 1}]}',
+        b'{"\\nforged line": 1, "instances": [[1, 1, 1]]}',
+    ]
+    heads += [post_head(len(v)) + v for v in values]
+    print("ready", flush=True)
+    while True:
+        for head in heads:
+            request(head)
+            time.sleep(0.002)
+
+
+{"bodies": bodies, "connections": connections, "injection": injection}[mode]()
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _limit_open_files():
+    resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES, OPEN_FILES))
+
+
+@pytest.fixture(scope="module")
+def server(trained, tmp_path_factory):
+    """`crypto-pipeline serve` with 1,024 open files: ``(port, log path, process)``."""
+    log_path = tmp_path_factory.mktemp("hostile") / "server.log"
+    port = _free_port()
+    command = [sys.executable, "-m", "crypto_pipeline.cli", "serve", "--model"]
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [*command, str(trained[0] / "model"), "--port", str(port)],
+            stdout=log,
+            stderr=log,
+            preexec_fn=_limit_open_files,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, log_path.read_text()[-3000:]
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/v1/models/crypto", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, "the server was not ready in 120 s"
+            time.sleep(0.2)
+        yield port, log_path, process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+class Traffic:
+    """Good traffic, each request on a new connection: latencies and failures."""
+
+    def __init__(self, port: int, expected: float):
+        self.port = port
+        self.expected = expected
+        self.predict: list[float] = []
+        self.health: list[float] = []
+        self.failures: list[str] = []
+
+    def _ask(self, method: str, path: str, body: bytes | None = None):
+        start = time.perf_counter()
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            headers = {"Content-Type": "application/json"} if body else {}
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            answer = response.read()
+        except OSError as exc:
+            self.failures.append(f"{method} {path}: {type(exc).__name__}")
+            return None
+        finally:
+            connection.close()
+        if response.status != 200:
+            self.failures.append(f"{method} {path}: {response.status} {answer[:200]!r}")
+            return None
+        return time.perf_counter() - start, answer
+
+    def _predictions(self, stop: threading.Event) -> None:
+        body = b'{"instances": [[100.0, 104.0, 97.0]]}'
+        while not stop.is_set():
+            result = self._ask("POST", "/v1/models/crypto:predict", body)
+            if result:
+                seconds, answer = result
+                if f"[{self.expected}]".encode() not in answer.replace(b" ", b""):
+                    self.failures.append(f"a wrong prediction: {answer[:200]!r}")
+                self.predict.append(seconds)
+
+    def _probes(self, stop: threading.Event) -> None:
+        paths = ["/v1/models/crypto", "/"]
+        while not stop.is_set():
+            result = self._ask("GET", paths[len(self.health) % 2])
+            if result:
+                self.health.append(result[0])
+            stop.wait(0.02)
+
+    def run(self, seconds: float) -> "Traffic":
+        stop = threading.Event()
+        threads = [
+            threading.Thread(target=work, args=(stop,))
+            for work in (self._predictions, self._probes)
+        ]
+        for thread in threads:
+            thread.start()
+        time.sleep(seconds)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        return self
+
+    def p99(self, kind: str) -> float:
+        """The 99th percentile of ``kind``'s latencies (infinite when none was answered)."""
+        latencies = getattr(self, kind)
+        return float(np.percentile(latencies, 99)) if latencies else float("inf")
+
+
+@contextmanager
+def hostile(mode: str, port: int):
+    """The hostile process, working the server until the block ends."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOSTILE, mode, str(port), str(HOSTILE_CONNECTIONS)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: os.nice(19),
+    )
+    try:
+        assert process.stdout.readline().strip() == "ready", process.stderr.read()[-2000:]
+        yield process
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+def expected_close(port: int) -> float:
+    response = requests.post(
+        f"http://127.0.0.1:{port}/v1/models/crypto:predict", json={"instances": [DAY]}, timeout=10
+    )
+    return response.json()["predictions"][0]
+
+
+def drill(server, mode: str) -> tuple[Traffic, Traffic, str]:
+    """Good traffic alone, then beside the hostile ``mode``; returns both and the new log."""
+    port, log_path, process = server
+    expected = expected_close(port)
+    quiet = Traffic(port, expected).run(QUIET_S)
+    start = log_path.stat().st_size
+    with hostile(mode, port):
+        loaded = Traffic(port, expected).run(LOADED_S)
+    time.sleep(0.5)
+    with open(log_path, "rb") as f:
+        f.seek(start)
+        log = f.read().decode("utf-8", "replace")
+    print(
+        f"\n{mode}: good predictions p99 {quiet.p99('predict') * 1000:.1f} ms alone, "
+        f"{loaded.p99('predict') * 1000:.1f} ms beside hostile clients "
+        f"({len(quiet.predict)} and {len(loaded.predict)} requests); health p99 "
+        f"{quiet.p99('health') * 1000:.1f} ms and {loaded.p99('health') * 1000:.1f} ms, "
+        f"max {max(loaded.health, default=float('inf')) * 1000:.0f} ms; {len(log):,} bytes of log"
+    )
+    assert process.poll() is None, "the server died"
+    assert quiet.failures == []
+    assert loaded.failures[:5] == [], f"{len(loaded.failures)} good requests failed"
+    assert len(loaded.predict) >= 100 and len(loaded.health) >= 50, "too few answers"
+    assert loaded.p99("predict") <= 3 * quiet.p99("predict")
+    assert loaded.p99("health") < 0.100 and max(loaded.health) < 1.0
+    assert "Traceback" not in log
+    return quiet, loaded, log
+
+
+def test_bodies_over_the_limits_leave_good_requests_and_health_alone(server):
+    _, _, log = drill(server, "bodies")
+    assert "over the limit of 4,194,304 bytes" in log
+    assert "more than the limit of 10,000 instances" in log
+
+
+def test_more_connections_than_files_leave_good_requests_and_health_alone(server):
+    _, _, log = drill(server, "connections")
+    lines = log.splitlines()
+    assert len(lines) < 20, log[:3000]  # a line per kind of event and interval, no storm
+    assert any("connections open, the limit" in line for line in lines), log[:3000]
+
+
+def test_slow_headers_get_a_408_within_the_header_timeout(server):
+    port, _, _ = server
+    silent = [socket.create_connection(("127.0.0.1", port), timeout=15) for _ in range(20)]
+    halves = [socket.create_connection(("127.0.0.1", port), timeout=15) for _ in range(20)]
+    for s in halves:
+        s.sendall(b"GET /v1/models/crypto HTTP/1.1\r\nHost: x\r\n")
+    deadline = time.monotonic() + 5 + 5  # the header timeout, and a margin
+    answers = []
+    for s in silent + halves:
+        try:
+            s.settimeout(max(deadline - time.monotonic(), 0.01))
+            answers.append(s.recv(4096))
+        except OSError as exc:
+            answers.append(f"no answer in 10 s ({type(exc).__name__})".encode())
+        s.close()
+    assert all(a.startswith(b"HTTP/1.1 408 ") for a in answers), answers[:3]
+    assert b"did not arrive within 5 s" in answers[0]
+
+
+LINE = re.compile(
+    r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (WARNING|INFO|ERROR) (refused|\d+ connections|closed)"
+)
+
+
+def test_log_injection_forges_no_line(server):
+    _, _, log = drill(server, "injection")
+    lines = log.splitlines()
+    assert sum("refused" in line for line in lines) > 50
+    assert [line for line in lines if not LINE.match(line)] == []
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202e]", log)
+    assert "%0A2026-01-01%2000:00:00,000%20WARNING%20forged" in log
