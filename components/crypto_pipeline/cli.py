@@ -22,6 +22,7 @@ from crypto_pipeline.config import (
     DEFAULT_TAG,
     RUNNERS,
     DeployConfig,
+    IngestConfig,
     PipelineConfig,
     Split,
     TrainConfig,
@@ -108,15 +109,15 @@ def _coin(given: str | None, header: Callable[[], Header | None], source: str, h
     return TransformConfig().coin
 
 
-def _readable_header(source: str) -> Header | None:
-    """A source's header, or ``None`` when it cannot be read from here.
+def _readable_header(source: str, max_seconds: float = IngestConfig.max_seconds) -> Header | None:
+    """A source's header, or ``None`` when it cannot be read from here (in ``max_seconds``).
 
     The ingest step (on this machine, or on the cluster) then reports why, in its own words.
     """
     from crypto_pipeline.ingest import source_header
 
     try:
-        return source_header(source)
+        return source_header(source, max_seconds)
     except PipelineError:
         return None
 
@@ -152,19 +153,17 @@ def _print_transform(stats: dict, output_dir: str) -> None:
 
 
 def _add_source_limits(parser: argparse.ArgumentParser) -> None:
-    from crypto_pipeline.ingest import DEFAULT_MAX_MB, DEFAULT_MAX_SECONDS
-
     parser.add_argument(
         "--max-source-mb",
         type=_positive(int),
-        default=DEFAULT_MAX_MB,
+        default=IngestConfig.max_mb,
         help="the most megabytes read from the source, after decompression; more is an "
         "error (default: %(default)s)",
     )
     parser.add_argument(
         "--max-source-seconds",
         type=_positive(float),
-        default=DEFAULT_MAX_SECONDS,
+        default=IngestConfig.max_seconds,
         help="the longest the source may take to read, in seconds (default: %(default)s)",
     )
 
@@ -320,7 +319,10 @@ def _cmd_run(args: argparse.Namespace) -> None:
     config = PipelineConfig(
         source_uri=args.source,
         pipeline_root=args.pipeline_root,
-        transform=_transform_config(args, args.source, lambda: _readable_header(args.source)),
+        ingest=IngestConfig(max_mb=args.max_source_mb, max_seconds=args.max_source_seconds),
+        transform=_transform_config(
+            args, args.source, lambda: _readable_header(args.source, args.max_source_seconds)
+        ),
         tune=tune,
         train=train,
         runner=args.runner,
@@ -585,6 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="CSV to ingest: path, file://, http(s)://, gs:// or s3://; "
         "'sample' (the default) is the bundled synthetic sample",
     )
+    _add_source_limits(p)
     p.add_argument(
         "--pipeline-root",
         default=PipelineConfig().pipeline_root,

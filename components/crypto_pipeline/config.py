@@ -101,6 +101,32 @@ class TransformConfig:
 
 
 @dataclass(frozen=True)
+class IngestConfig:
+    """How much of a source the ingest step reads before it calls it endless.
+
+    Attributes:
+        max_mb: The most megabytes (MiB, counted after decompression) copied from the
+            source: five times the largest real source (a few hundred MB), far below
+            what fills a disk.
+        max_seconds: The longest the source may take to read, in all: a 300 MB file over a
+            1 Mbit/s link takes 40 minutes.
+    """
+
+    max_mb: int = 2048
+    max_seconds: float = 3600
+
+    def __post_init__(self):
+        _positive(max_source_mb=self.max_mb)
+        if isinstance(self.max_seconds, bool) or not (
+            isinstance(self.max_seconds, int | float) and 0 < self.max_seconds < float("inf")
+        ):
+            raise ConfigError(
+                f"max_source_seconds={self.max_seconds!r} must be a number of seconds above 0",
+                "pass --max-source-seconds with a positive number, e.g. --max-source-seconds 3600",
+            )
+
+
+@dataclass(frozen=True)
 class TuneConfig:
     """How the local hyperparameter search runs (Katib uses the same search space).
 
@@ -212,6 +238,7 @@ class PipelineConfig:
             ``gs://`` or ``s3://``. The default, ``sample``, is the bundled synthetic sample.
         pipeline_root: Local folder for run folders, artifacts, the step cache and the
             registered models.
+        ingest: How much of the source the ingest step reads at most.
         transform: Settings of the transform step.
         tune: Settings of the hyperparameter search.
         train: Settings of the final training.
@@ -224,6 +251,7 @@ class PipelineConfig:
 
     source_uri: str = "sample"
     pipeline_root: str = "runs"
+    ingest: IngestConfig = field(default_factory=IngestConfig)
     transform: TransformConfig = field(default_factory=TransformConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -49,6 +49,7 @@ from urllib.parse import urlsplit
 
 import fsspec
 
+from crypto_pipeline.config import IngestConfig
 from crypto_pipeline.errors import (
     PipelineError,
     SchemaError,
@@ -63,12 +64,10 @@ RAW_FILE_NAME = "crypto-markets.csv"
 MANIFEST_NAME = "ingest.json"
 _CHUNK = 1 << 20
 _HTTP_TIMEOUT_S = 30
-DEFAULT_MAX_MB = 2048
-"""The most megabytes (MiB, after decompression) ingest copies: five times the largest
-real source (a few hundred MB), far below what fills a disk; ``--max-source-mb`` raises it."""
-DEFAULT_MAX_SECONDS = 3600
-"""The longest ingest reads a source, in seconds: a 300 MB file over a 1 Mbit/s link takes
-40 minutes; ``--max-source-seconds`` raises it."""
+DEFAULT_MAX_MB = IngestConfig.max_mb
+"""The most megabytes ingest copies (``IngestConfig``); ``--max-source-mb`` raises it."""
+DEFAULT_MAX_SECONDS = IngestConfig.max_seconds
+"""The longest ingest reads a source (``IngestConfig``); ``--max-source-seconds`` raises it."""
 MAX_MB_FLAG = "--max-source-mb"
 MAX_SECONDS_FLAG = "--max-source-seconds"
 
@@ -82,7 +81,8 @@ _SECRET_PARAM = re.compile(
 def mask_credentials(text: str) -> str:
     """TEXT with the credentials of any URL in it masked: ``user:pass@`` and secret parameters.
 
-    ``https://me:pw@host/f.csv?token=abc`` becomes ``https://***@host/f.csv?token=***``.
+    The ``user:pass@`` of a URL becomes ``***@``, and the value of a parameter such as
+    ``token=`` becomes ``***``.
     """
     return _SECRET_PARAM.sub(r"\1***", _USERINFO.sub("***@", text))
 

@@ -48,6 +48,8 @@ def pipeline_arguments(config: PipelineConfig) -> dict[str, Any]:
     """The pipeline's parameters as ``config`` sets them (names as in ``build_pipeline``)."""
     return {
         "source_uri": config.source_uri,
+        "max_source_mb": config.ingest.max_mb,
+        "max_source_seconds": float(config.ingest.max_seconds),
         "coin": config.transform.coin,
         "date_format": config.transform.date_format,
         "split": str(config.transform.split),
@@ -109,6 +111,8 @@ def build_pipeline(
     def crypto_pipeline(
         source_uri: str = d["source_uri"],
         source_fingerprint: str = "",
+        max_source_mb: int = d["max_source_mb"],
+        max_source_seconds: float = d["max_source_seconds"],
         coin: str = d["coin"],
         date_format: str = d["date_format"],
         split: str = d["split"],
@@ -126,7 +130,10 @@ def build_pipeline(
         ready_timeout: int = d["ready_timeout"],
     ) -> Outputs:
         ingest_task = ingest_op(
-            source_uri=source_uri, source_fingerprint=source_fingerprint
+            source_uri=source_uri,
+            source_fingerprint=source_fingerprint,
+            max_source_mb=max_source_mb,
+            max_source_seconds=max_source_seconds,
         ).set_display_name("1 ingest")
         transform_task = transform_op(
             raw=ingest_task.outputs["raw"],

@@ -8,22 +8,30 @@ function's source to its container, so imports live inside the functions.
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
 
-def ingest_step(source_uri: str, source_fingerprint: str, raw: Output[Dataset]):
+def ingest_step(
+    source_uri: str,
+    source_fingerprint: str,
+    raw: Output[Dataset],
+    max_source_mb: int = 2048,  # IngestConfig's defaults (a test holds them equal)
+    max_source_seconds: float = 3600.0,
+):
     """Step 1: copy the source CSV into the run's artifacts.
 
-    ``source_fingerprint`` (``ingest.source_fingerprint``) is what the source held when the
-    run started: it changes when the data changes, so a cache never serves stale data.
+    It reads at most ``max_source_mb`` megabytes in at most ``max_source_seconds``
+    (``IngestConfig``). ``source_fingerprint`` (``ingest.source_fingerprint``) is what the
+    source held when the run started: it changes when the data changes, so a cache never
+    serves stale data.
     """
     import time
 
     from crypto_pipeline.ingest import ingest
 
     started = time.perf_counter()
-    result = ingest(source_uri, raw.path)
+    result = ingest(source_uri, raw.path, max_source_mb, max_source_seconds)
     print(result.describe())
     raw.metadata.update(
         {
-            "source_uri": source_uri,
+            "source_uri": result.source_uri,  # credentials masked
             "source_fingerprint": source_fingerprint,
             "sha256": result.sha256,
             "bytes": result.bytes,

@@ -36,7 +36,7 @@ def bomb() -> bytes:
     return b"".join([*parts, packer.flush()])
 
 
-SECRET = "s3cret-pw"
+SECRET = "s3cret-pw"  # pragma: allowlist secret
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

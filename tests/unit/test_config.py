@@ -2,6 +2,7 @@ import pytest
 
 from crypto_pipeline.config import (
     SEED_MAX,
+    IngestConfig,
     PipelineConfig,
     Split,
     TrainConfig,
@@ -61,3 +62,29 @@ def test_one_rule_per_value_in_tune_and_train(make, field, value, fix):
 @pytest.mark.parametrize("seed", [0, 42, SEED_MAX])
 def test_every_seed_the_libraries_take_is_accepted(seed):
     assert TuneConfig(seed=seed).seed == TrainConfig(seed=seed).seed == seed
+
+
+def test_the_ingest_steps_defaults_are_the_ingest_configs():
+    """The step's source is shipped to its container on its own: its defaults are literals."""
+    import inspect
+
+    from crypto_pipeline import steps
+
+    parameters = inspect.signature(steps.ingest_step).parameters
+    assert parameters["max_source_mb"].default == IngestConfig().max_mb
+    assert parameters["max_source_seconds"].default == IngestConfig().max_seconds
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"max_mb": 0}, "max_source_mb=0"),
+        ({"max_seconds": 0}, "max_source_seconds=0"),
+        ({"max_seconds": float("nan")}, "max_source_seconds=nan"),
+        ({"max_seconds": True}, "max_source_seconds=True"),
+    ],
+)
+def test_source_limits_are_positive(settings, named):
+    with pytest.raises(ConfigError, match=named) as raised:
+        IngestConfig(**settings)
+    assert "--max-source" in raised.value.fix
