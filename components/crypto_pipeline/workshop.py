@@ -390,12 +390,12 @@ def comparable(output: str) -> str:
     """A command's output with what changes from run to run (ids, times, sizes) masked.
 
     BuildKit's progress (``#1 [internal] load …``) numbers its steps in the order they
-    finish, which two runs may not share: its lines are compared without the numbers, as a
-    sorted set.
+    start, and prints them in the order they finish, neither of which two runs share: its
+    lines are compared without the numbers, as a sorted set.
     """
     for pattern, mask in _VOLATILE:
         output = pattern.sub(mask, output)
-    if output.startswith("#1 "):
+    if _BUILDKIT_STEP.match(output):  # the first step to finish, whichever it is
         lines = set(_BUILDKIT_STEP.sub("#N ", output).splitlines()) - {""}
         # a status printed while it ran, then again once done (`writing image …`): once
         output = "\n".join(sorted(line for line in lines if f"{line} done" not in lines))

@@ -355,6 +355,11 @@ def test_comparable_reads_buildkit_steps_in_any_order_cached_or_not():
     )
     assert workshop.comparable(first) == workshop.comparable(second)
     assert workshop.comparable(first) != workshop.comparable(second.replace("echo hi", "echo ho"))
+    # the step printed first need not be #1: here #2 finished first
+    one_first = "#1 [internal] load .dockerignore\n#1 DONE 0.0s\n\n#2 exporting to image\n"
+    two_first = "#2 exporting to image\n\n#1 [internal] load .dockerignore\n#1 DONE 0.0s\n"
+    assert workshop.comparable(two_first) == workshop.comparable(one_first)
+    assert "#N exporting to image" in workshop.comparable(two_first)
 
 
 def available(name="Docker engine"):
