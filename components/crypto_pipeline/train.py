@@ -298,6 +298,21 @@ def save_figure(fig, path: Path) -> str:
     return path.name
 
 
+def _check_comparable(baselines: dict[str, dict[str, float]], data_dir: Any) -> None:
+    """Refuses test days that a baseline predicts exactly: no model can be compared with it.
+
+    Prices that never move (every day's open, high, low and close the same) do this.
+    """
+    exact = [name for name, metrics in baselines.items() if metrics["rmse"] == 0]
+    if exact:
+        raise DataError(
+            f"the test split in {data_dir} is predicted exactly by the {exact[0]} baseline "
+            "(its RMSE is 0): the prices do not move as a market's do, so there is nothing "
+            "to learn and nothing to compare a model with",
+            "use a source with real market days (this one's prices may be constant)",
+        )
+
+
 def train(
     data_dir: str | os.PathLike[str],
     params: Params,
@@ -316,11 +331,18 @@ def train(
         The contents of ``metrics.json``.
 
     Raises:
-        SourceError, DataError: The splits are missing or too small.
+        SourceError, DataError: The splits are missing or too small, or a baseline
+            predicts the test split exactly (prices that never move).
         TrainingError: The loss diverged; nothing is exported.
     """
     config = config or TrainConfig()
     splits = load_splits(data_dir)
+    actual = splits.test["close"].to_numpy(np.float64)
+    baselines = {
+        name: regression_metrics(values, actual)
+        for name, values in baseline_predictions(splits).items()
+    }
+    _check_comparable(baselines, data_dir)
     x_train, y_train = splits.xy("train")
     scaler = Standardizer.fit(x_train, y_train)
     result = fit(
@@ -335,13 +357,8 @@ def train(
     serving = build_serving(result.core, scaler)
     test = splits.test
     predicted = serving.predict(features.price_matrix(test), verbose=0).ravel()
-    actual = test["close"].to_numpy(np.float64)
     model_metrics = regression_metrics(predicted, actual)
     eval_predicted = serving.predict(features.price_matrix(splits.eval), verbose=0).ravel()
-    baselines = {
-        name: regression_metrics(values, actual)
-        for name, values in baseline_predictions(splits).items()
-    }
     metrics = {
         **{f"test_{k}": v for k, v in model_metrics.items()},
         "test_rows": len(test),

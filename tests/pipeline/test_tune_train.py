@@ -341,6 +341,18 @@ def test_too_few_rows_names_the_minimum(csv_file, tmp_path):
     assert "--split" in err.value.fix
 
 
+def test_prices_that_never_move_are_refused_before_training(csv_file, tmp_path):
+    """Every day the same prices: a baseline is exact, and no ratio to it exists."""
+    transform(csv_file([row(d) for d in days(60)]), tmp_path / "data")
+    with pytest.raises(DataError) as err:
+        train(tmp_path / "data", Params(), tmp_path / "out", QUICK_TRAIN)
+    assert "is predicted exactly by the least_squares baseline (its RMSE is 0)" in (
+        err.value.problem
+    )
+    assert "real market days" in err.value.fix
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_empty_split_is_refused(csv_file, tmp_path):
     transform(csv_file([row(d) for d in days(60)]), tmp_path / "data")
     (split_path(tmp_path / "data", "eval")).write_text(
