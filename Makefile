@@ -107,9 +107,12 @@ sample: setup  ## regenerate the bundled synthetic sample
 lock: setup-dev  ## re-resolve every platform's locks (locks/) and conda files from pyproject.toml
 	$(BIN)/python scripts/lock.py
 
-clean:  ## remove run folders, the cache and the built site; keeps .venv and the registered models (MODELS=delete: those too)
+clean:  ## remove run folders, the cache and the built site; keeps .venv and every registered model (a `models` folder; MODELS=delete: those too)
 	@if [ "$(MODELS)" = delete ]; then rm -rf runs; \
-	else for root in runs runs/docker; do \
-	  [ -d $$root ] && find $$root -mindepth 1 -maxdepth 1 ! -name models ! -path runs/docker -exec rm -rf {} +; \
-	done; [ -d runs/models ] && echo "kept the registered models in runs/models (make clean MODELS=delete removes them)"; fi; true
+	elif [ -d runs ]; then \
+	  find runs -mindepth 1 ! -type d ! -path '*/models/*' -delete; \
+	  find runs -mindepth 1 -depth -type d -empty ! -name models ! -path '*/models/*' -delete; \
+	  if find runs -type d -name models | grep -q .; then \
+	    echo "kept the registered models: $$(find runs -type d -name models | tr '\n' ' ')(make clean MODELS=delete removes them)"; fi; \
+	fi
 	rm -rf build

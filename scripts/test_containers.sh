@@ -801,7 +801,7 @@ check_docker_kill() {  # kill -9 of a docker run mid-step, every core busy: its 
     kill -9 "$pid" 2> /dev/null
     return 0
   fi
-  for ((i = 0; i < $(nproc); i++)); do
+  for ((i = 0; i < $(getconf _NPROCESSORS_ONLN); i++)); do
     python3 -c 'while True: pass' &
     burners+=($!)
   done

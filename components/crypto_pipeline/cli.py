@@ -101,8 +101,11 @@ def _coin(given: str | None, header: Callable[[], Header | None], source: str, h
         return given
     found = header()
     if found is not None and found.single_asset:
+        from crypto_pipeline.ingest import mask_credentials
+
         raise ConfigError(
-            f"{source} is {found.describe_format()}: it has no coin column, so it does "
+            f"{mask_credentials(source)} is {found.describe_format()}: it has no coin "
+            "column, so it does "
             "not say which coin it holds",
             f"name the asset, e.g. {how} (the name becomes the rows' slug)",
         )
@@ -356,6 +359,7 @@ def _cmd_compile(args: argparse.Namespace) -> None:
 def _cmd_submit(args: argparse.Namespace) -> None:
     import os
 
+    from crypto_pipeline.ingest import mask_credentials
     from crypto_pipeline.submit import (
         COOKIE_ENV,
         pipeline_parameters,
@@ -404,14 +408,15 @@ def _cmd_submit(args: argparse.Namespace) -> None:
     except PipelineError:
         raise
     except Exception as exc:  # the KFP client raises many types for an unreachable host
-        raise refused(exc, args.host) or PipelineError(
-            f"could not submit to {args.host}: {type(exc).__name__}: {exc}",
+        host = mask_credentials(args.host)
+        raise refused(exc, host) or PipelineError(
+            f"could not submit to {host}: {type(exc).__name__}: {mask_credentials(str(exc))}",
             "check --host (e.g. http://localhost:8080 after `kubectl -n kubeflow port-forward "
             "svc/ml-pipeline-ui 8080:80` on KFP standalone; http://localhost:8080/pipeline "
             "through Kubeflow's ingress) and that Kubeflow Pipelines runs there",
         ) from None
     print(
-        f"submitted run {result.run_id} to {args.host} "
+        f"submitted run {result.run_id} to {mask_credentials(args.host)} "
         f"(namespace {namespace}, experiment {args.experiment}"
         + (
             f"; source fingerprint {arguments['source_fingerprint']})"

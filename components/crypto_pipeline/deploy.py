@@ -217,12 +217,26 @@ def _publish_local(staging: Path, model_root: Path) -> int:
         return version
 
 
+def _copy_model(model_dir: Path, staging: Path) -> None:
+    """Copies the model folder; an entry that cannot be copied is named, with the fix."""
+    try:
+        shutil.copytree(model_dir, staging)
+    except shutil.Error as exc:  # each entry that failed: (source, target, why)
+        entries = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+        first = f"{entries[0][0]}: {entries[0][2]}" if entries else str(exc)
+        raise ConfigError(
+            f"the model in {model_dir} cannot be copied: {first}",
+            "deploy a model folder as train writes it (no links, pipes or unreadable files "
+            "in it): train it again (make pipeline) or pass --model with another folder",
+        ) from None
+
+
 def _register_local(model_dir: Path, registry_uri: str, name: str) -> tuple[int, str, tuple]:
     model_root = _model_root(registry_uri, name)
     with _deploy_lock(model_root):
         staging = model_root / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
         try:
-            shutil.copytree(model_dir, staging)
+            _copy_model(model_dir, staging)
             smoke = smoke_test(str(staging), str(model_dir))
             version = _publish_local(staging, model_root)
         finally:

@@ -71,7 +71,7 @@ DEFAULT_MAX_SECONDS = IngestConfig.max_seconds
 MAX_MB_FLAG = "--max-source-mb"
 MAX_SECONDS_FLAG = "--max-source-seconds"
 
-_USERINFO = re.compile(r"(?<=://)[^/?#@\s]+@")
+_USERINFO = re.compile(r"(?<=://)[^/?#\s]*@")  # to the last @: a password may hold one
 _SECRET_PARAM = re.compile(
     r"(?i)([?&][\w.-]*(?:token|key|secret|passw|signature|sig|credential|auth)[\w.-]*=)"
     r"(?!\*\*\*)[^&#\s]*"

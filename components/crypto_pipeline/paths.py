@@ -47,8 +47,8 @@ def check_output(path: str | os.PathLike[str], flag: str, kind: OutputKind) -> N
         kind: ``folder`` when the command writes into it, ``file`` when it writes it.
 
     Raises:
-        ConfigError: PATH is a file where a folder is needed, a folder where a file is
-            needed, or lies below a file.
+        ConfigError: PATH is a file where a folder is needed, a folder (or a FIFO, device
+            or socket) where a file is needed, or lies below a file.
     """
     text = os.fspath(path)
     if _is_bucket(text):
@@ -68,6 +68,11 @@ def check_output(path: str | os.PathLike[str], flag: str, kind: OutputKind) -> N
         raise ConfigError(
             f"{flag} {text} is a folder; {flag} takes the path of a file to write",
             f"pass {flag} the path of a file to write (a new name inside {text} will do)",
+        )
+    if kind == "file" and os.path.exists(text) and not os.path.isfile(text):
+        raise ConfigError(  # a FIFO, a device or a socket: writing would wait or go astray
+            f"{flag} {text} is not a regular file (a named pipe, device or socket)",
+            f"pass {flag} the path of a regular file to write, or a new name",
         )
 
 

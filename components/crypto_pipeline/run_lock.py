@@ -81,7 +81,9 @@ def _remove_containers(run_name: str) -> int:
         import docker
 
         client = docker.from_env()
-        containers = client.containers.list(filters={"label": f"{RUN_LABEL}={run_name}"})
+        containers = client.containers.list(  # created but not started yet: those too
+            all=True, filters={"label": f"{RUN_LABEL}={run_name}"}
+        )
     except Exception:  # no engine, or none reachable: then no container of this run runs
         return 0
     for container in containers:
@@ -130,6 +132,10 @@ def wait_and_stop(lock_path: Path, runner: str) -> int:
     What it stopped, if anything, is added to the run's ``kfp-local.log``.
     """
     lock_path = Path(lock_path)
+    import psutil  # noqa: F401  imported now, not in the seconds after the run ends
+
+    if runner == "docker":
+        import docker  # noqa: F401
     with open(lock_path) as lock:
         fcntl.flock(lock, fcntl.LOCK_SH)  # blocks, without a clock, until the run ends
         stopped = stop_steps(lock_path.parent.name, runner)

@@ -115,6 +115,12 @@ def _token_from(path: str, named: str, given_by: str) -> str:
         raise ConfigError(f"{named} is not text: not a token", fix) from None
     if not token:
         raise ConfigError(f"{named} is empty", f"write the token into it, or {fix}")
+    if any(ch.isspace() or not ch.isprintable() for ch in token):
+        raise ConfigError(  # a header cannot carry it, and its text must not be shown
+            f"{named} holds more than one word (spaces, line breaks or control characters): "
+            "not a token",
+            fix,
+        )
     return token
 
 

@@ -6,6 +6,7 @@ process."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -133,6 +134,19 @@ def test_a_folder_where_a_file_is_needed(in_the_way, command, below):
     out = file / "out.yaml" if below else folder
     assert_refused(cli(*file_output(command, str(out))), FILE_FLAGS[command])
     assert unharmed(file, folder)
+
+
+@pytest.mark.parametrize("link", [False, True], ids=["fifo", "link-to-fifo"])
+@pytest.mark.parametrize("command", list(FILE_FLAGS))
+def test_a_named_pipe_where_a_file_is_needed_is_refused_without_waiting(tmp_path, command, link):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    out = fifo
+    if link:
+        out = tmp_path / "link"
+        out.symlink_to(fifo)
+    lines = assert_refused(cli(*file_output(command, str(out))), FILE_FLAGS[command])
+    assert any("not a regular file" in line for line in lines)
 
 
 def test_a_folder_inside_the_output_where_a_file_goes_is_named(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import re
 import shutil
 import signal
@@ -134,6 +135,24 @@ def test_a_deploy_whose_model_fails_its_smoke_test_leaves_the_registry_as_it_was
     # The next good deploy takes the next number after the last good version.
     rc, out, _ = finished(deploy(model, str(registry), tmp_path / "out"))
     assert rc == 0 and _registered(out) == ["2"]
+
+
+@pytest.mark.parametrize("odd", ["dangling link", "named pipe"])
+def test_a_model_folder_holding_what_cannot_be_copied_is_named(model, tmp_path, odd):
+    registry = tmp_path / "registry"
+    register(model, str(registry))
+    before = versions(registry)
+    odd_model = tmp_path / "odd"
+    shutil.copytree(model, odd_model)
+    if odd == "dangling link":
+        (odd_model / "notes").symlink_to(tmp_path / "nowhere")
+    else:
+        os.mkfifo(odd_model / "notes")
+    rc, out, err = finished(deploy(odd_model, str(registry), tmp_path / "out"), timeout_s=120)
+    assert rc == 1 and "registered version" not in out
+    assert err.startswith(f"error: the model in {odd_model} cannot be copied: "), err
+    assert "\n  fix: deploy a model folder as train writes it" in err
+    assert versions(registry) == before and staged(registry) == []
 
 
 def test_a_killed_deploys_leftovers_are_removed_by_the_next_deploy(model, tmp_path):
@@ -268,3 +287,30 @@ def test_serve_with_a_broken_latest_summary_is_an_error_with_a_fix(tmp_path, con
         f"error: {summary} is not a run's summary (unreadable or cut short)\n"
         "  fix: run the pipeline again (`make pipeline`), or pass --model DIR\n"
     )
+
+
+def test_make_clean_keeps_every_registered_model_unless_asked(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy(root / name, tmp_path / name)
+    kept = ["runs/models/crypto/1/saved_model.pb", "runs/docker/models/crypto/1/saved_model.pb"]
+    kept += ["runs/notebooks/crypto/models/crypto/2/saved_model.pb"]
+    gone = ["runs/crypto-pipeline-a/train-step/model/saved_model.pb", "runs/.kfp_cache/e.json"]
+    gone += ["runs/notebooks/crypto/crypto-pipeline-b/ingest-step/raw/x.csv", "build/site/i.html"]
+    for name in kept + gone:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    (tmp_path / "runs/models/crypto/1/assets").mkdir()  # an empty folder a model may hold
+    (tmp_path / "runs/latest").symlink_to("crypto-pipeline-a")
+    done = subprocess.run(["make", "-s", "clean"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "kept the registered models" in done.stdout
+    assert all((tmp_path / name).is_file() for name in kept)
+    assert (tmp_path / "runs/models/crypto/1/assets").is_dir()
+    assert not any((tmp_path / name).exists() for name in gone)
+    assert not (tmp_path / "runs/latest").is_symlink()
+    assert not (tmp_path / "runs/crypto-pipeline-a").exists()
+    done = subprocess.run(
+        ["make", "-s", "clean", "MODELS=delete"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0 and not (tmp_path / "runs").exists()

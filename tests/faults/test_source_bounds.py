@@ -283,3 +283,34 @@ def test_credentials_in_a_source_url_are_never_shown(server, tmp_path, path, phr
     assert "://***@127.0.0.1" in output and "token=***&x=1" in output, output
     if status == 0:
         assert SECRET not in (out / "ingest.json").read_text()
+
+
+def test_a_token_of_several_lines_is_refused_without_showing_it(package, tmp_path):
+    token = tmp_path / "token"
+    token.write_text(f"{SECRET}\nsecond-line-{SECRET}\n")
+    status, output, _ = cli(
+        "submit",
+        "--host",
+        "http://127.0.0.1:9",
+        "--package",
+        str(package),
+        "--token-file",
+        str(token),
+    )
+    assert_failed(status, output, f"the token file {token} (--token-file) holds more than one")
+    assert SECRET not in output, output
+
+
+def test_a_host_with_a_password_is_not_echoed(package):
+    status, output, _ = cli(
+        "submit", "--host", f"http://alice:{SECRET}@127.0.0.1:9", "--package", str(package)
+    )
+    assert status == 1 and "error: " in output and "fix: " in output, output
+    assert SECRET not in output and "***@127.0.0.1:9" in output, output
+
+
+def test_a_password_holding_an_at_sign_is_masked_whole():
+    from crypto_pipeline.ingest import mask_credentials
+
+    masked = mask_credentials("https://u:p@ss@host/f.csv")  # pragma: allowlist secret
+    assert masked == "https://***@host/f.csv"
