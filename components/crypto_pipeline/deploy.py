@@ -728,15 +728,17 @@ def deploy(
         remote = _is_remote(model_uri)
         version_uri = cluster_uri(f"{model_uri.rstrip('/')}/model") if remote else str(model_dir)
         request, response = smoke_test(str(model_dir))
+    accepted: list[bool] = []  # once the cluster holds a manifest naming the version
     try:
         return _describe_and_apply(
             Deployment(MODEL_NAME, version, version_uri, "", request, response, "", False),
             Path(output_dir),
             config,
             api_client,
+            accepted,
         )
-    except BaseException:  # a deploy that failed registers nothing
-        if version is not None:
+    except BaseException:  # a deploy that failed registers nothing the cluster does not use
+        if version is not None and not accepted:
             unregister(config.registry_uri, version)
         raise
 
@@ -770,9 +772,14 @@ def _storage_uri(config: DeployConfig, version_uri: str, version: int | None) ->
 
 
 def _describe_and_apply(
-    tested: Deployment, out: Path, config: DeployConfig, api_client
+    tested: Deployment, out: Path, config: DeployConfig, api_client, accepted: list[bool]
 ) -> Deployment:
-    """Writes the manifest (and, for ``cluster``, applies it) and ``deployment.json``."""
+    """Writes the manifest (and, for ``cluster``, applies it) and ``deployment.json``.
+
+    ``accepted`` gets an entry once the cluster accepted the manifest: from then on the
+    InferenceService names the version, which must stay registered even if it never
+    becomes ready (the error then says so).
+    """
     storage = _storage_uri(config, tested.version_uri, tested.version)
     deploy_id = uuid.uuid4().hex if config.target == "cluster" else ""
     manifest = inference_service(storage, config, deploy_id)
@@ -785,9 +792,18 @@ def _describe_and_apply(
         api_client = api_client or api_client_from_environment()
         try:
             apply(manifest, api_client)
+            accepted.append(True)
             wait_until_served(manifest, api_client, config.ready_timeout)
         except client.ApiException as exc:
             raise _api_error(exc, config.namespace) from None
+        except PipelineError as exc:
+            if tested.version is None or not accepted:
+                raise
+            raise PipelineError(
+                f"{exc.problem} (version {tested.version} stays registered: the "
+                "InferenceService names it)",
+                exc.fix,
+            ) from None
         applied = True
     result = Deployment(
         **{

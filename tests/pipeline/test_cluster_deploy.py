@@ -4,6 +4,7 @@ import json
 import re
 from types import SimpleNamespace
 
+import fsspec
 import pytest
 import yaml
 from kubernetes import client
@@ -124,6 +125,9 @@ def test_a_crash_looping_predictor_fails_the_deploy_with_its_own_reason(
     assert "its last log line: error: /mnt/models holds no SavedModel" in message
     assert "kubectl -n kubeflow describe inferenceservice crypto" in message
     assert not (tmp_path / "out" / "deployment.json").exists()  # no record of a served model
+    # The cluster accepted a manifest naming version 1: it stays, and the error says so.
+    assert "version 1 stays registered: the InferenceService names it" in message
+    assert fsspec.filesystem("memory").isfile("memory://crash/crypto/1/saved_model.pb")
 
 
 def test_a_storage_initializer_that_fails_is_named(httpserver):
