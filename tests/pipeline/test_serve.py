@@ -538,3 +538,18 @@ def test_over_the_limit_the_longest_waiting_connection_is_closed(bounded_server)
     assert closed_within(silent[3], 0.1) is None  # the newest still waits
     for s in silent:
         s.close()
+
+
+@pytest.mark.parametrize("shape", ["one object of many keys", "one list of many values"])
+def test_a_body_of_few_instances_but_very_many_keys_is_refused_unparsed(server, shape):
+    """Three brackets, 200,000 keys: parsing and checking it would hold up health answers."""
+    many = (
+        {"instances": [{f"k{i}": 1 for i in range(200_000)}]}
+        if shape.startswith("one object")
+        else {"instances": [[1] * 200_000]}
+    )
+    refused = post(server, many)
+    assert refused.status_code == 400
+    assert "more values and keys than 10,000 instances" in refused.json()["error"]
+    good = post(server, {"instances": [{"open": 100, "high": 104, "low": 97}] * MAX_INSTANCES})
+    assert good.status_code == 200
