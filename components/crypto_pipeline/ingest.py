@@ -366,12 +366,20 @@ def _options(uri: str, max_seconds: float) -> dict[str, Any]:
     return {"client_kwargs": {"timeout": timeout}}
 
 
+def _local_path(uri: str) -> Path | None:
+    """The path of a source on this machine (a plain path, ``file://``, ``local://``)."""
+    if not _has_scheme(uri):
+        return Path(uri).expanduser()
+    scheme, _, rest = uri.partition("://")
+    return Path(rest).expanduser() if scheme.lower() in ("file", "local") else None
+
+
 def _open_source(uri: str, max_seconds: float = DEFAULT_MAX_SECONDS):
     """Opens the source for binary reading, with errors that say how to fix them."""
     if uri == SAMPLE_SOURCE:
         uri = str(SAMPLE_PATH)
-    if not _has_scheme(uri) or uri.startswith("file://"):
-        uri = str(regular_file(Path(uri.removeprefix("file://")).expanduser(), uri))
+    if (local := _local_path(uri)) is not None:
+        uri = str(regular_file(local, uri))
     elif "::" not in uri:  # a chained URL names several protocols; fsspec checks those
         try:
             fsspec.get_filesystem_class(uri.split("://", 1)[0].lower())
@@ -699,8 +707,7 @@ def source_fingerprint(source_uri: str) -> str:
     """
     uri = str(SAMPLE_PATH) if source_uri == SAMPLE_SOURCE else source_uri
     unknown = f"unknown:{time.time_ns()}"
-    if not _has_scheme(uri) or uri.startswith("file://"):
-        path = Path(uri.removeprefix("file://")).expanduser()
+    if (path := _local_path(uri)) is not None:
         if not path.exists():
             return unknown
         return f"sha256:{_sha256(regular_file(path, source_uri))}"

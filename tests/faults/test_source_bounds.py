@@ -216,9 +216,11 @@ def fifo(tmp_path):
     return path
 
 
-def test_a_fifo_as_ingest_source_is_refused_at_once(fifo, tmp_path):
+@pytest.mark.parametrize("scheme", ["", "file://", "local://"])
+def test_a_fifo_as_ingest_source_is_refused_at_once(fifo, tmp_path, scheme):
     out = tmp_path / "out"
-    status, output, _ = cli("ingest", "--source", str(fifo), "--output-dir", str(out), timeout=60)
+    source = f"{scheme}{fifo}"
+    status, output, _ = cli("ingest", "--source", source, "--output-dir", str(out), timeout=60)
     assert_failed(status, output, f"source {fifo} is a named pipe (FIFO)", "cat SOURCE >")
     assert_kept_nothing(out)
 
