@@ -926,11 +926,21 @@ check_workshop() {  # the workshop image: JupyterLab answers, and the notebooks 
     docker logs "$name" 2>&1 | tail -15 >&2
     return 0
   fi
-  if wget -q -O - "http://127.0.0.1:$port/lab/tree/notebooks/01-introduction.ipynb?token=$token" |
-    grep -q "JupyterLab"; then
+  local page="http://127.0.0.1:$port/lab/tree/notebooks/01-introduction.ipynb?token=$token"
+  local loaded=0
+  for _ in $(seq 1 30); do  # the API answers a moment before the lab's page is built
+    if wget -q -O - "$page" | grep -q "JupyterLab"; then
+      loaded=1
+      break
+    fi
+    sleep 1
+  done
+  if ((loaded)); then
     pass "the lab page of notebooks/01-introduction.ipynb loads"
   else
-    fail "the lab page of notebook 01 did not load"
+    fail "the lab page of notebook 01 did not load within 30 s"
+    wget -S -O /dev/null "$page" 2>&1 | grep -m3 'HTTP/\|ERROR' >&2 || true
+    docker logs "$name" 2>&1 | tail -15 >&2
   fi
   if wget -q -O /dev/null "http://127.0.0.1:$port/api/contents" 2> /dev/null; then
     fail "JupyterLab answered without its token"
