@@ -457,6 +457,22 @@ class _Guard:
         self.max_separators = 8 * MAX_INSTANCES + 64
         """Commas and colons: 10,000 instances of three named prices use under 60,000;
         a body of a few objects with hundreds of thousands of keys is refused unparsed."""
+        self.counted = (  # what _read_body counts as the body arrives: marks, limit, refusal
+            (
+                (b"[", b"{"),
+                self.max_brackets,
+                f"the body holds more than the limit of {MAX_INSTANCES:,} instances (it "
+                f"opens over {self.max_brackets:,} lists and objects): send them in "
+                "smaller batches",
+            ),
+            (
+                (b",", b":"),
+                self.max_separators,
+                f"the body holds more values and keys than {MAX_INSTANCES:,} instances "
+                f"of three prices can (over {self.max_separators:,} commas and "
+                "colons): send each instance as its three prices, in smaller batches",
+            ),
+        )
         self.routes = _routes(model_name)
         self.predict_path = f"/v1/models/{model_name}:predict"
 
@@ -539,7 +555,7 @@ class _Guard:
         Commas and colons are counted the same way (``max_separators``), so few objects
         with very many keys or values are refused too.
         """
-        chunks, size, brackets, separators = [], 0, 0, 0
+        chunks, size, counts = [], 0, [0] * len(self.counted)
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -548,22 +564,10 @@ class _Guard:
             size += len(chunk)
             if size > self.max_body:
                 raise _Refused(413, self._too_large(None))
-            brackets += chunk.count(b"[") + chunk.count(b"{")
-            if brackets > self.max_brackets:
-                raise _Refused(
-                    400,
-                    f"the body holds more than the limit of {MAX_INSTANCES:,} instances (it "
-                    f"opens over {self.max_brackets:,} lists and objects): send them in "
-                    "smaller batches",
-                )
-            separators += chunk.count(b",") + chunk.count(b":")
-            if separators > self.max_separators:
-                raise _Refused(
-                    400,
-                    f"the body holds more values and keys than {MAX_INSTANCES:,} instances "
-                    f"of three prices can (over {self.max_separators:,} commas and "
-                    "colons): send each instance as its three prices, in smaller batches",
-                )
+            for i, (marks, limit, refusal) in enumerate(self.counted):
+                counts[i] += sum(chunk.count(mark) for mark in marks)
+                if counts[i] > limit:
+                    raise _Refused(400, refusal)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
