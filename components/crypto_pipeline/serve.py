@@ -116,6 +116,18 @@ first byte on a kept-alive connection); then a 408 and the connection is closed.
 BODY_TIMEOUT_S = 30.0
 """Seconds a request's body may take after its headers (4 MiB at about 1.1 Mbit/s); then
 the connection is closed."""
+UNREAD_WAIT_S = 1.0
+"""Seconds a request refused before its body arrived waits for its answer, its body
+unread; the answer then closes the connection. The rest of the body is never read
+(reading megabytes only to discard them is what a flood of refused bodies costs), and a
+client that sends body after body gets at most one answer a second on each connection."""
+DRAINED_BYTES = 2**16
+"""Of a refused request's body, what is read (and dropped) to keep its connection open."""
+UNREAD_WAITING = 64
+"""Most such requests waiting at once; past that, one is answered (and closed) at once."""
+REFUSALS_LOGGED = 1000
+"""Refused requests logged one by one in each ``LOG_INTERVAL_S``; past that, a flood of
+them is one line per kind of refusal and interval, with its count."""
 LOG_INTERVAL_S = 10.0
 """A repeated connection event (the limit reached, a timeout, a failed accept) is logged
 once, then as one line per this many seconds with its count."""
@@ -431,10 +443,12 @@ def printable(text: str) -> str:
 class _Refused(Exception):
     """A request the guard answers itself: its status and message."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, more_body: bool = True):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.more_body = more_body
+        """Whether some of the request's body is still to come."""
 
 
 _UNPARSED = b"application/x-crypto-unparsed-json"
@@ -475,6 +489,7 @@ class _Guard:
         )
         self.routes = _routes(model_name)
         self.predict_path = f"/v1/models/{model_name}:predict"
+        self.unread_waiting = 0
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -484,7 +499,24 @@ class _Guard:
             if path == self.predict_path:
                 return await self._predict(scope, receive, send)
             return await self.app(scope, receive, send)
+        if _has_body(scope) and not await _drained(scope, receive):
+            return await self._refuse_unread(scope, send, *self._refusal(method, path))
         await refuse(scope, send, *self._refusal(method, path))
+
+    async def _refuse_unread(self, scope, send, status: int, message: str) -> None:
+        """Refuses a request with a long body, unread, and closes its connection.
+
+        The body is longer than ``DRAINED_BYTES``; uvicorn stops reading at the 64 KiB it
+        holds for the app. The answer waits ``UNREAD_WAIT_S`` (unless ``UNREAD_WAITING``
+        already wait), so a client that sends refused bodies in a loop sends one a second.
+        """
+        if self.unread_waiting < UNREAD_WAITING:
+            self.unread_waiting += 1
+            try:
+                await asyncio.sleep(UNREAD_WAIT_S)
+            finally:
+                self.unread_waiting -= 1
+        await refuse(scope, send, status, message, close=True)
 
     def _refusal(self, method: str, path: str) -> tuple[int, str]:
         served = ", ".join(f"{m} {p}" for p, m in self.routes.items())
@@ -509,7 +541,9 @@ class _Guard:
             self._check_headers(scope)
             body = await self._read_body(receive)
         except _Refused as refusal:
-            return await refuse(scope, send, refusal.status, refusal.message)
+            if not refusal.more_body or await _drained(scope, receive):
+                return await refuse(scope, send, refusal.status, refusal.message)
+            return await self._refuse_unread(scope, send, refusal.status, refusal.message)
         if body is None:  # the client went away
             return None
         # KServe hands the body to the model unparsed for a type it does not read as JSON;
@@ -555,21 +589,27 @@ class _Guard:
         Commas and colons are counted the same way (``max_separators``), so few objects
         with very many keys or values are refused too.
         """
-        chunks, size, counts = [], 0, [0] * len(self.counted)
+        chunks, size = [], 0
+        counts: list[int | None] = [None] * len(self.counted)  # None: not counted yet
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return None
-            chunk = message.get("body", b"")
+            chunk, more = message.get("body", b""), message.get("more_body", False)
             size += len(chunk)
             if size > self.max_body:
-                raise _Refused(413, self._too_large(None))
+                raise _Refused(413, self._too_large(None), more)
             for i, (marks, limit, refusal) in enumerate(self.counted):
-                counts[i] += sum(chunk.count(mark) for mark in marks)
-                if counts[i] > limit:
-                    raise _Refused(400, refusal)
+                if counts[i] is None:
+                    if size <= limit:  # fewer bytes than the limit: nothing to count yet
+                        continue
+                    counts[i] = sum(c.count(mark) for c in chunks for mark in marks)
+                for mark in marks:
+                    counts[i] += chunk.count(mark)
+                    if counts[i] > limit:
+                        raise _Refused(400, refusal, more)
             chunks.append(chunk)
-            if not message.get("more_body", False):
+            if not more:
                 return b"".join(chunks)
 
     def _too_large(self, size: int | None) -> str:
@@ -581,35 +621,62 @@ class _Guard:
         )
 
 
-async def refuse(scope, send, status: int, message: str) -> None:
-    """Answers ``{"error": message}`` with ``status`` and logs one line about it."""
+async def _drained(scope, receive, limit: int = DRAINED_BYTES) -> bool:
+    """Reads and drops the rest of a refused request's body, up to ``limit`` bytes.
+
+    Returns whether it ended (or the client went away) within them.
+    """
+    for name, value in scope["headers"]:
+        announced = name.lower() == b"content-length" and value.strip().isdigit()
+        if announced and int(value) > limit:
+            return False
+    while limit >= 0:
+        message = await receive()
+        if message["type"] == "http.disconnect" or not message.get("more_body", False):
+            return True
+        limit -= len(message.get("body", b""))
+    return False
+
+
+def _has_body(scope) -> bool:
+    """Whether the request announces a body (a Content-Length over 0, or chunks)."""
+    for name, value in scope["headers"]:
+        name = name.lower()
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip(b" 0")):
+            return True
+    return False
+
+
+async def refuse(scope, send, status: int, message: str, close: bool = False) -> None:
+    """Answers ``{"error": message}`` with ``status`` and logs one line about it.
+
+    ``close``: the answer closes the connection (its request's body was not read).
+    """
     import orjson
 
     _log_refusal(scope, status, message)
     body = orjson.dumps({"error": message})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
 def _log_refusal(scope, status: int, message: str) -> None:
+    """One line per refusal, up to ``REFUSALS_LOGGED`` an interval; then one per kind."""
     client = scope.get("client")
-    log.warning(
-        "refused %s %s from %s: %d %s",
-        scope.get("method", "?"),
-        logged_path(scope.get("path", "?")),
-        f"{client[0]}:{client[1]}" if client else "?",
-        status,
-        printable(shorten(message, 4 * SHOWN_CHARS)),
-    )
+    method, path = scope.get("method", "?"), logged_path(scope.get("path", "?"))
+    shown = shorten(message, 4 * SHOWN_CHARS)
+    if _refusals_logged.spend():
+        where = f"{client[0]}:{client[1]}" if client else "?"
+        log.warning("refused %s %s from %s: %d %s", method, path, where, status, printable(shown))
+    else:
+        line = f"refused {method} {path}: {status} {shown}"
+        _repeated(line, f"{line} (over {REFUSALS_LOGGED:,} refusals in {LOG_INTERVAL_S:g} s)")
 
 
 async def _request_refused(request, exc: RequestError):
@@ -693,6 +760,26 @@ class _Repeated:
 
 
 _repeated = _Repeated()
+
+
+class _Budget:
+    """``per_interval`` uses every ``interval_s``: ``spend()`` says whether one is left."""
+
+    def __init__(self, per_interval: int, interval_s: float = LOG_INTERVAL_S):
+        self.per_interval = per_interval
+        self.interval_s = interval_s
+        self._start = -math.inf
+        self._spent = 0
+
+    def spend(self) -> bool:
+        now = time.monotonic()
+        if now - self._start >= self.interval_s:
+            self._start, self._spent = now, 0
+        self._spent += 1
+        return self._spent <= self.per_interval
+
+
+_refusals_logged = _Budget(REFUSALS_LOGGED)
 
 
 def _loop_exception(loop, context) -> None:
