@@ -676,7 +676,8 @@ def _log_refusal(scope, status: int, message: str) -> None:
         log.warning("refused %s %s from %s: %d %s", method, path, where, status, printable(shown))
     else:
         line = f"refused {method} {path}: {status} {shown}"
-        _repeated(line, f"{line} (over {REFUSALS_LOGGED:,} refusals in {LOG_INTERVAL_S:g} s)")
+        over = f"over {_refusals_logged.per_interval:,} refusals in {_refusals_logged.interval_s:g} s"
+        _repeated(line, f"{line} ({over})")
 
 
 async def _request_refused(request, exc: RequestError):

@@ -21,6 +21,7 @@ its own machines, so on a 2-core test machine it must not take the CPU the serve
 good clients are measured on; what the server does for it is measured in full.
 """
 
+import asyncio
 import http.client
 import os
 import re
@@ -415,3 +416,26 @@ def test_log_injection_forges_no_line(server):
     assert [line for line in lines if not LINE.match(line)] == []
     assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202e]", log)
     assert "%0A2026-01-01%2000:00:00,000%20WARNING%20forged" in log
+
+
+def test_a_flood_of_refusals_is_logged_one_by_one_up_to_the_budget(monkeypatch, caplog):
+    from crypto_pipeline import serve
+
+    monkeypatch.setattr(serve, "_refusals_logged", serve._Budget(5))
+    monkeypatch.setattr(serve, "_repeated", serve._Repeated())
+
+    async def flood():
+        for i in range(50):
+            path = "/x" if i % 2 else "/y"
+            scope = {"method": "GET", "path": path, "client": ("10.0.0.1", i)}
+            serve._log_refusal(scope, 404, "no")
+
+    with caplog.at_level("WARNING", logger=serve.log.name):
+        asyncio.run(flood())
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 5 + 2, lines  # five one by one, then one per kind
+    assert all("from 10.0.0.1:" in line for line in lines[:5])
+    assert lines[5:] == [
+        "refused GET /x: 404 no (over 5 refusals in 10 s)",
+        "refused GET /y: 404 no (over 5 refusals in 10 s)",
+    ]
