@@ -676,7 +676,8 @@ def _log_refusal(scope, status: int, message: str) -> None:
         log.warning("refused %s %s from %s: %d %s", method, path, where, status, printable(shown))
     else:
         line = f"refused {method} {path}: {status} {shown}"
-        over = f"over {_refusals_logged.per_interval:,} refusals in {_refusals_logged.interval_s:g} s"
+        budget = _refusals_logged
+        over = f"over {budget.per_interval:,} refusals in {budget.interval_s:g} s"
         _repeated(line, f"{line} ({over})")
 
 
