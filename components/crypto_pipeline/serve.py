@@ -123,6 +123,11 @@ unread; the answer then closes the connection. The rest of the body is never rea
 client that sends body after body gets at most one answer a second on each connection."""
 DRAINED_BYTES = 2**16
 """Of a refused request's body, what is read (and dropped) to keep its connection open."""
+MAX_HELD_BYTES = 64 * 2**20
+"""Most bytes of request bodies the server holds at once, received and not yet answered
+(16 bodies of 4 MiB): past that, a body longer than ``DRAINED_BYTES`` gets a 503. The
+model alone takes about 720 MB of the pod's 1 GiB, so 1,000 connections of 4 MiB each
+would not fit; shorter bodies are held within the connection limit."""
 UNREAD_WAITING = 64
 """Most such requests waiting at once; past that, one is answered (and closed) at once."""
 REFUSALS_LOGGED = 1000
@@ -490,6 +495,8 @@ class _Guard:
         self.routes = _routes(model_name)
         self.predict_path = f"/v1/models/{model_name}:predict"
         self.unread_waiting = 0
+        self.held = 0
+        """Bytes of request bodies received and not yet answered, all requests together."""
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -537,9 +544,17 @@ class _Guard:
         return 404, f"{method} {logged_path(path)} is not served: this server answers {served}"
 
     async def _predict(self, scope, receive, send):
+        held = [0]  # the bytes of this body the server holds
+        try:
+            return await self._hand_on(scope, receive, send, held)
+        finally:
+            self.held -= held[0]
+
+    async def _hand_on(self, scope, receive, send, held: list[int]):
+        """Reads and checks the body, then hands it to KServe as it came."""
         try:
             self._check_headers(scope)
-            body = await self._read_body(receive)
+            body = await self._read_body(receive, held)
         except _Refused as refusal:
             if not refusal.more_body or await _drained(scope, receive):
                 return await refuse(scope, send, refusal.status, refusal.message)
@@ -580,8 +595,8 @@ class _Guard:
                 "(curl: -H 'Content-Type: application/json')",
             )
 
-    async def _read_body(self, receive) -> bytes | None:
-        """The body, or None when the client went away.
+    async def _read_body(self, receive, held: list[int]) -> bytes | None:
+        """The body, or None when the client went away; ``held[0]`` counts its bytes.
 
         Counts ``[`` and ``{`` as the body arrives: a request of ``MAX_INSTANCES``
         instances opens at most ``MAX_INSTANCES + 2`` lists and objects, so a body past
@@ -599,6 +614,10 @@ class _Guard:
             size += len(chunk)
             if size > self.max_body:
                 raise _Refused(413, self._too_large(None), more)
+            if size > DRAINED_BYTES and self.held + len(chunk) > MAX_HELD_BYTES:
+                raise _Refused(503, self._busy(), more)
+            held[0] += len(chunk)
+            self.held += len(chunk)
             for i, (marks, limit, refusal) in enumerate(self.counted):
                 if counts[i] is None:
                     if size <= limit:  # fewer bytes than the limit: nothing to count yet
@@ -611,6 +630,13 @@ class _Guard:
             chunks.append(chunk)
             if not more:
                 return b"".join(chunks)
+
+    def _busy(self) -> str:
+        return (
+            f"the server holds {self.held / 2**20:.0f} MiB of request bodies, its limit of "
+            f"{MAX_HELD_BYTES / 2**20:g} MiB: send this body again in a moment, or smaller "
+            "batches"
+        )
 
     def _too_large(self, size: int | None) -> str:
         shown = "" if size is None else f"{size:,} bytes, "

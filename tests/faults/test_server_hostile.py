@@ -32,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import numpy as np
 import pytest
@@ -375,6 +375,50 @@ def test_a_short_refused_body_is_answered_at_once_on_a_connection_kept_open(serv
         s.shutdown(socket.SHUT_WR)
         answer = _answers(s, 15)
     assert answer.count(b"HTTP/1.1 415 ") == 2, answer[:600]
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def test_bodies_held_at_once_are_bounded_in_memory(server):
+    """150 bodies of 4 MiB, each but its last byte: the server holds at most 64 MiB of them.
+
+    Held in full, they would be 600 MiB: with the model's 720 MB, past a pod's 1 GiB.
+    """
+    port, _, process = server
+    before = _rss_mb(process.pid)
+    n = 4 * 2**20 - 200
+    body = b'{"instances": [[1' + b"0" * (n - 30) + b", 2, 1]]}"
+    head = (
+        b"POST /v1/models/crypto:predict HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    answers: list[bytes] = []
+    sockets = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(150)]
+
+    def send(s: socket.socket) -> None:
+        with suppress(OSError):
+            s.sendall(head + body[:-1])
+        answers.append(_answers(s, 20))
+
+    threads = [threading.Thread(target=send, args=(s,)) for s in sockets]
+    for thread in threads:
+        thread.start()
+    time.sleep(4)
+    grown = _rss_mb(process.pid) - before
+    expected = expected_close(port)
+    for s in sockets:
+        s.close()
+    for thread in threads:
+        thread.join(timeout=30)
+    busy = [a for a in answers if a.startswith(b"HTTP/1.1 503 ")]
+    print(f"\nRSS grew {grown:.0f} MB; {len(busy)} of 150 answered 503")
+    assert grown < 250, f"the server's memory grew {grown:.0f} MB"
+    assert len(busy) >= 100, answers[:3]
+    assert b"MiB of request bodies, its limit of 64 MiB" in busy[0]
+    assert expected > 0 and process.poll() is None
 
 
 def test_more_connections_than_files_leave_good_requests_and_health_alone(server):
