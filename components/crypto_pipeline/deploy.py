@@ -5,7 +5,10 @@ Deploy
 1. copies the SavedModel into a hidden staging folder of the registry, when one is given
    (a folder, ``file://``, ``gs://…`` or ``s3://…``), loads that copy with the serving
    code and answers a smoke request; only a model that answers becomes the next version,
-   ``<registry>/crypto/<n>/``, complete from the moment it appears (``register_and_test``).
+   ``<registry>/crypto/<n>/`` (``register_and_test``). A version is a numbered folder
+   holding ``saved_model.pb`` (``version_complete``, which every reader of the registry
+   asks): a number claimed whose copy has not finished, or never will (a killed deploy),
+   is no version, and the next deploy removes what a killed deploy left.
    With no registry (the pipeline's default on a cluster) the model artifact itself is
    smoke-tested and served;
 2. writes a KServe ``InferenceService`` (``serving.kserve.io/v1beta1``) whose predictor
@@ -14,7 +17,8 @@ Deploy
    there, with the same checks, protocol and answers.
 
 A deploy that fails after registering (the manifest cannot be written, the cluster does
-not serve the model) removes the version it registered: the registry is as it was.
+not serve the model) removes the version it registered: the registry is as it was (a
+bucket keeps the version's claim, so that its number is never used twice).
 
 Where the cluster reads the model (``storageUri``):
 
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import fcntl
 import json
 import os
@@ -103,7 +108,14 @@ that gets it exclusively knows that no other deploy is staging, and cleans up.""
 CLAIMS = ".claims"
 """In a bucket registry: one object per version number taken, written only if absent."""
 STALE_BUCKET_STAGING_S = 24 * 3600
-"""A bucket's staging folders older than this are leftovers of killed deploys."""
+"""A bucket's staging folders and incomplete versions whose every known time (the one a
+deploy wrote in the name or claim, the objects' modification times) is older than this
+are leftovers of killed deploys: a bucket has no lock that dies with its holder."""
+COMPLETE_MARKER = "saved_model.pb"
+"""The file that makes a version folder a version. It is what loads the model, so a
+folder without it serves nothing, and versions registered before it was the marker count
+as they are. Locally the staged copy is renamed onto the version in one step; in a bucket
+it is the last object copied, and the first one ``unregister`` removes."""
 
 
 def _is_remote(uri: str) -> bool:
@@ -137,6 +149,40 @@ def _model_root(registry_uri: str, name: str) -> Path:
         raise _registry_not_a_folder(registry_uri, model_root)
     model_root.mkdir(parents=True, exist_ok=True)
     return model_root
+
+
+def version_complete(version_uri: str | os.PathLike[str]) -> bool:
+    """Whether a version's folder holds a whole model: every reader of the registry asks.
+
+    A folder without ``COMPLETE_MARKER`` is a number claimed by a deploy that has not
+    published yet (locally, the moment between creating the folder and renaming the
+    staged copy onto it; in a bucket, the copy of its objects) or that was killed: no
+    version. Works for a folder, ``file://``, ``gs://``, ``s3://`` and ``memory://``.
+    """
+    version_uri = str(version_uri)
+    if _is_remote(version_uri):
+        fs, path = fsspec.core.url_to_fs(version_uri)
+        marker = f"{path.rstrip('/')}/{COMPLETE_MARKER}"
+        fs.invalidate_cache(marker)  # a listing cached earlier may predate the copy
+        return fs.isfile(marker)
+    return (_local_path(version_uri) / COMPLETE_MARKER).is_file()
+
+
+def registered_versions(registry_uri: str, name: str = MODEL_NAME) -> list[int]:
+    """The registry's complete versions, oldest first; none where nothing was registered."""
+    if _is_remote(registry_uri):
+        fs, root = fsspec.core.url_to_fs(registry_uri)
+        names = _bucket_names(fs, f"{root.rstrip('/')}/{name}")
+    else:
+        folder = _local_path(registry_uri) / name
+        names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
+    base = f"{registry_uri.rstrip('/')}/{name}"
+    return sorted(n for n in _version_numbers(names) if version_complete(f"{base}/{n}"))
+
+
+def latest_version(registry_uri: str, name: str = MODEL_NAME) -> int | None:
+    """The newest complete version, or ``None`` when the registry holds none."""
+    return max(registered_versions(registry_uri, name), default=None)
 
 
 def smoke_test(version_uri: str, shown: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
@@ -181,6 +227,7 @@ def _deploy_lock(model_root: Path) -> Iterator[None]:
     Every deploy holds ``REGISTRY_LOCK`` shared while its staging folder exists. Whoever
     gets it exclusively knows no other deploy is staging, so every ``.staging-*`` there is
     a leftover of a killed deploy: the kernel released that deploy's lock when it died.
+    So is an empty version folder: a deploy claims its number while holding the lock.
     """
     with open(model_root / REGISTRY_LOCK, "a") as lock:
         try:
@@ -190,8 +237,22 @@ def _deploy_lock(model_root: Path) -> Iterator[None]:
         else:
             for leftover in model_root.glob(f"{STAGING_PREFIX}*"):
                 shutil.rmtree(leftover, ignore_errors=True)
+            _remove_empty_claims(model_root)
         fcntl.flock(lock, fcntl.LOCK_SH)
         yield
+
+
+def _remove_empty_claims(model_root: Path) -> None:
+    """Removes the empty version folders of deploys killed before their rename.
+
+    Only an empty folder goes: one with files but no ``COMPLETE_MARKER`` was put there by
+    hand (a copy under way, perhaps); readers skip it and it is left as it is.
+    """
+    for number in _version_numbers(p.name for p in model_root.iterdir()):
+        folder = model_root / str(number)
+        if not version_complete(folder):
+            with contextlib.suppress(OSError):  # not empty, or not a folder
+                folder.rmdir()
 
 
 def _publish_local(staging: Path, model_root: Path) -> int:
@@ -252,13 +313,65 @@ def _bucket_names(fs, folder: str) -> list[str]:
         return []
 
 
-def _clean_bucket_staging(fs, model_uri: str) -> None:
-    """Removes a bucket's staging folders that are older than a day (killed deploys)."""
-    now = time.time()
-    for name in _bucket_names(fs, model_uri):
+def _modified_times(fs, paths: list[str]) -> list[float]:
+    """The objects' modification times, where the filesystem gives them."""
+    times = []
+    for path in paths:
+        with contextlib.suppress(NotImplementedError, FileNotFoundError):
+            stamp = fs.modified(path)
+            if isinstance(stamp, datetime.datetime):
+                times.append(stamp.timestamp())
+    return times
+
+
+def _left_by_a_killed_deploy(fs, paths: list[str], known: list[float]) -> bool:
+    """Whether every time known of a leftover is older than ``STALE_BUCKET_STAGING_S``.
+
+    ``known`` are the times a deploy wrote (its start, its claim); the objects' own
+    modification times are asked for only when those are old. A deploy still copying
+    keeps writing objects: it is never taken for a leftover. Where no time at all is
+    known, nothing is removed (readers skip it all the same).
+    """
+
+    def fresh(times: list[float]) -> bool:
+        return any(time.time() - t <= STALE_BUCKET_STAGING_S for t in times)
+
+    if fresh(known):
+        return False
+    modified = _modified_times(fs, paths)
+    return bool(known or modified) and not fresh(modified)
+
+
+def _claim_time(fs, claim: str) -> list[float]:
+    """The time a deploy wrote into its claim (none in claims of older deploys)."""
+    try:
+        return [float(fs.cat_file(claim))]
+    except (FileNotFoundError, ValueError):
+        return []
+
+
+def _clean_bucket_leftovers(fs, model_uri: str, model_url: str) -> None:
+    """Removes what killed deploys left: old staging folders and incomplete versions.
+
+    An incomplete version (claimed, no ``COMPLETE_MARKER``) loses its objects; its claim
+    stays, so that its number is never taken again.
+    """
+    fs.invalidate_cache(model_uri)  # a listing cached earlier must not hide a marker
+    names = _bucket_names(fs, model_uri)
+    for name in names:
         match = re.fullmatch(rf"{re.escape(STAGING_PREFIX)}(\d+)-\w+", name)
-        if match and now - int(match.group(1)) > STALE_BUCKET_STAGING_S:
-            fs.rm(f"{model_uri}/{name}", recursive=True)
+        folder = f"{model_uri}/{name}"
+        if match and _left_by_a_killed_deploy(fs, fs.find(folder), [int(match.group(1))]):
+            fs.rm(folder, recursive=True)
+    marked = {p.split("/")[-2] for p in fs.glob(f"{model_uri}/*/{COMPLETE_MARKER}")}
+    for number in _version_numbers(n for n in names if n not in marked):
+        if version_complete(f"{model_url}/{number}"):  # finished since the listing
+            continue
+        folder, claim = f"{model_uri}/{number}", f"{model_uri}/{CLAIMS}/{number}"
+        objects = fs.find(folder)
+        if objects and _left_by_a_killed_deploy(fs, [*objects, claim], _claim_time(fs, claim)):
+            fs.rm(folder, recursive=True)
+            print(f"removed {model_url}/{number}: incomplete, left by a killed deploy")
 
 
 def _claim_bucket_version(fs, model_uri: str) -> int:
@@ -268,7 +381,7 @@ def _claim_bucket_version(fs, model_uri: str) -> int:
     while True:
         try:
             with fs.open(f"{model_uri}/{CLAIMS}/{version}", "xb") as claim:
-                claim.write(b"")
+                claim.write(str(time.time()).encode())  # when: for _clean_bucket_leftovers
         except FileExistsError:
             version += 1
             continue
@@ -276,8 +389,8 @@ def _claim_bucket_version(fs, model_uri: str) -> int:
 
 
 def _copy_saved_model_last(fs, source: str, target: str) -> None:
-    """Copies a bucket folder; ``saved_model.pb`` last, so a reader never loads half."""
-    files = sorted(fs.find(source), key=lambda p: p.endswith("/saved_model.pb"))
+    """Copies a bucket folder; ``COMPLETE_MARKER`` last, so a reader never loads half."""
+    files = sorted(fs.find(source), key=lambda p: p.endswith(f"/{COMPLETE_MARKER}"))
     for path in files:
         fs.copy(path, target + path[len(source) :])
 
@@ -286,9 +399,9 @@ def _register_bucket(model_dir: Path, registry_uri: str, name: str) -> tuple[int
     fs, root = fsspec.core.url_to_fs(registry_uri)
     model_uri = f"{root.rstrip('/')}/{name}"
     fs.makedirs(model_uri, exist_ok=True)
-    _clean_bucket_staging(fs, model_uri)
-    staging = f"{model_uri}/{STAGING_PREFIX}{int(time.time())}-{uuid.uuid4().hex[:12]}"
     registry = registry_uri.rstrip("/")
+    _clean_bucket_leftovers(fs, model_uri, f"{registry}/{name}")
+    staging = f"{model_uri}/{STAGING_PREFIX}{int(time.time())}-{uuid.uuid4().hex[:12]}"
     try:
         fs.put(str(model_dir), staging, recursive=True)
         smoke = smoke_test(f"{registry}/{name}/{staging.rsplit('/', 1)[-1]}", str(model_dir))
@@ -315,8 +428,10 @@ def register_and_test(
     the number is taken by creating its folder, and the copy renamed onto it in one step;
     leftovers of killed deploys go at the next deploy (``_deploy_lock``). In a bucket the
     number is an object under ``.claims/`` written only if absent (``xb``: GCS's
-    ``ifGenerationMatch=0``, S3's ``If-None-Match``), and ``saved_model.pb`` is copied
-    last; staging folders older than a day are removed.
+    ``ifGenerationMatch=0``, S3's ``If-None-Match``) holding the time it was taken, and
+    ``saved_model.pb`` is copied last: until it is there, no reader sees the version
+    (``version_complete``). Staging folders and incomplete versions whose every known
+    time is over a day old are removed; a claim stays, so a number is never used twice.
 
     Returns:
         The version number, the version's URI, and the smoke request and response.
@@ -346,17 +461,17 @@ def register(
 
 
 def unregister(registry_uri: str, version: int, name: str = MODEL_NAME) -> None:
-    """Removes a version that a failed deploy published: the registry is as it was.
+    """Removes a version that a failed deploy published: no reader sees it again.
 
-    Locally the version is first renamed away, so that it disappears at once.
+    Locally the version is first renamed away, so that it disappears at once. In a bucket
+    its ``COMPLETE_MARKER`` goes first; its claim stays, so its number is not used again.
     """
     if _is_remote(registry_uri):
         fs, root = fsspec.core.url_to_fs(registry_uri)
         model_uri = f"{root.rstrip('/')}/{name}"
         for path, recursive in (
-            (f"{model_uri}/{version}/saved_model.pb", False),  # incomplete from here on
+            (f"{model_uri}/{version}/{COMPLETE_MARKER}", False),  # incomplete from here on
             (f"{model_uri}/{version}", True),
-            (f"{model_uri}/{CLAIMS}/{version}", False),
         ):
             with contextlib.suppress(FileNotFoundError):
                 fs.rm(path, recursive=recursive)

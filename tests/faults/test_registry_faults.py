@@ -4,6 +4,8 @@ processes, as a user runs them."""
 
 from __future__ import annotations
 
+import datetime
+import fcntl
 import json
 import multiprocessing
 import os
@@ -170,6 +172,100 @@ def test_a_killed_deploys_leftovers_are_removed_by_the_next_deploy(model, tmp_pa
     assert rc == 0, err
     assert staged(registry) == []
     assert versions(registry) == {"1": files(model)}
+
+
+def test_a_version_claimed_but_not_yet_renamed_is_seen_by_no_reader_nor_removed(model, tmp_path):
+    """The moment between a deploy's claim (its folder) and the rename of its copy onto it."""
+    from crypto_pipeline.deploy import latest_version, registered_versions, version_complete
+
+    registry = tmp_path / "registry"
+    register(model, str(registry))
+    with open(registry / "crypto" / ".deploy.lock", "a") as lock:  # a deploy mid-publish
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        (registry / "crypto" / "2").mkdir()
+        assert not version_complete(registry / "crypto" / "2")
+        assert registered_versions(str(registry)) == [1]
+        assert latest_version(f"file://{registry}") == 1
+        rc, out, err = finished(deploy(model, str(registry), tmp_path / "out"))
+        assert rc == 0 and _registered(out) == ["3"], err
+        assert (registry / "crypto" / "2").is_dir()  # another deploy's claim: left alone
+    # That deploy died there: the next deploy removes its empty claim.
+    rc, out, err = finished(deploy(model, str(registry), tmp_path / "out"))
+    assert rc == 0 and _registered(out) == ["4"], err
+    assert versions(registry) == {n: files(model) for n in ("1", "3", "4")}
+    assert registered_versions(str(registry)) == [1, 3, 4]
+
+
+def memory_registry(tmp_path: Path) -> tuple[str, str]:
+    """A fresh ``memory://`` registry (fsspec's stand-in for a bucket): its URI and root."""
+    return f"memory://registry-{tmp_path.name}", f"/registry-{tmp_path.name}/crypto"
+
+
+def left_by_a_deploy(model: Path, folder: str, age_s: float, claim: str = "") -> None:
+    """Writes what a deploy killed while copying into ``folder`` leaves: every file of the
+    model but ``saved_model.pb`` (copied last), ``age_s`` seconds old, and its claim."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    written = [claim] if claim else []
+    for path in model.rglob("*"):
+        if path.is_file() and path.name != "saved_model.pb":
+            written.append(f"{folder}/{path.relative_to(model).as_posix()}")
+            fs.pipe_file(written[-1], path.read_bytes())
+    if claim:
+        fs.pipe_file(claim, b"")  # as older deploys wrote it: no time inside
+    then = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=age_s)
+    for path in written:
+        fs.store[path].modified = then
+
+
+def test_a_bucket_deploy_killed_mid_copy_is_no_version_and_the_next_deploy_cleans_it(
+    model, tmp_path, capsys
+):
+    import fsspec
+
+    from crypto_pipeline.deploy import latest_version, registered_versions, version_complete
+
+    fs = fsspec.filesystem("memory")
+    registry, root = memory_registry(tmp_path)
+    register(model, registry)
+    two_days, a_minute = 2 * 24 * 3600, 60
+    left_by_a_deploy(model, f"{root}/2", two_days, claim=f"{root}/.claims/2")  # killed
+    left_by_a_deploy(model, f"{root}/3", a_minute, claim=f"{root}/.claims/3")  # copying
+    stale = f"{root}/.staging-{int(time.time()) - two_days}-0123456789ab"
+    left_by_a_deploy(model, stale, two_days)
+    fresh = f"{root}/.staging-{int(time.time())}-ba9876543210"
+    left_by_a_deploy(model, fresh, a_minute)
+    # No reader takes a partial version for one.
+    assert not version_complete(f"{registry}/crypto/2")
+    assert registered_versions(registry) == [1] and latest_version(registry) == 1
+
+    assert register(model, registry)[0] == 4  # a number no deploy took before
+    said = capsys.readouterr().out
+    assert f"removed {registry}/crypto/2: incomplete, left by a killed deploy\n" in said
+    assert "crypto/3" not in said
+    assert not fs.find(f"{root}/2") and not fs.exists(stale)
+    assert fs.isfile(f"{root}/.claims/2")  # its number stays taken
+    assert fs.find(f"{root}/3") and fs.exists(fresh)  # young: perhaps still being written
+    assert registered_versions(registry) == [1, 4]
+    assert register(model, registry)[0] == 5
+
+
+def test_a_bucket_version_a_failed_deploy_removed_keeps_its_number_taken(model, tmp_path):
+    import fsspec
+
+    from crypto_pipeline.config import DeployConfig
+    from crypto_pipeline.deploy import deploy as deploy_model
+    from crypto_pipeline.deploy import registered_versions
+
+    registry, root = memory_registry(tmp_path)
+    not_a_folder = tmp_path / "out"
+    not_a_folder.write_text("the manifest cannot go here\n")
+    with pytest.raises(OSError):
+        deploy_model(model, not_a_folder, DeployConfig(registry_uri=registry))
+    assert registered_versions(registry) == []
+    assert fsspec.filesystem("memory").isfile(f"{root}/.claims/1")
+    assert register(model, registry)[0] == 2
 
 
 def test_a_file_registry_never_reaches_the_manifest_as_a_path(model, tmp_path):
