@@ -362,6 +362,7 @@ def _cmd_submit(args: argparse.Namespace) -> None:
     from crypto_pipeline.ingest import mask_credentials
     from crypto_pipeline.submit import (
         COOKIE_ENV,
+        parameter_arguments,
         pipeline_parameters,
         read_token,
         refused,
@@ -375,15 +376,8 @@ def _cmd_submit(args: argparse.Namespace) -> None:
             f"no compiled pipeline at {package}",
             "run `crypto-pipeline compile -o crypto_pipeline.yaml` first",
         )
-    arguments = {}
-    for item in args.param:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(
-                f"--param {item!r} is not KEY=VALUE",
-                "pass e.g. --param source_uri=gs://bucket/crypto-markets.csv",
-            )
-        arguments[key] = int(value) if value.lstrip("-").isdigit() else value
+    # typed and checked by the rules the other commands apply, before any host is contacted
+    arguments = parameter_arguments(args.param, package)
     namespace = args.namespace or str(arguments.get("namespace", DeployConfig().namespace))
     parameters = pipeline_parameters(package)
     source = str(arguments.get("source_uri", PipelineConfig().source_uri))
@@ -494,8 +488,10 @@ def _latest_model(pipeline_root: str) -> Path:
     candidates = [summary["model_dir"]]
     if isinstance(version_uri, str) and "://" not in version_uri.removeprefix("file://"):
         candidates.append(version_uri.removeprefix("file://"))
+    from crypto_pipeline.deploy import version_complete
+
     for candidate in candidates:
-        if (Path(candidate) / "saved_model.pb").is_file():
+        if version_complete(candidate):
             return Path(candidate)
     raise ConfigError(
         f"the latest run's model is gone: {candidates[0]} holds no SavedModel (its run "
@@ -800,7 +796,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a pipeline parameter, e.g. source_uri=gs://… (repeatable)",
+        help="a pipeline parameter, e.g. source_uri=gs://… (repeatable); read as its type in "
+        "the package and checked by the rule the other commands apply to the same setting",
     )
     p.set_defaults(func=_cmd_submit)
 

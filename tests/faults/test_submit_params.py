@@ -1,0 +1,258 @@
+"""Pipeline parameters given to ``crypto-pipeline submit --param KEY=VALUE``: each value is
+read as its parameter's type in the compiled pipeline and checked by the rule the other
+commands apply to the same setting, before any host is contacted. Each drill runs the real
+command in a real process against a closed port."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from crypto_pipeline.config import DeployConfig, IngestConfig, TransformConfig
+from crypto_pipeline.errors import ConfigError
+
+
+def cli(*args: str, timeout: float = 120) -> tuple[int, str]:
+    """Runs ``crypto-pipeline ARGS``; returns (exit status, stdout + stderr)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "crypto_pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    output = done.stdout + done.stderr
+    assert "Traceback" not in output, output
+    return done.returncode, output
+
+
+@pytest.fixture(scope="module")
+def closed_port() -> int:
+    """A port on this machine that nothing listens on: a connection to it is refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def submit(cluster_package, closed_port):
+    """``submit PARAMS`` of the compiled pipeline to a host that refuses every connection."""
+    host = f"http://127.0.0.1:{closed_port}"
+
+    def run(*params: str) -> tuple[int, str]:
+        flags = [f for p in params for f in ("--param", p)]
+        return cli("submit", "--package", str(cluster_package), "--host", host, *flags)
+
+    return run
+
+
+def error_lines(output: str) -> tuple[str, str]:
+    """The ``error:`` line and the ``fix:`` line of a refused command."""
+    lines = output.splitlines()
+    (error,) = [line for line in lines if line.startswith("error: ")]
+    (fix,) = [line for line in lines if line.startswith("  fix: ")]
+    return error.removeprefix("error: "), fix.removeprefix("  fix: ")
+
+
+def refused(status: int, output: str, param: str) -> tuple[str, str]:
+    """The error and fix of a refusal that names ``--param PARAM`` before any host is tried."""
+    assert status == 1, output
+    error, fix = error_lines(output)
+    assert f"--param {param}" in error, output
+    assert "could not submit" not in output and "Retrying" not in output, output
+    return error, fix
+
+
+@pytest.mark.parametrize(
+    "param, flags",
+    [
+        ("trials=0", ["--trials", "0"]),
+        ("trials=-2", ["--trials", "-2"]),
+        ("tune_epochs=0", ["--epochs", "0"]),
+        ("train_epochs=-3", ["--epochs", "-3"]),
+        ("seed=-1", ["--seed", "-1"]),
+        ("seed=4294967296", ["--seed", "4294967296"]),
+        ("split=0.5,0.5,0.5", ["--split", "0.5,0.5,0.5"]),
+        ("split=abc", ["--split", "abc"]),
+        ("coin=", ["--coin", ""]),
+    ],
+)
+def test_a_value_run_refuses_is_refused_by_submit_with_the_same_rule(
+    submit, tmp_path, param, flags
+):
+    error, fix = refused(*submit(param), param)
+    status, output = cli("run", "--pipeline-root", str(tmp_path / "runs"), *flags)
+    assert status == 1, output
+    rule, rule_fix = error_lines(output)
+    assert error.endswith(f": {rule}"), (error, rule)
+    assert rule_fix in fix, (fix, rule_fix)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "param, setting",
+    [
+        ("max_source_mb=-5", lambda: IngestConfig(max_mb=-5)),
+        ("max_source_mb=0", lambda: IngestConfig(max_mb=0)),
+        ("max_source_seconds=nan", lambda: IngestConfig(max_seconds=float("nan"))),
+        ("max_source_seconds=inf", lambda: IngestConfig(max_seconds=float("inf"))),
+        ("max_source_seconds=-1", lambda: IngestConfig(max_seconds=-1.0)),
+        ("date_format=yyyy", lambda: TransformConfig(date_format="yyyy")),
+        ("deploy_target=cluster2", lambda: DeployConfig(target="cluster2")),
+        ("ready_timeout=0", lambda: DeployConfig(ready_timeout=0)),
+    ],
+)
+def test_a_value_its_settings_dataclass_refuses_is_refused_with_that_rule(submit, param, setting):
+    """Settings whose flags other commands check in argparse: the dataclass's own rule."""
+    with pytest.raises(ConfigError) as rule:
+        setting()
+    error, fix = refused(*submit(param), param)
+    assert error.endswith(f": {rule.value.problem}"), (error, rule.value.problem)
+    assert rule.value.fix in fix, fix
+
+
+@pytest.mark.parametrize(
+    "param, kind",
+    [
+        ("trials=abc", "a whole number (NUMBER_INTEGER"),
+        ("seed=1.5", "a whole number (NUMBER_INTEGER"),
+        ("max_source_mb=1e3", "a whole number (NUMBER_INTEGER"),
+        ("ready_timeout=", "a whole number (NUMBER_INTEGER"),
+        ("max_source_seconds=abc", "a number (NUMBER_DOUBLE"),
+    ],
+)
+def test_a_value_not_of_its_parameter_s_type_is_refused(submit, param, kind):
+    key = param.partition("=")[0]
+    error, fix = refused(*submit(param), param)
+    assert f"{key} is {kind}" in error, error
+    assert f"e.g. --param {key}=" in fix, fix
+
+
+@pytest.mark.parametrize(
+    "param, suggested",
+    [
+        ("epochs=0", "did you mean train_epochs or tune_epochs?"),
+        ("learning_rate=nan", "its parameters are: beam_args, coin,"),
+        ("seeds=7", "did you mean seed?"),
+    ],
+)
+def test_an_unknown_key_names_the_pipeline_s_parameters(submit, param, suggested):
+    error, fix = refused(*submit(param), param)
+    assert f"has no parameter '{param.partition('=')[0]}'" in error, error
+    assert suggested in fix and "tune_epochs" in fix and "max_source_mb" in fix, fix
+
+
+def test_a_key_given_twice_is_refused_not_overwritten(submit):
+    error, fix = refused(*submit("trials=3", "trials=30"), "trials=30")
+    assert "gives trials a second time" in error and "once" in fix, error
+
+
+SECRET = "s3cret-pw"  # pragma: allowlist secret
+
+
+@pytest.mark.parametrize(
+    "param, problem",
+    [
+        ("sourc_uri=https://alice:{}@host/x.csv", "has no parameter 'sourc_uri'"),
+        ("beam_args=--temp_location=gs://alice:{}@b/tmp '--x", "are not shell words"),
+    ],
+)
+def test_a_refused_value_never_shows_a_password(submit, param, problem):
+    status, output = submit(param.format(SECRET))
+    assert status == 1 and problem in output, output
+    assert SECRET not in output and "://***@" in output, output
+
+
+def test_the_value_is_refused_before_the_source_is_read(submit, closed_port):
+    """The source (an unreachable URL) is read for its header and fingerprint after the check."""
+    source = f"source_uri=http://127.0.0.1:{closed_port}/crypto-markets.csv"
+    error, _ = refused(*submit(source, "trials=0"), "trials=0")
+    assert "trials=0 must be a whole number of at least 1" in error, error
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        (
+            "trials=1",
+            "tune_epochs=1",
+            "train_epochs=1",
+            "seed=0",
+            "max_source_mb=1",
+            "max_source_seconds=0.5",
+            "split=0.6,0.2,0.2",
+            "date_format=iso",
+            "coin=bitcoin",
+            "beam_args=--runner=DirectRunner --direct_num_workers=1",
+            "deploy_target=cluster",
+            "ready_timeout=1",
+        ),
+        ("seed=4294967295", "max_source_seconds=7", "namespace=kubeflow", "source_uri=sample"),
+    ],
+)
+def test_good_values_pass_the_check_and_meet_the_closed_host(submit, closed_port, params):
+    status, output = submit(*params)
+    assert status == 1, output
+    error, fix = error_lines(output)
+    assert error.startswith(f"could not submit to http://127.0.0.1:{closed_port}"), output
+    assert "check --host" in fix, output
+
+
+def test_values_reach_the_kfp_api_as_their_parameters_types(httpserver, cluster_package):
+    """A digit string for a text parameter stays text; a whole number for a float is a float."""
+    httpserver.expect_request("/apis/v2beta1/healthz").respond_with_json({})
+    httpserver.expect_request("/apis/v2beta1/experiments", method="GET").respond_with_json(
+        {"experiments": []}
+    )
+    httpserver.expect_request("/apis/v2beta1/experiments", method="POST").respond_with_json(
+        {"experiment_id": "exp-1", "display_name": "crypto"}
+    )
+    httpserver.expect_request("/apis/v2beta1/runs", method="POST").respond_with_json(
+        {"run_id": "run-1", "display_name": "x"}
+    )
+    host = httpserver.url_for("").rstrip("/")
+    params = ["coin=2049", "max_source_seconds=60", "trials=3", "split=0.6,0.2,0.2"]
+    flags = [f for p in params for f in ("--param", p)]
+    status, output = cli("submit", "--package", str(cluster_package), "--host", host, *flags)
+    assert status == 0, output
+    (run,) = [r for r, _ in httpserver.log if (r.method, r.path) == ("POST", "/apis/v2beta1/runs")]
+    sent = json.loads(run.data)["runtime_config"]["parameters"]
+    assert sent["coin"] == "2049" and sent["split"] == "0.6,0.2,0.2", sent
+    assert sent["max_source_seconds"] == 60.0 and isinstance(sent["max_source_seconds"], float)
+    assert sent["trials"] == 3 and isinstance(sent["trials"], int), sent
+
+
+def test_each_parameter_maps_to_the_setting_it_carries(cluster_package):
+    """``submit.SETTINGS`` is ``pipeline_arguments`` backwards, for every setting it carries."""
+    from crypto_pipeline.config import PipelineConfig
+    from crypto_pipeline.pipeline import pipeline_arguments
+    from crypto_pipeline.submit import SETTINGS, pipeline_config, pipeline_parameters
+
+    assert set(SETTINGS) == set(pipeline_arguments(PipelineConfig()))
+    assert set(SETTINGS) | {"source_fingerprint"} == pipeline_parameters(cluster_package)
+    arguments = {
+        "source_uri": "gs://bucket/crypto-markets.csv",
+        "max_source_mb": 7,
+        "max_source_seconds": 9.5,
+        "coin": "ethereum",
+        "date_format": "iso",
+        "split": "0.6,0.2,0.2",
+        "beam_args": "--runner=DataflowRunner '--labels=a b'",
+        "trials": 3,
+        "tune_epochs": 4,
+        "train_epochs": 5,
+        "seed": 6,
+        "registry_uri": "gs://bucket/models",
+        "storage_uri": "gs://bucket/models/crypto/1",
+        "namespace": "team-a",
+        "service_account": "reader",
+        "serving_image": "registry.example/serve:1",
+        "deploy_target": "cluster",
+        "ready_timeout": 60,
+    }
+    config = pipeline_config(arguments)
+    assert pipeline_arguments(config) == arguments
+    assert config.train.seed == config.tune.seed == 6
