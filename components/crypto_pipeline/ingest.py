@@ -14,11 +14,15 @@ Rows are not validated here; the transform does that, row by row, with reasons.
 What is read is bounded, so that a source with no end fails instead of filling the
 disk or running forever: at most ``max_mb`` megabytes (counted after decompression, so a
 small gzip body cannot become a huge file) and ``max_seconds`` in all, each raised by a
-flag of ``ingest`` (``--max-source-mb``, ``--max-source-seconds``). Only regular files are
-read from a local path (a FIFO, a device or a socket is refused before it is opened), and
-an HTTP body that ends before its announced ``Content-Length`` is an error. Credentials in
-a source URL (``user:pass@``, a token in the query) are masked in every message and in
-``ingest.json``.
+flag of ``ingest`` (``--max-source-mb``, ``--max-source-seconds``). The time limit holds
+for buckets too: their client's credential lookup and every range read are given only
+the time left (gcsfs and s3fs retry a store that does not answer for minutes), and their
+own log records of a failure are held back, so it is reported once, as an error and a fix.
+Only regular files are read from a local path (a FIFO, a device or a socket is refused
+before it is opened), and an HTTP body that ends before its announced ``Content-Length``
+is an error. Credentials in a source URL (``user:pass@``, a token in the query) are masked
+in every message and in ``ingest.json``; a URL given with them masked is read with those
+in ``$CRYPTO_PIPELINE_SOURCE_URI`` (``SOURCE_ENV``: how ``run`` hands them to its step).
 
 Writes are atomic: the copy and ``ingest.json`` go to temporary files in the output
 folder and replace the previous pair only when both are written and every check passed,
@@ -33,21 +37,25 @@ import contextlib
 import datetime as dt
 import hashlib
 import http
+import io
 import itertools
 import json
+import logging
 import os
 import re
 import shlex
 import stat
 import tempfile
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
 import fsspec
+import fsspec.asyn
 
 from crypto_pipeline.config import IngestConfig
 from crypto_pipeline.errors import (
@@ -104,6 +112,55 @@ def _credentials_masked(uri: str) -> Iterator[None]:
         if (problem, fix) == (exc.problem, exc.fix):
             raise
         raise type(exc)(problem, fix) from None  # the chain would carry the credentials
+
+
+SOURCE_ENV = "CRYPTO_PIPELINE_SOURCE_URI"
+"""The environment variable that holds a source URL with its credentials.
+
+A pipeline's parameters are no place for a secret: kfp.local writes them into its log and
+onto the steps' command lines. ``run`` passes the source with its credentials masked, and
+the URL itself in this variable of the steps' environment (``source_parameter``); ingest
+reads it back (``with_credentials``).
+"""
+_MASKED = re.compile(r"://\*\*\*@|=\*\*\*(?=[&#]|$)")
+
+
+def source_parameter(source_uri: str) -> tuple[str, dict[str, str]]:
+    """The source as a pipeline parameter may show it, and the environment its step needs.
+
+    Returns:
+        ``(source_uri, {})`` for a source without credentials; otherwise the source with
+        its credentials masked (``mask_credentials``) and ``{SOURCE_ENV: <the URL>}``.
+
+    Raises:
+        SourceError: SOURCE_URI is given masked, without the URL (``with_credentials``).
+    """
+    full = with_credentials(source_uri)
+    shown = mask_credentials(full)
+    return (shown, {}) if shown == full else (shown, {SOURCE_ENV: full})
+
+
+def with_credentials(source_uri: str) -> str:
+    """The URL that SOURCE_URI stands for, its credentials restored from the environment.
+
+    That is SOURCE_URI itself, or ``$CRYPTO_PIPELINE_SOURCE_URI`` when SOURCE_URI is that
+    URL with its credentials masked (``source_parameter``).
+
+    Raises:
+        SourceError: SOURCE_URI has masked credentials (``***``), and the variable does not
+            hold the URL they were masked in.
+    """
+    if not _MASKED.search(source_uri):
+        return source_uri
+    full = os.environ.get(SOURCE_ENV, "")
+    if full and mask_credentials(full) == source_uri:
+        return full
+    raise SourceError(
+        f"{mask_credentials(source_uri)} has its credentials masked (***), and the "
+        f"environment variable {SOURCE_ENV} does not hold the URL with them",
+        f"set {SOURCE_ENV} to the URL with its credentials and pass it masked like this "
+        "(crypto-pipeline run does so for its steps), or pass the URL itself",
+    )
 
 
 @dataclass(frozen=True)
@@ -366,6 +423,115 @@ def _options(uri: str, max_seconds: float) -> dict[str, Any]:
     return {"client_kwargs": {"timeout": timeout}}
 
 
+_BUCKET_SCHEMES = ("gs", "gcs", "s3", "s3a")
+_STORE_LOGGERS = ("gcsfs", "s3fs")
+_RANGE = 8 << 20
+"""Bytes asked of a bucket at a time."""
+
+
+def _is_bucket(uri: str) -> bool:
+    return _has_scheme(uri) and uri.split("://", 1)[0].lower() in _BUCKET_SCHEMES
+
+
+@contextlib.contextmanager
+def _store_logs_held() -> Iterator[None]:
+    """The bucket clients' own log records go nowhere while the block runs.
+
+    gcsfs logs a traceback each time it gives up on a request; ingest reports the failure
+    itself, once, as an error and a fix. The debug output that a client's own variable
+    turns on (``GCSFS_DEBUG``, ``S3FS_LOGGING_LEVEL``) still shows: it has its own handler.
+    """
+    loggers = [logging.getLogger(name) for name in _STORE_LOGGERS]
+    propagating = [logger.propagate for logger in loggers]
+    held = logging.NullHandler()
+    for logger in loggers:
+        logger.addHandler(held)
+        logger.propagate = False
+    try:
+        yield
+    finally:
+        for logger, propagate in zip(loggers, propagating, strict=True):
+            logger.removeHandler(held)
+            logger.propagate = propagate
+
+
+def _in_time(deadline: float, call: Callable[..., Any], *args: Any) -> Any:
+    """CALL(*ARGS), or TimeoutError when it has not returned by DEADLINE (``time.monotonic``).
+
+    The call runs in a daemon thread, left behind at the deadline: a bucket client looks up
+    its credentials (for seconds, on a machine that has no cloud metadata server) with no
+    limit of its own.
+    """
+    outcome: list[tuple[bool, Any]] = []
+
+    def work() -> None:
+        try:
+            outcome.append((True, call(*args)))
+        except Exception as exc:
+            outcome.append((False, exc))
+
+    worker = threading.Thread(target=work, name="source-open", daemon=True)
+    worker.start()
+    worker.join(max(0.0, deadline - time.monotonic()))
+    if not outcome:
+        raise TimeoutError("the store did not answer in time")
+    returned, value = outcome[0]
+    if not returned:
+        raise value
+    return value
+
+
+def _store_call(fs, deadline: float, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """An async method of a bucket filesystem, run on its loop and cancelled at DEADLINE."""
+    left = deadline - time.monotonic()
+    if left <= 0:  # fsspec takes a timeout of 0 for none
+        raise TimeoutError("the store did not answer in time")
+    with _store_logs_held():
+        return fsspec.asyn.sync(fs.loop, method, *args, timeout=left, **kwargs)
+
+
+def _bucket_fs(uri: str, deadline: float):
+    """The filesystem of a bucket URI and the object's path in it, made by DEADLINE."""
+    with _store_logs_held():
+        return _in_time(deadline, fsspec.core.url_to_fs, uri)
+
+
+class _BucketObject(io.RawIOBase):
+    """An object in a bucket, read range by range, each within what is left of a deadline.
+
+    fsspec's own file objects wait on a store without limit, and gcsfs and s3fs retry a
+    store that does not answer for minutes; here every request is a call on the store's
+    event loop that is cancelled at the deadline (``_store_call``).
+    """
+
+    def __init__(self, fs, path: str, deadline: float):
+        super().__init__()
+        self._fs, self._path, self._deadline = fs, path, deadline
+        self._size = int(_store_call(fs, deadline, fs._info, path)["size"])
+        self._at = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        end = min(self._at + len(buffer), self._size)
+        if end <= self._at:
+            return 0
+        data = _store_call(
+            self._fs, self._deadline, self._fs._cat_file, self._path, start=self._at, end=end
+        )
+        buffer[: len(data)] = data
+        self._at += len(data)
+        return len(data)
+
+
+def _open_bucket(uri: str, deadline: float):
+    """A gs:// or s3:// object opened for reading by DEADLINE, decompressed as its name says."""
+    fs, path = _bucket_fs(uri, deadline)
+    reader = io.BufferedReader(_BucketObject(fs, path, deadline), buffer_size=_RANGE)
+    return fsspec.compression.compr[fsspec.utils.infer_compression(path)](reader, mode="rb")
+
+
 def _local_path(uri: str) -> Path | None:
     """The path of a source on this machine (a plain path, ``file://``, ``local://``)."""
     if not _has_scheme(uri):
@@ -374,8 +540,13 @@ def _local_path(uri: str) -> Path | None:
     return Path(rest).expanduser() if scheme.lower() in ("file", "local") else None
 
 
-def _open_source(uri: str, max_seconds: float = DEFAULT_MAX_SECONDS):
-    """Opens the source for binary reading, with errors that say how to fix them."""
+def _open_source(uri: str, max_seconds: float = DEFAULT_MAX_SECONDS, started: float | None = None):
+    """Opens the source for binary reading, with errors that say how to fix them.
+
+    ``started`` is when reading the source began (``time.monotonic``; default: now): a
+    bucket must be open before ``max_seconds`` from then.
+    """
+    started = time.monotonic() if started is None else started
     if uri == SAMPLE_SOURCE:
         uri = str(SAMPLE_PATH)
     if (local := _local_path(uri)) is not None:
@@ -390,6 +561,8 @@ def _open_source(uri: str, max_seconds: float = DEFAULT_MAX_SECONDS):
     if fsspec.utils.infer_compression(_local_name(uri)) == "zip":
         raise _packed_error(uri, "a zip archive", "unzip {}")
     try:
+        if _is_bucket(uri):
+            return _open_bucket(uri, started + max_seconds)
         return fsspec.open(uri, mode="rb", compression="infer", **_options(uri, max_seconds)).open()
     except ImportError as exc:
         raise _unsupported(uri, f"this environment has no library for them ({exc})") from exc
@@ -409,6 +582,8 @@ def _open_source(uri: str, max_seconds: float = DEFAULT_MAX_SECONDS):
         http_error = _http_error(uri, exc)
         if http_error is not None:
             raise http_error from exc
+        if _timed_out(exc, started, max_seconds):
+            raise _too_slow(uri, 0, max_seconds) from exc
         raise SourceError(
             f"could not reach {uri}: {type(exc).__name__}: {exc}", _fix_for(uri)
         ) from exc
@@ -450,13 +625,19 @@ def _cut_short(uri: str, detail: str) -> SourceError:
     )
 
 
+def _timed_out(exc: BaseException, started: float, max_seconds: float) -> bool:
+    """Whether EXC is a timeout that came when the ``max_seconds`` from ``started`` ran out."""
+    late = time.monotonic() - started >= max_seconds - 1
+    return late and any(isinstance(e, TimeoutError) for e in (exc, exc.__cause__, exc.__context__))
+
+
 def _read_error(uri: str, size: int, exc: Exception, started: float, max_seconds: float):
     """The error for a read that raised: the time limit, a cut connection or another cause."""
     names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
     if names & {"ClientPayloadError", "ContentLengthError"}:
         found = re.search(r"received \d+ of \d+ bytes", str(exc))
         return _cut_short(uri, found.group(0) if found else type(exc).__name__)
-    if isinstance(exc, TimeoutError) and time.monotonic() - started >= max_seconds - 1:
+    if _timed_out(exc, started, max_seconds):
         return _too_slow(uri, size, max_seconds)
     return SourceError(
         f"reading {uri} failed after {size:,} bytes: {type(exc).__name__}: {exc}",
@@ -543,16 +724,26 @@ def source_header(source_uri: str, max_seconds: float = DEFAULT_MAX_SECONDS) -> 
     Raises:
         SourceError, SchemaError: As ``ingest`` would for the same source.
     """
-    with _credentials_masked(source_uri), _open_source(source_uri, max_seconds) as src:
-        started = time.monotonic()
+    started = time.monotonic()
+    uri = with_credentials(source_uri)
+    with _credentials_masked(uri), _open_source(uri, max_seconds, started) as src:
+        return _header(header_text_lines(_chunks_in_time(src, uri, started, max_seconds), uri), uri)
 
-        def chunks() -> Iterator[bytes]:
-            for chunk in itertools.islice(iter(lambda: src.read(1 << 16), b""), _CHUNK >> 16):
-                if time.monotonic() - started > max_seconds:
-                    raise _too_slow(source_uri, 0, max_seconds)
-                yield chunk
 
-        return _header(header_text_lines(chunks(), source_uri), source_uri)
+def _chunks_in_time(src, uri: str, started: float, max_seconds: float) -> Iterator[bytes]:
+    """The first MiB of SRC in chunks of 64 KiB, while ``max_seconds`` from ``started`` last."""
+    size = 0
+    while size < _CHUNK:
+        try:
+            chunk = src.read(1 << 16)
+        except Exception as exc:
+            raise _read_error(uri, size, exc, started, max_seconds) from exc
+        if not chunk:
+            return
+        if time.monotonic() - started > max_seconds:
+            raise _too_slow(uri, size, max_seconds)
+        size += len(chunk)
+        yield chunk
 
 
 def header_text_lines(chunks: Iterable[bytes], uri: str) -> list[str]:
@@ -610,7 +801,9 @@ def ingest(
     Args:
         source_uri: A local path or a ``file://``, ``http(s)://``, ``gs://`` or ``s3://``
             URI of a CSV in the ``crypto-markets.csv`` schema; ``sample`` for the bundled
-            synthetic sample. Credentials in it are masked in errors and in the result.
+            synthetic sample. Credentials in it are masked in errors and in the result;
+            given masked, they are read from ``$CRYPTO_PIPELINE_SOURCE_URI``
+            (``with_credentials``).
         output_dir: Local folder for the copy; created if missing.
         max_mb: The most megabytes (MiB) copied, after decompression.
         max_seconds: The longest the copy may take, in seconds.
@@ -630,15 +823,16 @@ def ingest(
     out = Path(output_dir)
     target = out / RAW_FILE_NAME
     started = time.monotonic()
+    uri = with_credentials(source_uri)
     try:
-        with _credentials_masked(source_uri), _open_source(source_uri, max_seconds) as src:
+        with _credentials_masked(uri), _open_source(uri, max_seconds, started) as src:
             out.mkdir(parents=True, exist_ok=True)
             with _staged(target, out / MANIFEST_NAME) as (copy, manifest):
                 with copy.open("wb") as f:
-                    checksum, size = _copy_checked(src, f, source_uri, max_mb, max_seconds, started)
-                header, rows = _read_header_and_count(copy, source_uri)
+                    checksum, size = _copy_checked(src, f, uri, max_mb, max_seconds, started)
+                header, rows = _read_header_and_count(copy, uri)
                 result = IngestResult(
-                    source_uri=mask_credentials(source_uri),
+                    source_uri=mask_credentials(uri),
                     path=str(target),
                     sha256=checksum,
                     bytes=size,
@@ -687,36 +881,57 @@ def read_result(folder: str | os.PathLike[str]) -> IngestResult:
     return IngestResult(**read_step_output(folder, MANIFEST_NAME, "ingest", SourceError))
 
 
-def source_fingerprint(source_uri: str) -> str:
+def source_fingerprint(
+    source_uri: str, max_mb: int = DEFAULT_MAX_MB, max_seconds: float = _HTTP_TIMEOUT_S
+) -> str:
     """What the source holds now, so that a cache keyed on it never serves stale data.
 
     A local file (or the sample) is fingerprinted by its sha256; a remote object by what its
     store reports of its version (ETag, generation, checksum, modification time, size). When
     the source cannot be read, or a remote store reports nothing but the size, the
     fingerprint is unique to this call: the data is ingested again rather than trusted.
+    A local file is hashed only within ingest's bounds: a regular file of at most
+    ``max_mb``; a store is asked for at most ``max_seconds`` (30 at most).
 
     Args:
         source_uri: As for ``ingest``.
+        max_mb: The most megabytes (MiB) that ingest copies (``--max-source-mb``).
+        max_seconds: The longest ingest reads the source (``--max-source-seconds``).
 
     Returns:
         ``sha256:<hex>``, ``ETag=…;size=…`` and the like, or ``unknown:<ns>``.
 
     Raises:
-        SourceError: A local source is a FIFO, a device or a socket: reading it would not
-            end (a missing file gives ``unknown``; ingest then says it is missing).
+        SourceError: A local source is a FIFO, a device or a socket (reading it would not
+            end), or larger than ``max_mb``, as ingest would say; a missing file gives
+            ``unknown`` (ingest then says it is missing).
     """
-    uri = str(SAMPLE_PATH) if source_uri == SAMPLE_SOURCE else source_uri
     unknown = f"unknown:{time.time_ns()}"
+    try:
+        uri = str(SAMPLE_PATH) if source_uri == SAMPLE_SOURCE else with_credentials(source_uri)
+    except SourceError:  # ingest says what is missing
+        return unknown
     if (path := _local_path(uri)) is not None:
         if not path.exists():
             return unknown
-        return f"sha256:{_sha256(regular_file(path, source_uri))}"
+        if regular_file(path, source_uri).stat().st_size > max_mb << 20:
+            raise _too_large(source_uri, max_mb)
+        return f"sha256:{_sha256(path)}"
     try:
-        fs, path = fsspec.core.url_to_fs(uri, **_options(uri, _HTTP_TIMEOUT_S))
-        info = fs.info(path)
+        info = _remote_info(uri, min(_HTTP_TIMEOUT_S, max_seconds))
     except Exception:  # ingest reports why the source cannot be read
         return unknown
     fields = {k: str(info[k]) for k in _VERSION_FIELDS if info.get(k) not in (None, "")}
     if set(fields) <= {"size"}:
         return unknown
     return ";".join(f"{k}={v}" for k, v in sorted(fields.items()))
+
+
+def _remote_info(uri: str, max_seconds: float) -> dict[str, Any]:
+    """What the store of URI reports about it (fsspec's ``info``), within ``max_seconds``."""
+    if _is_bucket(uri):
+        deadline = time.monotonic() + max_seconds
+        fs, path = _bucket_fs(uri, deadline)
+        return _store_call(fs, deadline, fs._info, path)
+    fs, path = fsspec.core.url_to_fs(uri, **_options(uri, max_seconds))
+    return fs.info(path)

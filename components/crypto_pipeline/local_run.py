@@ -19,8 +19,9 @@ from typing import Any
 from unittest import mock
 
 from crypto_pipeline.config import DEFAULT_REGISTRY, DEFAULT_TAG, PipelineConfig
+from crypto_pipeline.deploy import version_complete
 from crypto_pipeline.errors import Interrupted, PipelineError, storage_fix
-from crypto_pipeline.ingest import source_fingerprint
+from crypto_pipeline.ingest import source_fingerprint, source_parameter
 from crypto_pipeline.pipeline import (
     PIPELINE_NAME,
     STEPS,
@@ -103,7 +104,12 @@ class LocalRun:
     log_path: Path
 
 
-def docker_runner(root: Path, images: list[str], labels: dict[str, str] | None = None):
+def docker_runner(
+    root: Path,
+    images: list[str],
+    labels: dict[str, str] | None = None,
+    environment: dict[str, str] | None = None,
+):
     """kfp.local's DockerRunner, set up so that each step runs in its image like a pod.
 
     The step runs as the image's own (non-root) user, with ``root`` mounted at the same
@@ -116,6 +122,9 @@ def docker_runner(root: Path, images: list[str], labels: dict[str, str] | None =
         root: The folder of the run's artifacts, mounted into every step.
         images: The step images; each must be here or pullable (as a cluster pulls it).
         labels: Labels for the step containers (``RUN_LABEL``: the run they belong to).
+        environment: Variables for the step containers (the source URL with its
+            credentials, ``ingest.SOURCE_ENV``): Docker's API sets them, and they are on
+            no command line.
 
     Raises:
         PipelineError: No Docker engine answers, the ``docker`` package is missing, or an
@@ -158,6 +167,7 @@ def docker_runner(root: Path, images: list[str], labels: dict[str, str] | None =
         entrypoint=["/bin/sh", "-c", 'umask 002 && exec "$@"', "step"],
         group_add=[str(os.getgid())],
         labels=labels or {},
+        environment=environment or {},
     )
 
 
@@ -245,7 +255,7 @@ def _registered_version_gone(outputs: dict[str, Any]) -> bool:
     for value in outputs.values():
         uri = value.get("metadata", {}).get("version_uri", "") if isinstance(value, dict) else ""
         local = uri and ("://" not in uri or uri.startswith("file://"))
-        if local and not (Path(uri.removeprefix("file://")) / "saved_model.pb").is_file():
+        if local and not version_complete(uri):
             return True
     return False
 
@@ -320,6 +330,24 @@ def _signals_as_interrupt():
 
 
 @contextlib.contextmanager
+def _environment_set(variables: dict[str, str]) -> Iterator[None]:
+    """VARIABLES in this process's environment while the block runs, which its steps inherit.
+
+    kfp.local's SubprocessRunner starts each step with this process's environment.
+    """
+    before = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
 def cache_refreshed() -> Iterator[None]:
     """While the block runs, kfp.local finds nothing in its cache, and still writes to it.
 
@@ -341,6 +369,7 @@ def run_local(
     registry: str = DEFAULT_REGISTRY,
     tag: str = DEFAULT_TAG,
     refresh_cache: bool = False,
+    environment: dict[str, str] | None = None,
 ) -> LocalRun:
     """Runs the pipeline with kfp.local: each step in this environment, or in its image.
 
@@ -363,6 +392,9 @@ def run_local(
         refresh_cache: Run every step, even an unchanged one, and keep what it wrote in
             the cache for the next run (``cache_refreshed``). With caching off, kfp.local
             neither reads its cache nor writes it.
+        environment: Variables the steps get in their environment, kept out of the
+            parameters, which kfp.local writes into its log and onto the steps' command
+            lines: the source URL with its credentials (``ingest.source_parameter``).
 
     Returns:
         The run.
@@ -387,7 +419,7 @@ def run_local(
     run_dir = root / run_name
     images = sorted({step_image(step, registry, tag) for step in STEPS})
     local.init(
-        runner=docker_runner(root, images, labels={RUN_LABEL: run_name})
+        runner=docker_runner(root, images, {RUN_LABEL: run_name}, environment)
         if runner == "docker"
         else local.SubprocessRunner(use_venv=False),
         pipeline_root=str(root),
@@ -406,6 +438,7 @@ def run_local(
             executor_input_utils, "get_local_pipeline_resource_name", lambda name: run_name
         ),
         cache_refreshed() if refresh_cache else contextlib.nullcontext(),
+        _environment_set({} if runner == "docker" else environment or {}),
         _signals_as_interrupt(),
         run_lock(run_dir, runner),
         steps_logged(log_path) as progress,
@@ -462,7 +495,8 @@ def run_config(
 
     Writes ``summary.json`` into the run folder and points ``<run root>/latest`` at it
     (``run_root``). Unless ``config.deploy.registry_uri`` says otherwise, models are
-    registered in ``<run root>/models``.
+    registered in ``<run root>/models``. A source URL's credentials reach the ingest step
+    in its environment, never as a parameter (``ingest.source_parameter``).
 
     Args:
         config: The source, the pipeline root, the runner and every step's settings.
@@ -478,7 +512,10 @@ def run_config(
     root = run_root(config)
     arguments = pipeline_arguments(config)
     arguments["registry_uri"] = config.deploy.registry_uri or str(root / "models")
-    arguments["source_fingerprint"] = source_fingerprint(config.source_uri)
+    arguments["source_fingerprint"] = source_fingerprint(
+        config.source_uri, config.ingest.max_mb, config.ingest.max_seconds
+    )
+    arguments["source_uri"], environment = source_parameter(config.source_uri)
     started = time.perf_counter()
     run = run_local(
         arguments,
@@ -488,6 +525,7 @@ def run_config(
         registry=config.registry,
         tag=config.tag,
         refresh_cache=refresh_cache,
+        environment=environment,
     )
     summary = summarize(run, time.perf_counter() - started)
     check_deployed(summary, root)
@@ -517,7 +555,7 @@ def check_deployed(summary: dict[str, Any], root: Path) -> None:
     uri = deployment["version_uri"]
     if not deployment["version"] or ("://" in uri and not uri.startswith("file://")):
         return  # no registry, or a bucket: nothing here to look at
-    if (Path(uri.removeprefix("file://")) / "saved_model.pb").is_file():
+    if version_complete(uri):
         return
     artifact = summary["artifacts"]["deployment"]
     for entry in (root / ".kfp_cache").glob("*.json"):

@@ -1,7 +1,7 @@
 """Sources with no end, cut short or too large, and credentials in source URLs: the real
-``crypto-pipeline`` command in a subprocess against a local HTTP server, a FIFO and
-/dev/zero. Each ends with ``error:`` and ``fix:`` within seconds, keeps nothing and never
-shows a password."""
+``crypto-pipeline`` command in a subprocess against a local HTTP server, a local endpoint
+standing in for a gs:// or s3:// store, a FIFO, a sparse file and /dev/zero. Each ends with
+``error:`` and ``fix:`` within seconds, keeps nothing and never shows a password."""
 
 from __future__ import annotations
 
@@ -309,6 +309,134 @@ def test_a_host_with_a_password_is_not_echoed(package):
     )
     assert status == 1 and "error: " in output and "fix: " in output, output
     assert SECRET not in output and "***@127.0.0.1:9" in output, output
+
+
+@pytest.fixture(scope="module")
+def silent_store():
+    """An endpoint that takes every connection and never answers: a store that hangs."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+    held = []
+
+    def accept():
+        with contextlib.suppress(OSError):  # the listener closed: the module is done
+            while True:
+                held.append(listener.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+    for connection in held:
+        connection.close()
+
+
+@pytest.fixture
+def closed_port():
+    """An endpoint where nothing listens: a store that cannot be reached."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def store_at(scheme: str, endpoint: str) -> dict[str, str]:
+    """The environment that points gcsfs (``gs``) or s3fs (``s3``) at a local endpoint."""
+    if scheme == "gs":
+        return {"STORAGE_EMULATOR_HOST": endpoint}
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "drill",
+        "AWS_SECRET_ACCESS_KEY": "drill",  # pragma: allowlist secret
+    }
+
+
+@pytest.mark.parametrize("scheme", ["gs", "s3"])
+def test_a_bucket_that_never_answers_stops_at_the_time_limit(silent_store, tmp_path, scheme):
+    """Left to themselves, gcsfs and s3fs wait on such a store for many minutes."""
+    out = tmp_path / "out"
+    source = f"{scheme}://bucket/crypto-markets.csv"
+    status, output, seconds = cli(
+        "ingest",
+        "--source",
+        source,
+        "--output-dir",
+        str(out),
+        "--max-source-seconds",
+        "3",
+        env=store_at(scheme, silent_store),
+        timeout=90,
+    )
+    assert_failed(
+        status,
+        output,
+        f"reading {source} took more than 3 s (the --max-source-seconds limit",
+        "raise the limit (--max-source-seconds 12)",
+    )
+    assert_kept_nothing(out)
+    assert seconds < 60, seconds  # 3 s of waiting, plus start-up on a loaded machine
+    print(f"{scheme}:// store that never answers refused after {seconds:.1f} s")
+
+
+def test_run_bounds_every_read_of_a_bucket_that_never_answers(silent_store, tmp_path):
+    """The header read and the fingerprint before the run, and the ingest step in it."""
+    root = tmp_path / "root"
+    status, output, seconds = cli(
+        "run",
+        "--source",
+        "gs://bucket/crypto-markets.csv",
+        "--pipeline-root",
+        str(root),
+        "--max-source-seconds",
+        "3",
+        env=store_at("gs", silent_store),
+        timeout=150,
+    )
+    assert_failed(
+        status,
+        output,
+        "the ingest step failed: reading gs://bucket/crypto-markets.csv took more than 3 s",
+    )
+    print(f"run with a gs:// store that never answers failed after {seconds:.1f} s")
+
+
+def test_an_unreachable_bucket_fails_without_a_traceback(closed_port, tmp_path):
+    """gcsfs logs a traceback each time it gives up on a request; only error and fix show."""
+    out = tmp_path / "out"
+    status, output, seconds = cli(
+        "ingest",
+        "--source",
+        "gs://bucket/crypto-markets.csv",
+        "--output-dir",
+        str(out),
+        env=store_at("gs", closed_port),
+        timeout=150,
+    )
+    assert_failed(status, output, "could not reach gs://bucket/crypto-markets.csv", "credentials")
+    assert output.startswith("error: "), output  # nothing of the store's own log before it
+    assert_kept_nothing(out)
+    print(f"unreachable gs:// store refused after {seconds:.1f} s (gcsfs's own retries)")
+
+
+def test_run_refuses_a_source_over_the_size_limit_before_hashing_it(tmp_path):
+    """The cache's fingerprint of a local source read the whole file before any limit."""
+    source = tmp_path / "crypto-markets.csv"
+    with source.open("wb") as f:
+        f.write(BODY)
+        f.truncate(8 << 30)  # 8 GiB, sparse
+    root = tmp_path / "root"
+    status, output, seconds = cli(
+        "run",
+        "--source",
+        str(source),
+        "--pipeline-root",
+        str(root),
+        "--max-source-mb",
+        "100",
+        timeout=120,
+    )
+    assert_failed(
+        status, output, f"{source} holds more than 100 MB (the --max-source-mb limit", "400"
+    )
+    assert not root.exists(), "the run started"
+    print(f"run refused an 8 GiB source after {seconds:.1f} s")
 
 
 def test_a_password_holding_an_at_sign_is_masked_whole():
