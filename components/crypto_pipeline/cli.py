@@ -158,37 +158,24 @@ def _print_transform(stats: dict, output_dir: str) -> None:
 def _add_source_limits(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-source-mb",
-        type=_positive(int),
+        type=int,
         default=IngestConfig.max_mb,
         help="the most megabytes read from the source, after decompression; more is an "
         "error (default: %(default)s)",
     )
     parser.add_argument(
         "--max-source-seconds",
-        type=_positive(float),
+        type=float,
         default=IngestConfig.max_seconds,
         help="the longest the source may take to read, in seconds (default: %(default)s)",
     )
 
 
-def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{text} is not above 0")
-        return value
-
-    parse.__name__ = kind.__name__
-    return parse
-
-
 def _cmd_ingest(args: argparse.Namespace) -> None:
     from crypto_pipeline.ingest import ingest
 
-    result = ingest(args.source, args.output_dir, args.max_source_mb, args.max_source_seconds)
+    limits = IngestConfig(max_mb=args.max_source_mb, max_seconds=args.max_source_seconds)
+    result = ingest(args.source, args.output_dir, limits.max_mb, limits.max_seconds)
     print(result.describe())
 
 

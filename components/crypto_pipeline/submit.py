@@ -382,7 +382,7 @@ def parameter_arguments(
     Raises:
         ConfigError: An item is not KEY=VALUE, is given twice, names no parameter of the
             package, is not of its parameter's type or breaks its setting's rule; the
-            error names the item and the rule.
+            error names the item and the rule. ``source_uri`` carries credentials.
     """
     definitions = parameter_definitions(package_path)
     arguments: dict[str, Any] = {}
@@ -401,7 +401,23 @@ def parameter_arguments(
         if key not in definitions:
             raise _unknown(item, key, definitions, package_path)
         arguments[key] = _checked(item, key, text, definitions[key])
+    _no_credentials(arguments.get("source_uri"))
     return arguments
+
+
+def _no_credentials(source_uri: Any) -> None:
+    """Refuses a source URL that carries credentials: a run's parameters are no secret."""
+    from crypto_pipeline.ingest import mask_credentials
+
+    if isinstance(source_uri, str) and mask_credentials(source_uri) != source_uri:
+        raise ConfigError(
+            f"--param source_uri={mask_credentials(source_uri)} carries credentials: Kubeflow "
+            "Pipelines stores a run's parameters, shows them in its UI and puts them on the "
+            "steps' command lines",
+            "put the data where the pipeline's service account reads it without a secret "
+            "in the URL (a bucket it may read through workload identity, or a URL inside "
+            "the cluster), and pass that URI",
+        )
 
 
 def _checked(item: str, key: str, text: str, definition: dict[str, Any]) -> Any:

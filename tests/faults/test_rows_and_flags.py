@@ -178,3 +178,35 @@ def test_a_value_out_of_range_gets_the_same_error_and_fix_in_every_command(tmp_p
     assert result.stderr.splitlines()[-2:] == list(BAD_VALUES[flag]), output
     # refused before any work: nothing written
     assert not any((tmp_path / d).exists() for d in ("runs", "tune", "train")), output
+
+
+SOURCE_LIMITS = {
+    ("--max-source-mb", "0"): (
+        "error: max_source_mb=0 must be a whole number of at least 1",
+        "  fix: pass --max-source-mb with a positive integer",
+    ),
+    ("--max-source-seconds", "nan"): (
+        "error: max_source_seconds=nan must be a number of seconds above 0",
+        "  fix: pass --max-source-seconds with a positive number, e.g. --max-source-seconds 3600",
+    ),
+    ("--max-source-seconds", "-1"): (
+        "error: max_source_seconds=-1.0 must be a number of seconds above 0",
+        "  fix: pass --max-source-seconds with a positive number, e.g. --max-source-seconds 3600",
+    ),
+}
+
+
+@pytest.mark.parametrize("flag", list(SOURCE_LIMITS), ids=lambda f: f"{f[0]}={f[1]}")
+@pytest.mark.parametrize("name", ("run", "ingest"))
+def test_a_source_limit_out_of_range_gets_its_settings_rule_in_run_and_ingest(tmp_path, name, flag):
+    """The rule of ``IngestConfig``, which ``submit --param`` applies too, not argparse's own."""
+    if name == "run":
+        args = command("run", tmp_path)
+    else:
+        args = ["ingest", "--source", "sample", "--output-dir", str(tmp_path / "runs")]
+    result = cli(*args, *flag, timeout=180)
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output and "usage:" not in output
+    assert result.returncode == 1, output
+    assert result.stderr.splitlines()[-2:] == list(SOURCE_LIMITS[flag]), output
+    assert not (tmp_path / "runs").exists(), output

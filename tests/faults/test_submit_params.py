@@ -166,6 +166,18 @@ def test_a_refused_value_never_shows_a_password(submit, param, problem):
     assert SECRET not in output and "://***@" in output, output
 
 
+@pytest.mark.parametrize(
+    "source",
+    ["https://alice:{}@host/x.csv", "https://host/x.csv?token={}", "gs://alice:{}@bucket/x.csv"],
+)
+def test_a_source_url_with_credentials_is_refused_masked(submit, source):
+    """A run's parameters are stored and shown by Kubeflow Pipelines: no place for a secret."""
+    status, output = submit(f"source_uri={source.format(SECRET)}")
+    error, fix = error_lines(output)
+    assert status == 1 and "carries credentials" in error and "workload identity" in fix, output
+    assert SECRET not in output and "***" in output, output
+
+
 def test_the_value_is_refused_before_the_source_is_read(submit, closed_port):
     """The source (an unreachable URL) is read for its header and fingerprint after the check."""
     source = f"source_uri=http://127.0.0.1:{closed_port}/crypto-markets.csv"
