@@ -128,6 +128,8 @@ MAX_HELD_BYTES = 64 * 2**20
 (16 bodies of 4 MiB): past that, a body longer than ``DRAINED_BYTES`` gets a 503. The
 model alone takes about 720 MB of the pod's 1 GiB, so 1,000 connections of 4 MiB each
 would not fit; shorter bodies are held within the connection limit."""
+EVICT_AFTER_S = 2.0
+"""When bodies fill ``MAX_HELD_BYTES``, a body held this long is evicted to make room."""
 UNREAD_WAITING = 64
 """Most such requests waiting at once; past that, one is answered (and closed) at once."""
 REFUSALS_LOGGED = 1000
@@ -461,6 +463,20 @@ _UNPARSED = b"application/x-crypto-unparsed-json"
 not read as JSON to the model as bytes, so the model parses it once, in a worker thread."""
 
 
+class _Held:
+    """What the server holds of one request's body (``_Guard._hold``).
+
+    Its bytes; past ``DRAINED_BYTES``, since when and the task reading it, which an
+    eviction cancels while it waits for more of the body.
+    """
+
+    def __init__(self):
+        self.bytes = 0
+        self.since = 0.0
+        self.task: asyncio.Task | None = None
+        self.evicted = False
+
+
 class _Guard:
     """ASGI middleware in front of KServe's app: routes, body size, Content-Type, counts.
 
@@ -497,6 +513,8 @@ class _Guard:
         self.unread_waiting = 0
         self.held = 0
         """Bytes of request bodies received and not yet answered, all requests together."""
+        self.holders: dict[_Held, None] = {}
+        """The requests whose bodies passed ``DRAINED_BYTES``, longest held first."""
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -505,7 +523,12 @@ class _Guard:
         if self.routes.get(path) == method:
             if path == self.predict_path:
                 return await self._predict(scope, receive, send)
-            return await self.app(scope, receive, send)
+            if not _has_body(scope):
+                return await self.app(scope, receive, send)
+            if await _drained(scope, receive):  # read and dropped: the route takes no body
+                return await self.app(scope, _replayed(b"", receive), send)
+            message = f"{method} {path} takes no body: send the request without one"
+            return await self._refuse_unread(scope, send, 413, message)
         if _has_body(scope) and not await _drained(scope, receive):
             return await self._refuse_unread(scope, send, *self._refusal(method, path))
         await refuse(scope, send, *self._refusal(method, path))
@@ -544,18 +567,20 @@ class _Guard:
         return 404, f"{method} {logged_path(path)} is not served: this server answers {served}"
 
     async def _predict(self, scope, receive, send):
-        held = [0]  # the bytes of this body the server holds
+        held = _Held()
         try:
             return await self._hand_on(scope, receive, send, held)
         finally:
-            self.held -= held[0]
+            self.held -= held.bytes
 
-    async def _hand_on(self, scope, receive, send, held: list[int]):
+    async def _hand_on(self, scope, receive, send, held: _Held):
         """Reads and checks the body, then hands it to KServe as it came."""
         try:
             self._check_headers(scope)
             body = await self._read_body(receive, held)
         except _Refused as refusal:
+            if refusal.status == 503 and held.evicted:  # its bytes are wanted now
+                return await refuse(scope, send, refusal.status, refusal.message, close=True)
             if not refusal.more_body or await _drained(scope, receive):
                 return await refuse(scope, send, refusal.status, refusal.message)
             return await self._refuse_unread(scope, send, refusal.status, refusal.message)
@@ -570,16 +595,7 @@ class _Guard:
             if k.lower() != b"content-type" and not k.lower().startswith(b"ce-")
         ]
         scope["headers"].append((b"content-type", _UNPARSED))
-        handed_on = False
-
-        async def replay():
-            nonlocal handed_on
-            if handed_on:
-                return await receive()
-            handed_on = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        return await self.app(scope, replay, send)
+        return await self.app(scope, _replayed(body, receive), send)
 
     def _check_headers(self, scope) -> None:
         """Refuses a body announced over the limit and a Content-Type other than JSON."""
@@ -595,8 +611,8 @@ class _Guard:
                 "(curl: -H 'Content-Type: application/json')",
             )
 
-    async def _read_body(self, receive, held: list[int]) -> bytes | None:
-        """The body, or None when the client went away; ``held[0]`` counts its bytes.
+    async def _read_body(self, receive, held: _Held) -> bytes | None:
+        """The body, or None when the client went away; ``held`` counts its bytes.
 
         Counts ``[`` and ``{`` as the body arrives: a request of ``MAX_INSTANCES``
         instances opens at most ``MAX_INSTANCES + 2`` lists and objects, so a body past
@@ -604,19 +620,25 @@ class _Guard:
         Commas and colons are counted the same way (``max_separators``), so few objects
         with very many keys or values are refused too.
         """
+        try:
+            return await self._read_counted(receive, held)
+        finally:  # evicted only while its body arrives
+            self.holders.pop(held, None)
+
+    async def _read_counted(self, receive, held: _Held) -> bytes | None:
         chunks, size = [], 0
         counts: list[int | None] = [None] * len(self.counted)  # None: not counted yet
         while True:
-            message = await receive()
+            message = await self._receive(receive, held)
             if message["type"] == "http.disconnect":
                 return None
             chunk, more = message.get("body", b""), message.get("more_body", False)
             size += len(chunk)
             if size > self.max_body:
                 raise _Refused(413, self._too_large(None), more)
-            if size > DRAINED_BYTES and self.held + len(chunk) > MAX_HELD_BYTES:
-                raise _Refused(503, self._busy(), more)
-            held[0] += len(chunk)
+            if size > DRAINED_BYTES:
+                self._hold(held, len(chunk), more)
+            held.bytes += len(chunk)
             self.held += len(chunk)
             for i, (marks, limit, refusal) in enumerate(self.counted):
                 if counts[i] is None:
@@ -630,6 +652,42 @@ class _Guard:
             chunks.append(chunk)
             if not more:
                 return b"".join(chunks)
+
+    async def _receive(self, receive, held: _Held):
+        """RECEIVE's next message; a 503 when the body was evicted while waiting for it."""
+        try:
+            return await receive()
+        except asyncio.CancelledError:
+            if not held.evicted:
+                raise
+            asyncio.current_task().uncancel()
+            raise _Refused(503, self._evicted(), True) from None
+
+    def _hold(self, held: _Held, size: int, more: bool) -> None:
+        """Makes room for SIZE more bytes of a body past ``DRAINED_BYTES``, or refuses it.
+
+        Past ``MAX_HELD_BYTES``, the body held longest is evicted (its request gets a 503)
+        when it has been held over ``EVICT_AFTER_S``: a client that sends most of a body
+        and stalls holds the server's room only so long. Otherwise this body gets the 503.
+        """
+        if held not in self.holders:
+            held.task, held.since = asyncio.current_task(), time.monotonic()
+            self.holders[held] = None
+        if self.held + size <= MAX_HELD_BYTES:
+            return
+        oldest = next((h for h in self.holders if h is not held), None)
+        if oldest is None or time.monotonic() - oldest.since < EVICT_AFTER_S:
+            raise _Refused(503, self._busy(), more)
+        self.holders.pop(oldest)
+        oldest.evicted = True
+        oldest.task.cancel()
+
+    def _evicted(self) -> str:
+        return (
+            f"the body took over {EVICT_AFTER_S:g} s while others waited for the server's "
+            f"{MAX_HELD_BYTES / 2**20:g} MiB of room for bodies: send it at once, or in "
+            "smaller batches"
+        )
 
     def _busy(self) -> str:
         return (
@@ -645,6 +703,20 @@ class _Guard:
             f"({self.max_body / 2**20:g} MiB): send at most {MAX_INSTANCES:,} instances "
             "a request, and larger batches in several requests"
         )
+
+
+def _replayed(body: bytes, receive):
+    """An ASGI ``receive`` that gives BODY, read already, then what RECEIVE gives."""
+    handed_on = False
+
+    async def replay():
+        nonlocal handed_on
+        if handed_on:
+            return await receive()
+        handed_on = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 async def _drained(scope, receive, limit: int = DRAINED_BYTES) -> bool:
@@ -692,6 +764,9 @@ async def refuse(scope, send, status: int, message: str, close: bool = False) ->
     await send({"type": "http.response.body", "body": body})
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+
+
 def _log_refusal(scope, status: int, message: str) -> None:
     """One line per refusal, up to ``REFUSALS_LOGGED`` an interval; then one per kind."""
     client = scope.get("client")
@@ -700,11 +775,16 @@ def _log_refusal(scope, status: int, message: str) -> None:
     if _refusals_logged.spend():
         where = f"{client[0]}:{client[1]}" if client else "?"
         log.warning("refused %s %s from %s: %d %s", method, path, where, status, printable(shown))
-    else:
-        line = f"refused {method} {path}: {status} {shown}"
+    else:  # one line per kind, not per path or message: a flood varies them at will
+        known = method if method in _METHODS else "other"
+        route = "predictions" if path.endswith(":predict") else "other paths"
+        kind = f"refused {known} requests to {route}: {status}"
         budget = _refusals_logged
-        over = f"over {budget.per_interval:,} refusals in {budget.interval_s:g} s"
-        _repeated(line, f"{line} ({over})")
+        _repeated(
+            kind,
+            f"{kind} (past {budget.per_interval:,} refusals logged one by one in "
+            f"{budget.interval_s:g} s; the first: {path})",
+        )
 
 
 async def _request_refused(request, exc: RequestError):

@@ -23,6 +23,7 @@ good clients are measured on; what the server does for it is measured in full.
 
 import asyncio
 import http.client
+import json
 import os
 import re
 import resource
@@ -421,6 +422,69 @@ def test_bodies_held_at_once_are_bounded_in_memory(server):
     assert expected > 0 and process.poll() is None
 
 
+def _stalled_bodies(port: int, count: int) -> tuple[list[socket.socket], list[bytes]]:
+    """COUNT connections, each sending a 4 MiB body but its last byte, then waiting."""
+    n = 4 * 2**20 - 200
+    body = b'{"instances": [[1' + b"0" * (n - 30) + b", 2, 1]]}"
+    head = (
+        b"POST /v1/models/crypto:predict HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    answers: list[bytes] = []
+    sockets = [socket.create_connection(("127.0.0.1", port), timeout=40) for _ in range(count)]
+
+    def send(s: socket.socket) -> None:
+        with suppress(OSError):
+            s.sendall(head + body[:-1])
+        answers.append(_answers(s, 40))
+
+    for s in sockets:
+        threading.Thread(target=send, args=(s,), daemon=True).start()
+    return sockets, answers
+
+
+def test_stalled_bodies_that_fill_the_room_are_evicted_for_a_good_batch(server):
+    """16 bodies of 4 MiB held, stalled: a good batch of 3,000 instances is still answered."""
+    port, _, _ = server
+    sockets, answers = _stalled_bodies(port, 16)
+    try:
+        time.sleep(4)  # held past the eviction age
+        batch = {
+            "instances": [[100.0 + (i % 40) / 10, 104.123456789, 97.987654321] for i in range(3000)]
+        }
+        assert len(json.dumps(batch)) > 64 * 1024
+        response = requests.post(
+            f"http://127.0.0.1:{port}/v1/models/crypto:predict", json=batch, timeout=30
+        )
+        assert response.status_code == 200, response.text[:300]
+        assert len(response.json()["predictions"]) == 3000
+        deadline = time.monotonic() + 10
+        while not answers and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert answers and answers[0].startswith(b"HTTP/1.1 503 "), answers[:1]
+        assert b"took over 2 s while others waited" in answers[0]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_a_body_sent_to_a_route_that_takes_none_is_not_read(server):
+    """GET with an endless body: 413, closed; GET with a few bytes: answered as usual."""
+    port, _, _ = server
+    head = b"GET /v1/models/crypto HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+    start = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+        s.sendall(head % 10**12 + b"x" * 2**20)
+        answer = _answers(s, 15)
+    assert answer.startswith(b"HTTP/1.1 413 ") and b"takes no body" in answer, answer[:300]
+    assert b"connection: close" in answer.lower() and time.monotonic() - start < 10
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+        s.sendall(head % 5 + b"hello")
+        s.shutdown(socket.SHUT_WR)
+        answer = _answers(s, 15)
+    assert answer.startswith(b"HTTP/1.1 200 ") and b'"ready"' in answer, answer[:300]
+
+
 def test_more_connections_than_files_leave_good_requests_and_health_alone(server):
     _, _, log = drill(server, "connections")
     lines = log.splitlines()
@@ -469,17 +533,24 @@ def test_a_flood_of_refusals_is_logged_one_by_one_up_to_the_budget(monkeypatch, 
     monkeypatch.setattr(serve, "_repeated", serve._Repeated())
 
     async def flood():
-        for i in range(50):
-            path = "/x" if i % 2 else "/y"
-            scope = {"method": "GET", "path": path, "client": ("10.0.0.1", i)}
-            serve._log_refusal(scope, 404, "no")
+        """Each path and message different, as a flood makes them: one kind all the same."""
+        for i in range(3000):
+            scope = {"method": "GET", "path": f"/x{i}", "client": ("10.0.0.1", i)}
+            serve._log_refusal(scope, 404, f"no /x{i}")
+        for method in ("POST", "BREW", "SPAM"):
+            scope = {"method": method, "path": "/v1/models/m:predict", "client": None}
+            serve._log_refusal(scope, 413, "over 4 MiB")
 
     with caplog.at_level("WARNING", logger=serve.log.name):
         asyncio.run(flood())
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 5 + 2, lines  # five one by one, then one per kind
+    assert len(lines) == 5 + 3, lines  # five one by one, then one per kind
     assert all("from 10.0.0.1:" in line for line in lines[:5])
     assert lines[5:] == [
-        "refused GET /x: 404 no (over 5 refusals in 10 s)",
-        "refused GET /y: 404 no (over 5 refusals in 10 s)",
+        "refused GET requests to other paths: 404 (past 5 refusals logged one by one in 10 s;"
+        " the first: /x5)",
+        "refused POST requests to predictions: 413 (past 5 refusals logged one by one in 10 s;"
+        " the first: /v1/models/m:predict)",
+        "refused other requests to predictions: 413 (past 5 refusals logged one by one in 10 s;"
+        " the first: /v1/models/m:predict)",
     ]
