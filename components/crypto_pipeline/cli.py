@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from crypto_pipeline import __version__
 from crypto_pipeline.config import (
@@ -368,13 +370,25 @@ def _cmd_submit(args: argparse.Namespace) -> None:
     namespace = args.namespace or str(arguments.get("namespace", DeployConfig().namespace))
     parameters = pipeline_parameters(package)
     source = str(arguments.get("source_uri", PipelineConfig().source_uri))
+    # the source is read within the run's own limits, as its ingest step will read it
+    limits = IngestConfig(
+        max_mb=arguments.get("max_source_mb", IngestConfig.max_mb),
+        max_seconds=arguments.get("max_source_seconds", IngestConfig.max_seconds),
+    )
     if "coin" in parameters and "coin" not in arguments:
-        _coin(None, lambda: _readable_header(source), source, "--param coin=bitcoin")
+        _coin(
+            None,
+            lambda: _readable_header(source, limits.max_seconds),
+            source,
+            "--param coin=bitcoin",
+        )
     # KFP's cache keys on it: changed data re-runs.
     if "source_fingerprint" in parameters and "source_fingerprint" not in arguments:
         from crypto_pipeline.ingest import source_fingerprint
 
-        arguments["source_fingerprint"] = source_fingerprint(source)
+        arguments["source_fingerprint"] = source_fingerprint(
+            source, limits.max_mb, limits.max_seconds
+        )
     try:
         result = submit(
             package,
@@ -551,9 +565,39 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     print(f"wrote the synthetic sample (not real market data) to {path}")
 
 
+_FLAG_FIXES = (
+    (r"argument (\S+): invalid int value", "pass {} a whole number"),
+    (r"argument (\S+): invalid float value", "pass {} a number"),
+    (r"argument (\S+): invalid choice", "use one of the choices listed for {}"),
+    (r"argument (\S+): expected one argument", "give {} a value"),
+    (r"the following arguments are required: (.+)", "pass {}"),
+)
+"""argparse's messages, and what to pass instead: ``(pattern, fix with its flag)``."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors end like every other: ``error:`` and ``  fix:``.
+
+    Its subparsers are of this class too (``add_subparsers`` takes the parser's class).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Prints the usage, the error and its fix; exits with status 2, as argparse does."""
+        self.print_usage(sys.stderr)
+        self.exit(2, f"error: {message}\n  fix: {self._fix(message)}\n")
+
+    def _fix(self, message: str) -> str:
+        """What to pass instead, for argparse's MESSAGE, and where the flags are listed."""
+        help_text = f"see `{self.prog} --help`"
+        for pattern, fix in _FLAG_FIXES:
+            if found := re.match(pattern, message):
+                return f"{fix.format(found[1])} ({help_text})"
+        return help_text
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``crypto-pipeline`` and its subcommands."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="crypto-pipeline",
         description="Kubeflow for Poets: predict Bitcoin's daily close with an ML pipeline "
         "that runs locally or on Kubeflow.",

@@ -100,6 +100,10 @@ class TransformConfig:
             raise ConfigError("the coin is empty", "pass --coin bitcoin (a slug from the file)")
 
 
+MAX_SOURCE_SECONDS = 7 * 24 * 3600
+"""The longest ``IngestConfig.max_seconds`` may be: 7 days (604800 s)."""
+
+
 @dataclass(frozen=True)
 class IngestConfig:
     """How much of a source the ingest step reads before it calls it endless.
@@ -109,7 +113,8 @@ class IngestConfig:
             source: five times the largest real source (a few hundred MB), far below
             what fills a disk.
         max_seconds: The longest the source may take to read, in all: a 300 MB file over a
-            1 Mbit/s link takes 40 minutes.
+            1 Mbit/s link takes 40 minutes. At most ``MAX_SOURCE_SECONDS`` (7 days): a
+            timer's timeout beyond what the system clock counts fails.
     """
 
     max_mb: int = 2048
@@ -118,11 +123,13 @@ class IngestConfig:
     def __post_init__(self):
         _positive(max_source_mb=self.max_mb)
         if isinstance(self.max_seconds, bool) or not (
-            isinstance(self.max_seconds, int | float) and 0 < self.max_seconds < float("inf")
+            isinstance(self.max_seconds, int | float) and 0 < self.max_seconds <= MAX_SOURCE_SECONDS
         ):
             raise ConfigError(
-                f"max_source_seconds={self.max_seconds!r} must be a number of seconds above 0",
-                "pass --max-source-seconds with a positive number, e.g. --max-source-seconds 3600",
+                f"max_source_seconds={self.max_seconds!r} must be a number of seconds above 0 "
+                f"and at most {MAX_SOURCE_SECONDS:g} (7 days)",
+                "pass --max-source-seconds with a positive number up to "
+                f"{MAX_SOURCE_SECONDS:g}, e.g. --max-source-seconds 3600",
             )
 
 

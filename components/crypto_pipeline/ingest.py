@@ -79,20 +79,31 @@ DEFAULT_MAX_SECONDS = IngestConfig.max_seconds
 MAX_MB_FLAG = "--max-source-mb"
 MAX_SECONDS_FLAG = "--max-source-seconds"
 
-_USERINFO = re.compile(r"(?<=://)[^/?#\s]*@")  # to the last @: a password may hold one
-_SECRET_PARAM = re.compile(
-    r"(?i)([?&][\w.-]*(?:token|key|secret|passw|signature|sig|credential|auth)[\w.-]*=)"
-    r"(?!\*\*\*)[^&#\s]*"
+_URL = re.compile(
+    r"(?<=://)(?P<authority>[^/?#\s'\"<>]*)(?P<path>[^?#\s'\"<>]*)(?P<rest>[^\s'\"<>]*)"
 )
+"""What follows a URL's ``scheme://``: its authority, its path, then its query and fragment."""
+_USERINFO = re.compile(r"^.*@")  # to the last @: a password may hold one
+# a value already masked stays as it is, with the text that follows the URL
+_PATH_VALUE = re.compile(r"(;[^=/;]*=)(?!\*\*\*)[^/;]*")  # a matrix value ends at / or ;
+_QUERY_VALUE = re.compile(r"([?&;#][^=?&;#]*=)(?!\*\*\*)[^&;#]*")  # it may hold / and ?
 
 
 def mask_credentials(text: str) -> str:
-    """TEXT with the credentials of any URL in it masked: ``user:pass@`` and secret parameters.
+    """TEXT with the credentials any URL in it may carry masked; the rest of TEXT as it is.
 
-    The ``user:pass@`` of a URL becomes ``***@``, and the value of a parameter such as
-    ``token=`` becomes ``***``.
+    In each ``scheme://…`` of TEXT the ``user:pass@`` becomes ``***@``, and the value of
+    every parameter becomes ``***``: in the query (``?a=``, ``&b=``), in the fragment
+    and in the path (``;jsessionid=``). Any of them may be a secret, whatever its name.
     """
-    return _SECRET_PARAM.sub(r"\1***", _USERINFO.sub("***@", text))
+    return _URL.sub(_masked_url, text)
+
+
+def _masked_url(found: re.Match[str]) -> str:
+    """One URL, after its ``scheme://``, with its user and parameter values masked."""
+    authority = _USERINFO.sub("***@", found["authority"])
+    path = _PATH_VALUE.sub(r"\1***", found["path"])
+    return authority + path + _QUERY_VALUE.sub(r"\1***", found["rest"])
 
 
 @contextlib.contextmanager
@@ -122,7 +133,8 @@ onto the steps' command lines. ``run`` passes the source with its credentials ma
 the URL itself in this variable of the steps' environment (``source_parameter``); ingest
 reads it back (``with_credentials``).
 """
-_MASKED = re.compile(r"://\*\*\*@|=\*\*\*(?=[&#]|$)")
+_MASKED = re.compile(r"://\*\*\*@|[?&;#][^=?&;#/\s]*=\*\*\*(?=[/?&;#\s]|$)")
+"""A URL as ``mask_credentials`` leaves it: a masked user or parameter value."""
 
 
 def source_parameter(source_uri: str) -> tuple[str, dict[str, str]]:

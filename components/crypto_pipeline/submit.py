@@ -406,12 +406,16 @@ def parameter_arguments(
 
 
 def _no_credentials(source_uri: Any) -> None:
-    """Refuses a source URL that carries credentials: a run's parameters are no secret."""
+    """Refuses a source URL that may carry credentials: a run's parameters are no secret.
+
+    That is a URL with anything ``mask_credentials`` masks: a user, or a parameter value.
+    """
     from crypto_pipeline.ingest import mask_credentials
 
     if isinstance(source_uri, str) and mask_credentials(source_uri) != source_uri:
         raise ConfigError(
-            f"--param source_uri={mask_credentials(source_uri)} carries credentials: Kubeflow "
+            f"--param source_uri={mask_credentials(source_uri)} may carry credentials (a "
+            "user, a password or query values): Kubeflow "
             "Pipelines stores a run's parameters, shows them in its UI and puts them on the "
             "steps' command lines",
             "put the data where the pipeline's service account reads it without a secret "

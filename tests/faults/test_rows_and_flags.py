@@ -180,18 +180,27 @@ def test_a_value_out_of_range_gets_the_same_error_and_fix_in_every_command(tmp_p
     assert not any((tmp_path / d).exists() for d in ("runs", "tune", "train")), output
 
 
+_SECONDS_RULE = "must be a number of seconds above 0 and at most 604800 (7 days)"
+_SECONDS_FIX = (
+    "pass --max-source-seconds with a positive number up to 604800, e.g. --max-source-seconds 3600"
+)
 SOURCE_LIMITS = {
     ("--max-source-mb", "0"): (
         "error: max_source_mb=0 must be a whole number of at least 1",
         "  fix: pass --max-source-mb with a positive integer",
     ),
     ("--max-source-seconds", "nan"): (
-        "error: max_source_seconds=nan must be a number of seconds above 0",
-        "  fix: pass --max-source-seconds with a positive number, e.g. --max-source-seconds 3600",
+        f"error: max_source_seconds=nan {_SECONDS_RULE}",
+        f"  fix: {_SECONDS_FIX}",
     ),
     ("--max-source-seconds", "-1"): (
-        "error: max_source_seconds=-1.0 must be a number of seconds above 0",
-        "  fix: pass --max-source-seconds with a positive number, e.g. --max-source-seconds 3600",
+        f"error: max_source_seconds=-1.0 {_SECONDS_RULE}",
+        f"  fix: {_SECONDS_FIX}",
+    ),
+    # beyond what a timer counts: threading's OverflowError, once reported as "could not reach"
+    ("--max-source-seconds", "1e10"): (
+        f"error: max_source_seconds=10000000000.0 {_SECONDS_RULE}",
+        f"  fix: {_SECONDS_FIX}",
     ),
 }
 

@@ -14,6 +14,7 @@ import pytest
 
 from crypto_pipeline.config import DeployConfig, IngestConfig, TransformConfig
 from crypto_pipeline.errors import ConfigError
+from crypto_pipeline.sample_data import SAMPLE_PATH
 
 
 def cli(*args: str, timeout: float = 120) -> tuple[int, str]:
@@ -168,14 +169,52 @@ def test_a_refused_value_never_shows_a_password(submit, param, problem):
 
 @pytest.mark.parametrize(
     "source",
-    ["https://alice:{}@host/x.csv", "https://host/x.csv?token={}", "gs://alice:{}@bucket/x.csv"],
+    [
+        "https://alice:{}@host/x.csv",
+        "https://host/x.csv?token={}",
+        "gs://alice:{}@bucket/x.csv",
+        "https://host/x.csv?pass={}",
+        "https://host/x.csv?pwd={}",
+        "https://host/x.csv?dl=1&jwt={}",
+        "https://host/app;jsessionid={}/x.csv",
+        "https://host/x.csv?zq_blob={}",  # a name a service invents
+    ],
 )
 def test_a_source_url_with_credentials_is_refused_masked(submit, source):
-    """A run's parameters are stored and shown by Kubeflow Pipelines: no place for a secret."""
+    """A run's parameters are stored and shown by Kubeflow Pipelines: no place for a secret.
+
+    Every user and every parameter value of the URL may be one, whatever its name.
+    """
     status, output = submit(f"source_uri={source.format(SECRET)}")
     error, fix = error_lines(output)
-    assert status == 1 and "carries credentials" in error and "workload identity" in fix, output
+    assert status == 1 and "may carry credentials" in error and "workload identity" in fix, output
     assert SECRET not in output and "***" in output, output
+    assert "could not submit" not in output, output
+
+
+@pytest.mark.parametrize(
+    "params, refused_for_size",
+    [(("max_source_mb=1",), True), ((), False)],
+    ids=["max_source_mb=1", "default"],
+)
+def test_submit_reads_a_local_source_within_the_runs_own_size_limit(
+    submit, closed_port, tmp_path, params, refused_for_size
+):
+    """The source is fingerprinted within ``--param max_source_mb``, as its ingest step reads it."""
+    source = tmp_path / "crypto-markets.csv"
+    lines = SAMPLE_PATH.read_text(encoding="utf-8").splitlines(keepends=True)
+    with source.open("w", encoding="utf-8") as f:
+        f.write(lines[0])
+        while f.tell() < 3 << 20:  # 3 MB: over a limit of 1 MB, far below the default
+            f.writelines(lines[1:])
+    status, output = submit(f"source_uri={source}", "coin=bitcoin", *params)
+    error, fix = error_lines(output)
+    assert status == 1, output
+    if refused_for_size:
+        assert error.startswith(f"{source} holds more than 1 MB"), output
+        assert "--max-source-mb 4" in fix and "could not submit" not in output, output
+    else:
+        assert error.startswith(f"could not submit to http://127.0.0.1:{closed_port}"), output
 
 
 def test_the_value_is_refused_before_the_source_is_read(submit, closed_port):

@@ -15,10 +15,13 @@ from crypto_pipeline.errors import SchemaError, SourceError
 from crypto_pipeline.ingest import (
     MANIFEST_NAME,
     RAW_FILE_NAME,
+    SOURCE_ENV,
     ingest,
     mask_credentials,
     source_fingerprint,
     source_header,
+    source_parameter,
+    with_credentials,
 )
 from crypto_pipeline.sample_data import SAMPLE_PATH
 
@@ -322,16 +325,58 @@ def test_a_missing_source_has_an_unknown_fingerprint(tmp_path):
         ("https://tok@host/f.csv", "https://***@host/f.csv"),
         (
             "s3://bucket/f.csv?X-Amz-Signature=ab&X-Amz-Credential=cd&v=1",
-            "s3://bucket/f.csv?X-Amz-Signature=***&X-Amz-Credential=***&v=1",
+            "s3://bucket/f.csv?X-Amz-Signature=***&X-Amz-Credential=***&v=***",
         ),
         ("https://host/f.csv?access_token=ab#top", "https://host/f.csv?access_token=***#top"),
         ("https://host/a@b.csv", "https://host/a@b.csv"),
         ("/data/me@home/f.csv", "/data/me@home/f.csv"),
-        ("https://host/f.csv?coin=bitcoin", "https://host/f.csv?coin=bitcoin"),
+        # every value of a URL: any name may hold a secret
+        ("https://host/f.csv?coin=bitcoin", "https://host/f.csv?coin=***"),
+        ("https://host/f.csv?pass=pw", "https://host/f.csv?pass=***"),
+        ("https://host/f.csv?user=me&pwd=pw", "https://host/f.csv?user=***&pwd=***"),
+        ("https://host/f.csv?jwt=e.y.J/x?y", "https://host/f.csv?jwt=***"),
+        ("https://host/app;jsessionid=AB12/f.csv", "https://host/app;jsessionid=***/f.csv"),
+        ("https://host/f.csv?zq_blob=k&dl=1;v=2", "https://host/f.csv?zq_blob=***&dl=***;v=***"),
+        ("https://host/f.csv#id_token=ab&state=1", "https://host/f.csv#id_token=***&state=***"),
+        ("https://host/f.csv?download", "https://host/f.csv?download"),
+        ("gs://bucket/dir/f.csv", "gs://bucket/dir/f.csv"),
+        # text outside a URL is untouched, around it too
+        ("pass=pw ?token=t &a=1", "pass=pw ?token=t &a=1"),
+        (
+            "read 'https://u:p@h/f.csv?pwd=pw' (twice): ftp://h/x;type=a done",
+            "read 'https://***@h/f.csv?pwd=***' (twice): ftp://h/x;type=*** done",
+        ),
+        ("https://host/f.csv?token=***: not found", "https://host/f.csv?token=***: not found"),
     ],
 )
 def test_credentials_are_masked(text, shown):
     assert mask_credentials(text) == shown
+    assert mask_credentials(shown) == shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://host/f.csv?pass=pw",
+        "https://host/f.csv?pwd=pw",
+        "https://host/f.csv?jwt=e.y.J",
+        "https://host/app;jsessionid=AB12/f.csv",
+        "https://host/f.csv?zq_blob=k",  # a name a service invents
+        "s3://key:pw@bucket/f.csv",  # pragma: allowlist secret
+    ],
+)
+def test_a_parameter_carries_the_url_masked_and_the_environment_the_url(url, monkeypatch):
+    """``run``'s pipeline parameter (logged, on command lines) never holds a value of the URL."""
+    shown, environment = source_parameter(url)
+    assert shown == mask_credentials(url) and "***" in shown and shown != url
+    assert environment == {SOURCE_ENV: url}
+    monkeypatch.setenv(SOURCE_ENV, url)
+    assert with_credentials(shown) == url  # what the ingest step reads
+
+
+def test_a_url_without_a_user_or_a_value_is_its_own_parameter():
+    for url in ("https://host/f.csv", "gs://bucket/f.csv", "/data/f.csv", "sample"):
+        assert source_parameter(url) == (url, {})
 
 
 def test_an_http_error_masks_the_credentials_of_the_url(tmp_path, httpserver):
