@@ -614,7 +614,8 @@ def _too_large(uri: str, max_mb: int) -> SourceError:
         f"{uri} holds more than {max_mb:,} MB (the {MAX_MB_FLAG} limit, counted after "
         "decompression); ingest stopped there and kept nothing",
         f"when the file really is that large, raise the limit ({MAX_MB_FLAG} "
-        f"{max_mb * 4}); a source that never ends (a live stream) cannot be ingested: "
+        f"{max_mb * 4}) or, with submit, --param max_source_mb={max_mb * 4}; a source that "
+        "never ends (a live stream) cannot be ingested: "
         "save a finite file and pass its path",
     )
 
@@ -623,8 +624,9 @@ def _too_slow(uri: str, size: int, max_seconds: float) -> SourceError:
     return SourceError(
         f"reading {uri} took more than {max_seconds:g} s (the {MAX_SECONDS_FLAG} limit; "
         f"{size:,} bytes read); ingest stopped there and kept nothing",
-        f"on a slow link raise the limit ({MAX_SECONDS_FLAG} {max_seconds * 4:g}), or "
-        "download the file and pass its local path (--source path/to/crypto-markets.csv)",
+        f"on a slow link raise the limit ({MAX_SECONDS_FLAG} {max_seconds * 4:g}) or, with "
+        f"submit, --param max_source_seconds={max_seconds * 4:g}; or download the file and "
+        "pass its local path (--source path/to/crypto-markets.csv)",
     )
 
 
