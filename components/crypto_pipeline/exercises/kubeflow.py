@@ -65,8 +65,9 @@ def _serve_options(argv: list[str]) -> tuple[Any, str]:
         try:
             return cli.build_parser().parse_args(argv), ""
         except SystemExit:
-            lines = [line for line in said.getvalue().splitlines() if line.strip()]
-            return None, lines[-1] if lines else "it does not parse"
+            lines = [line.strip() for line in said.getvalue().splitlines() if line.strip()]
+            errors = [line.removeprefix("error: ") for line in lines if line.startswith("error:")]
+            return None, errors[-1] if errors else lines[-1] if lines else "it does not parse"
 
 
 def _command_problems(container: dict[str, Any]) -> tuple[list[str], int]:
