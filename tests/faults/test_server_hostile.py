@@ -390,23 +390,7 @@ def test_bodies_held_at_once_are_bounded_in_memory(server):
     """
     port, _, process = server
     before = _rss_mb(process.pid)
-    n = 4 * 2**20 - 200
-    body = b'{"instances": [[1' + b"0" * (n - 30) + b", 2, 1]]}"
-    head = (
-        b"POST /v1/models/crypto:predict HTTP/1.1\r\nHost: x\r\n"
-        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
-    )
-    answers: list[bytes] = []
-    sockets = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(150)]
-
-    def send(s: socket.socket) -> None:
-        with suppress(OSError):
-            s.sendall(head + body[:-1])
-        answers.append(_answers(s, 20))
-
-    threads = [threading.Thread(target=send, args=(s,)) for s in sockets]
-    for thread in threads:
-        thread.start()
+    sockets, answers, threads = _stalled_bodies(port, 150)
     time.sleep(4)
     grown = _rss_mb(process.pid) - before
     expected = expected_close(port)
@@ -422,8 +406,11 @@ def test_bodies_held_at_once_are_bounded_in_memory(server):
     assert expected > 0 and process.poll() is None
 
 
-def _stalled_bodies(port: int, count: int) -> tuple[list[socket.socket], list[bytes]]:
-    """COUNT connections, each sending a 4 MiB body but its last byte, then waiting."""
+def _stalled_bodies(port: int, count: int):
+    """COUNT connections, each sending a 4 MiB body but its last byte, then waiting.
+
+    Returns the sockets, the answers (filled as they come) and the threads sending.
+    """
     n = 4 * 2**20 - 200
     body = b'{"instances": [[1' + b"0" * (n - 30) + b", 2, 1]]}"
     head = (
@@ -438,15 +425,16 @@ def _stalled_bodies(port: int, count: int) -> tuple[list[socket.socket], list[by
             s.sendall(head + body[:-1])
         answers.append(_answers(s, 40))
 
-    for s in sockets:
-        threading.Thread(target=send, args=(s,), daemon=True).start()
-    return sockets, answers
+    threads = [threading.Thread(target=send, args=(s,), daemon=True) for s in sockets]
+    for thread in threads:
+        thread.start()
+    return sockets, answers, threads
 
 
 def test_stalled_bodies_that_fill_the_room_are_evicted_for_a_good_batch(server):
     """16 bodies of 4 MiB held, stalled: a good batch of 3,000 instances is still answered."""
     port, _, _ = server
-    sockets, answers = _stalled_bodies(port, 16)
+    sockets, answers, _ = _stalled_bodies(port, 16)
     try:
         time.sleep(4)  # held past the eviction age
         batch = {
