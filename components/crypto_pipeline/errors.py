@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 
@@ -138,3 +139,72 @@ def storage_fix(text: str) -> str:
         if f"[Errno {code}]" in text:
             return fix
     return ""
+
+
+STEP_ERROR_NAME = "step_error.json"
+"""The file a failed step leaves in its task's folder: its error, for ``run`` to print."""
+
+
+def step_error_record(step: str, exc: BaseException) -> dict[str, str]:
+    """What STEP raised, as ``run`` prints it: the problem and its fix.
+
+    A PipelineError carries both; any other exception is named by its type, with the fix
+    for a write the disk refused when it was one (``storage_error``), else no fix.
+    """
+    if not isinstance(exc, PipelineError):
+        exc = storage_error(exc) or exc
+    if isinstance(exc, PipelineError):
+        return {"step": step, "type": type(exc).__name__, "problem": exc.problem, "fix": exc.fix}
+    text = str(exc)
+    return {
+        "step": step,
+        "type": type(exc).__name__,
+        "problem": f"{type(exc).__name__}: {text}" if text else type(exc).__name__,
+        "fix": "",
+    }
+
+
+class step_errors:  # noqa: N801 (a context manager, used as `with step_errors(...)`)
+    """Writes what the block raises to ``STEP_ERROR_NAME`` in FOLDER, then lets it go on.
+
+    Each step runs its work inside it, FOLDER being its task's folder (the one that holds
+    its outputs), so ``run`` reads the step's error from a file instead of its log. A
+    record left by an earlier failed attempt is removed when the block starts.
+
+    Args:
+        step: The step's name (``ingest`` … ``deploy``).
+        folder: The task's folder.
+    """
+
+    def __init__(self, step: str, folder: str | os.PathLike[str]):
+        self.step = step
+        self.path = os.path.join(os.fspath(folder), STEP_ERROR_NAME)
+
+    def __enter__(self) -> step_errors:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path)
+        return self
+
+    def __exit__(self, kind, exc, traceback) -> bool:
+        if exc is not None:
+            import json
+
+            try:
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                with open(self.path, "w") as f:
+                    json.dump(step_error_record(self.step, exc), f, indent=1)
+            except OSError:
+                pass  # a folder that cannot be written: the log still holds the error
+        return False
+
+
+def read_step_error(folder: str | os.PathLike[str]) -> dict[str, str] | None:
+    """The record a failed step left in its task's FOLDER, or ``None`` when it left none."""
+    import json
+
+    try:
+        with open(os.path.join(os.fspath(folder), STEP_ERROR_NAME)) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
