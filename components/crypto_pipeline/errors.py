@@ -165,20 +165,21 @@ def step_error_record(step: str, exc: BaseException) -> dict[str, str]:
 
 
 class step_errors:  # noqa: N801 (a context manager, used as `with step_errors(...)`)
-    """Writes what the block raises to ``STEP_ERROR_NAME`` in FOLDER, then lets it go on.
+    """Writes what the block raises to ``STEP_ERROR_NAME`` in the step's task folder.
 
-    Each step runs its work inside it, FOLDER being its task's folder (the one that holds
-    its outputs), so ``run`` reads the step's error from a file instead of its log. A
-    record left by an earlier failed attempt is removed when the block starts.
+    Each step runs its work inside it; the task's folder is the one that holds the step's
+    output OUTPUT_PATH, so ``run`` reads a failed step's error from a file instead of its
+    log. A record left by an earlier failed attempt is removed when the block starts, and
+    what the block raised goes on.
 
     Args:
         step: The step's name (``ingest`` … ``deploy``).
-        folder: The task's folder.
+        output_path: The local path of one of the step's outputs.
     """
 
-    def __init__(self, step: str, folder: str | os.PathLike[str]):
+    def __init__(self, step: str, output_path: str | os.PathLike[str]):
         self.step = step
-        self.path = os.path.join(os.fspath(folder), STEP_ERROR_NAME)
+        self.path = os.path.join(os.path.dirname(os.fspath(output_path)), STEP_ERROR_NAME)
 
     def __enter__(self) -> step_errors:
         with contextlib.suppress(FileNotFoundError):

@@ -22,25 +22,28 @@ def ingest_step(
     source held when the run started: it changes when the data changes, so a cache never
     serves stale data.
     """
-    import time
+    from crypto_pipeline.errors import step_errors
 
-    from crypto_pipeline.ingest import ingest
+    with step_errors("ingest", raw.path):
+        import time
 
-    started = time.perf_counter()
-    result = ingest(source_uri, raw.path, max_source_mb, max_source_seconds)
-    print(result.describe())
-    raw.metadata.update(
-        {
-            "source_uri": result.source_uri,  # credentials masked
-            "source_fingerprint": source_fingerprint,
-            "sha256": result.sha256,
-            "bytes": result.bytes,
-            "rows": result.rows,
-            "format": result.format,
-            "synthetic": result.synthetic,
-            "seconds": round(time.perf_counter() - started, 3),
-        }
-    )
+        from crypto_pipeline.ingest import ingest
+
+        started = time.perf_counter()
+        result = ingest(source_uri, raw.path, max_source_mb, max_source_seconds)
+        print(result.describe())
+        raw.metadata.update(
+            {
+                "source_uri": result.source_uri,  # credentials masked
+                "source_fingerprint": source_fingerprint,
+                "sha256": result.sha256,
+                "bytes": result.bytes,
+                "rows": result.rows,
+                "format": result.format,
+                "synthetic": result.synthetic,
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+        )
 
 
 def transform_step(
@@ -53,64 +56,70 @@ def transform_step(
     stats: Output[Metrics],
 ):
     """Step 2: validate, filter and split with Apache Beam."""
-    import json
-    import shlex
-    import time
+    from crypto_pipeline.errors import step_errors
 
-    from crypto_pipeline.config import Split, TransformConfig
-    from crypto_pipeline.ingest import RAW_FILE_NAME
-    from crypto_pipeline.transform import beam_io, transform
+    with step_errors("transform", data.path):
+        import json
+        import shlex
+        import time
 
-    started = time.perf_counter()
-    config = TransformConfig(
-        coin=coin,
-        date_format=date_format,
-        split=Split.parse(split),
-        beam_args=tuple(shlex.split(beam_args)),
-    )
-    # DirectRunner: the pod's paths; Dataflow and the like: the artifacts' bucket URIs.
-    source, target = beam_io(raw.path, raw.uri, data.path, data.uri, config.beam_args)
-    result = transform(f"{source.rstrip('/')}/{RAW_FILE_NAME}", target, config)
-    for key in ("rows_read", "rows_valid", "rows_rejected", "duplicates", "other_coins"):
-        stats.log_metric(key, result[key])
-    for name, part in result["splits"].items():
-        stats.log_metric(f"{name}_rows", part["rows"])
-    with open(stats.path, "w") as f:  # a file behind the artifact, as local caching expects
-        json.dump(result, f, indent=2)
-    data.metadata.update(
-        {
-            "coin": coin,
-            "splits": result["splits"],
-            "seconds": round(time.perf_counter() - started, 3),
-        }
-    )
+        from crypto_pipeline.config import Split, TransformConfig
+        from crypto_pipeline.ingest import RAW_FILE_NAME
+        from crypto_pipeline.transform import beam_io, transform
+
+        started = time.perf_counter()
+        config = TransformConfig(
+            coin=coin,
+            date_format=date_format,
+            split=Split.parse(split),
+            beam_args=tuple(shlex.split(beam_args)),
+        )
+        # DirectRunner: the pod's paths; Dataflow and the like: the artifacts' bucket URIs.
+        source, target = beam_io(raw.path, raw.uri, data.path, data.uri, config.beam_args)
+        result = transform(f"{source.rstrip('/')}/{RAW_FILE_NAME}", target, config)
+        for key in ("rows_read", "rows_valid", "rows_rejected", "duplicates", "other_coins"):
+            stats.log_metric(key, result[key])
+        for name, part in result["splits"].items():
+            stats.log_metric(f"{name}_rows", part["rows"])
+        with open(stats.path, "w") as f:  # a file behind the artifact, as local caching expects
+            json.dump(result, f, indent=2)
+        data.metadata.update(
+            {
+                "coin": coin,
+                "splits": result["splits"],
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+        )
 
 
 def tune_step(
     data: Input[Dataset], trials: int, epochs: int, seed: int, best_params: Output[Artifact]
 ):
     """Step 3: search the hyperparameters with Optuna."""
-    import time
+    from crypto_pipeline.errors import step_errors
 
-    from crypto_pipeline.config import TuneConfig
-    from crypto_pipeline.tune import tune
+    with step_errors("tune", best_params.path):
+        import time
 
-    started = time.perf_counter()
-    result = tune(
-        data.path,
-        best_params.path,
-        TuneConfig(trials=trials, epochs=epochs, seed=seed),
-        progress_bar=False,
-    )
-    best_params.metadata.update(
-        {
-            "params": result.best_params.to_dict(),
-            "best_eval_loss": result.best_value,
-            "trials": len(result.trials),
-            "plots": result.plots,
-            "seconds": round(time.perf_counter() - started, 3),
-        }
-    )
+        from crypto_pipeline.config import TuneConfig
+        from crypto_pipeline.tune import tune
+
+        started = time.perf_counter()
+        result = tune(
+            data.path,
+            best_params.path,
+            TuneConfig(trials=trials, epochs=epochs, seed=seed),
+            progress_bar=False,
+        )
+        best_params.metadata.update(
+            {
+                "params": result.best_params.to_dict(),
+                "best_eval_loss": result.best_value,
+                "trials": len(result.trials),
+                "plots": result.plots,
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+        )
 
 
 def train_step(
@@ -123,45 +132,48 @@ def train_step(
     report: Output[HTML],
 ):
     """Step 4: train with the best params; metrics beside the baselines; plots."""
-    import base64
-    import json
-    import os
-    import time
-    from pathlib import Path
+    from crypto_pipeline.errors import step_errors
 
-    from crypto_pipeline.config import TrainConfig
-    from crypto_pipeline.report import comparison_html
-    from crypto_pipeline.train import read_params, train
-    from crypto_pipeline.tune import BEST_PARAMS_NAME
+    with step_errors("train", model.path):
+        import base64
+        import json
+        import os
+        import time
+        from pathlib import Path
 
-    started = time.perf_counter()
-    params = read_params(os.path.join(best_params.path, BEST_PARAMS_NAME))
-    result = train(data.path, params, model.path, TrainConfig(epochs=epochs, seed=seed))
-    for key in ("test_rmse", "test_mae", "test_mape"):
-        metrics.log_metric(key, result[key])
-    for name, values in result["baselines"].items():
-        metrics.log_metric(f"baseline_{name}_rmse", values["rmse"])
-    with open(metrics.path, "w") as f:  # a file behind the artifact, as local caching expects
-        json.dump(result, f, indent=2)
-    images = "".join(
-        '<p><img src="data:image/png;base64,'
-        + base64.b64encode(Path(model.path, p).read_bytes()).decode()
-        + '"></p>'
-        for p in result["plots"]
-    )
-    with open(report.path, "w") as f:
-        f.write(
-            f"<h2>Test period {result['test_first_date']} to {result['test_last_date']}</h2>"
-            + comparison_html(result)
-            + images
+        from crypto_pipeline.config import TrainConfig
+        from crypto_pipeline.report import comparison_html
+        from crypto_pipeline.train import read_params, train
+        from crypto_pipeline.tune import BEST_PARAMS_NAME
+
+        started = time.perf_counter()
+        params = read_params(os.path.join(best_params.path, BEST_PARAMS_NAME))
+        result = train(data.path, params, model.path, TrainConfig(epochs=epochs, seed=seed))
+        for key in ("test_rmse", "test_mae", "test_mape"):
+            metrics.log_metric(key, result[key])
+        for name, values in result["baselines"].items():
+            metrics.log_metric(f"baseline_{name}_rmse", values["rmse"])
+        with open(metrics.path, "w") as f:  # a file behind the artifact, as local caching expects
+            json.dump(result, f, indent=2)
+        images = "".join(
+            '<p><img src="data:image/png;base64,'
+            + base64.b64encode(Path(model.path, p).read_bytes()).decode()
+            + '"></p>'
+            for p in result["plots"]
         )
-    model.metadata.update(
-        {
-            "saved_model": "model",
-            "params": params.to_dict(),
-            "seconds": round(time.perf_counter() - started, 3),
-        }
-    )
+        with open(report.path, "w") as f:
+            f.write(
+                f"<h2>Test period {result['test_first_date']} to {result['test_last_date']}</h2>"
+                + comparison_html(result)
+                + images
+            )
+        model.metadata.update(
+            {
+                "saved_model": "model",
+                "params": params.to_dict(),
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+        )
 
 
 def deploy_step(
@@ -176,32 +188,35 @@ def deploy_step(
     deployment: Output[Artifact],
 ) -> str:
     """Step 5: register the model, answer a smoke request, write (and apply) KServe's manifest."""
-    import os
-    import time
+    from crypto_pipeline.errors import step_errors
 
-    from crypto_pipeline.config import DeployConfig
-    from crypto_pipeline.deploy import deploy
+    with step_errors("deploy", deployment.path):
+        import os
+        import time
 
-    started = time.perf_counter()
-    config = DeployConfig(
-        registry_uri=registry_uri,
-        storage_uri=storage_uri,
-        namespace=namespace,
-        service_account=service_account,
-        image=image,
-        target=target,
-        ready_timeout=ready_timeout,
-    )
-    result = deploy(os.path.join(model.path, "model"), deployment.path, config, model.uri)
-    print(f"deployed {result.version_uri}; smoke answer: {result.smoke_response}")
-    deployment.metadata.update(
-        {
-            "version": result.version,
-            "version_uri": result.version_uri,
-            "storage_uri": result.storage_uri,
-            "smoke_response": result.smoke_response,
-            "applied": result.applied,
-            "seconds": round(time.perf_counter() - started, 3),
-        }
-    )
-    return result.version_uri
+        from crypto_pipeline.config import DeployConfig
+        from crypto_pipeline.deploy import deploy
+
+        started = time.perf_counter()
+        config = DeployConfig(
+            registry_uri=registry_uri,
+            storage_uri=storage_uri,
+            namespace=namespace,
+            service_account=service_account,
+            image=image,
+            target=target,
+            ready_timeout=ready_timeout,
+        )
+        result = deploy(os.path.join(model.path, "model"), deployment.path, config, model.uri)
+        print(f"deployed {result.version_uri}; smoke answer: {result.smoke_response}")
+        deployment.metadata.update(
+            {
+                "version": result.version,
+                "version_uri": result.version_uri,
+                "storage_uri": result.storage_uri,
+                "smoke_response": result.smoke_response,
+                "applied": result.applied,
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+        )
+        return result.version_uri
