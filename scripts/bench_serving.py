@@ -35,7 +35,8 @@ import numpy as np
 import requests
 
 from crypto_pipeline.errors import ConfigError
-from crypto_pipeline.serve import require_saved_model, running_server
+from crypto_pipeline.serving.client import running_server
+from crypto_pipeline.serving.model import require_saved_model
 
 HOSTILE_S = 6.0
 """Seconds of good requests alone, and as many beside the hostile clients."""

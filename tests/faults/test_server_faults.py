@@ -21,7 +21,10 @@ import numpy as np
 import pytest
 import requests
 
-from crypto_pipeline.serve import MAX_BODY_BYTES, running_server
+from crypto_pipeline.serving.client import running_server
+from crypto_pipeline.serving.guard import MAX_BODY_BYTES
+
+pytestmark = pytest.mark.network
 
 CLIENTS = 8
 ROUNDS = 60

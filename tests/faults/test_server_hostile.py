@@ -39,7 +39,9 @@ import numpy as np
 import pytest
 import requests
 
-from crypto_pipeline.serve import REFUSALS_LOGGED
+from crypto_pipeline.serving.logs import REFUSALS_LOGGED
+
+pytestmark = pytest.mark.network
 
 OPEN_FILES = 1024
 """The server's limit of open files (soft and hard): the common default."""
@@ -402,7 +404,9 @@ def test_bodies_held_at_once_are_bounded_in_memory(server):
     print(f"\nRSS grew {grown:.0f} MB; {len(busy)} of 150 answered 503")
     assert grown < 250, f"the server's memory grew {grown:.0f} MB"
     assert len(busy) >= 100, answers[:3]
-    assert b"MiB of request bodies, its limit of 64 MiB" in busy[0]
+    # Refused for the limit; or, where filling 64 MiB took over EVICT_AFTER_S on a loaded
+    # machine, some refused that way and the rest evicted: both answers bound the memory.
+    assert any(b"MiB of request bodies, its limit of 64 MiB" in a for a in busy), busy[:3]
     assert expected > 0 and process.poll() is None
 
 
@@ -515,7 +519,7 @@ def test_log_injection_forges_no_line(server):
 
 
 def test_a_flood_of_refusals_is_logged_one_by_one_up_to_the_budget(monkeypatch, caplog):
-    from crypto_pipeline import serve
+    from crypto_pipeline.serving import logs as serve
 
     monkeypatch.setattr(serve, "_refusals_logged", serve._Budget(5))
     monkeypatch.setattr(serve, "_repeated", serve._Repeated())

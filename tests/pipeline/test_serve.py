@@ -15,30 +15,23 @@ import pytest
 import requests
 
 from crypto_pipeline.errors import ConfigError
-from crypto_pipeline.schema import (
-    COLUMNS,
-    PRICE_MAX,
-    PRICE_MIN,
-    MarketRow,
-    parse_header,
-    validate_row,
-)
-from crypto_pipeline.serve import (
-    MAX_BODY_BYTES,
+from crypto_pipeline.rows import PRICE_MAX, PRICE_MIN, MarketRow, validate_row
+from crypto_pipeline.schema import COLUMNS, parse_header
+from crypto_pipeline.serving.client import closes, predict, running_server
+from crypto_pipeline.serving.connections import (
     MAX_CONNECTIONS,
-    MAX_INSTANCES,
     Limits,
-    RequestError,
     bounded_http,
-    closes,
     connection_limits,
-    logged_path,
+)
+from crypto_pipeline.serving.guard import MAX_BODY_BYTES
+from crypto_pipeline.serving.logs import logged_path, printable
+from crypto_pipeline.serving.model import require_saved_model
+from crypto_pipeline.serving.request_rules import (
+    MAX_INSTANCES,
+    RequestError,
     parse_body,
     parse_instances,
-    predict,
-    printable,
-    require_saved_model,
-    running_server,
 )
 from crypto_pipeline.train import load_model
 
@@ -318,7 +311,8 @@ def test_requests_and_csv_rows_follow_the_same_price_rules():
 
 def test_one_error_for_a_folder_without_a_model(tmp_path, capsys):
     from crypto_pipeline.cli import main
-    from crypto_pipeline.deploy import deploy, register
+    from crypto_pipeline.deploy import deploy
+    from crypto_pipeline.registry import register
 
     errors = []
     for attempt in (
