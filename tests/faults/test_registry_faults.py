@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from crypto_pipeline.deploy import register
+from crypto_pipeline.registry import register
 
 QUICK = ("--trials", "2", "--epochs", "4")
 
@@ -176,7 +176,7 @@ def test_a_killed_deploys_leftovers_are_removed_by_the_next_deploy(model, tmp_pa
 
 def test_a_version_claimed_but_not_yet_renamed_is_seen_by_no_reader_nor_removed(model, tmp_path):
     """The moment between a deploy's claim (its folder) and the rename of its copy onto it."""
-    from crypto_pipeline.deploy import latest_version, registered_versions, version_complete
+    from crypto_pipeline.registry import latest_version, registered_versions, version_complete
 
     registry = tmp_path / "registry"
     register(model, str(registry))
@@ -224,7 +224,7 @@ def test_a_bucket_deploy_killed_mid_copy_is_no_version_and_the_next_deploy_clean
 ):
     import fsspec
 
-    from crypto_pipeline.deploy import latest_version, registered_versions, version_complete
+    from crypto_pipeline.registry import latest_version, registered_versions, version_complete
 
     fs = fsspec.filesystem("memory")
     registry, root = memory_registry(tmp_path)
@@ -256,7 +256,7 @@ def test_a_bucket_version_a_failed_deploy_removed_keeps_its_number_taken(model, 
 
     from crypto_pipeline.config import DeployConfig
     from crypto_pipeline.deploy import deploy as deploy_model
-    from crypto_pipeline.deploy import registered_versions
+    from crypto_pipeline.registry import registered_versions
 
     registry, root = memory_registry(tmp_path)
     not_a_folder = tmp_path / "out"

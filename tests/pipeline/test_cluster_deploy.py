@@ -9,11 +9,14 @@ import pytest
 import yaml
 from kubernetes import client
 
+from crypto_pipeline import cluster_apply
 from crypto_pipeline import deploy as deploy_module
+from crypto_pipeline.cluster_apply import API_RULES, apply, wait_until_served
 from crypto_pipeline.compiled import compile_pipeline
 from crypto_pipeline.config import DeployConfig
-from crypto_pipeline.deploy import API_RULES, DEPLOY_ID, apply, deploy, inference_service
+from crypto_pipeline.deploy import deploy
 from crypto_pipeline.errors import PipelineError
+from crypto_pipeline.inference_service import DEPLOY_ID, inference_service
 
 ISVCS = "/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices"
 PODS = "/api/v1/namespaces/{ns}/pods"
@@ -21,7 +24,7 @@ PODS = "/api/v1/namespaces/{ns}/pods"
 
 @pytest.fixture(autouse=True)
 def quick_polls(monkeypatch):
-    monkeypatch.setattr(deploy_module, "POLL_SECONDS", 0.05)
+    monkeypatch.setattr(cluster_apply, "POLL_SECONDS", 0.05)
     # Each cluster deploy marks its pods with a new id: "d1" here, so that the stand-in
     # API's pods can carry it.
     monkeypatch.setattr(deploy_module.uuid, "uuid4", lambda: SimpleNamespace(hex="d1"))
@@ -135,7 +138,7 @@ def test_a_storage_initializer_that_fails_is_named(httpserver):
     stuck = pod("crypto-predictor-2", False, init_waiting="CrashLoopBackOff")
     serve_cluster(httpserver, manifest, isvc(manifest, False), [stuck])
     with pytest.raises(PipelineError, match="storage-initializer: CrashLoopBackOff"):
-        deploy_module.wait_until_served(manifest, api_client(httpserver), timeout=0.2)
+        wait_until_served(manifest, api_client(httpserver), timeout=0.2)
 
 
 def test_ready_is_not_enough_while_a_new_pod_crash_loops(httpserver):
@@ -147,7 +150,7 @@ def test_ready_is_not_enough_while_a_new_pod_crash_loops(httpserver):
     ]
     serve_cluster(httpserver, manifest, isvc(manifest, True), pods)
     with pytest.raises(PipelineError, match="crypto-predictor-new: kserve-container: ErrImagePull"):
-        deploy_module.wait_until_served(manifest, api_client(httpserver), timeout=0.2)
+        wait_until_served(manifest, api_client(httpserver), timeout=0.2)
 
 
 def test_an_earlier_deploys_ready_pod_is_not_this_deploy_served(httpserver):
@@ -155,7 +158,7 @@ def test_an_earlier_deploys_ready_pod_is_not_this_deploy_served(httpserver):
     manifest = inference_service("gs://bucket/models/crypto/3", deploy_id="d1")
     serve_cluster(httpserver, manifest, isvc(manifest, True), [pod("old", True, deploy_id="d0")])
     with pytest.raises(PipelineError, match="only an earlier deploy's serves"):
-        deploy_module.wait_until_served(manifest, api_client(httpserver), timeout=0.2)
+        wait_until_served(manifest, api_client(httpserver), timeout=0.2)
 
 
 def test_an_evicted_pod_left_listed_does_not_hold_the_wait_up(httpserver):
@@ -166,14 +169,14 @@ def test_an_evicted_pod_left_listed_does_not_hold_the_wait_up(httpserver):
     serving = pod("serving", True)
     serving["status"]["phase"] = "Running"
     serve_cluster(httpserver, manifest, isvc(manifest, True), [evicted, serving])
-    assert deploy_module.wait_until_served(manifest, api_client(httpserver), timeout=0.2)
+    assert wait_until_served(manifest, api_client(httpserver), timeout=0.2)
 
 
 def test_a_missing_predictor_pod_names_the_service_account(httpserver):
     manifest = inference_service("gs://bucket/models/crypto/3", deploy_id="d1")
     serve_cluster(httpserver, manifest, isvc(manifest, False), [])
     with pytest.raises(PipelineError, match="scripts/cluster.sh storage"):
-        deploy_module.wait_until_served(manifest, api_client(httpserver), timeout=0.2)
+        wait_until_served(manifest, api_client(httpserver), timeout=0.2)
 
 
 def test_a_refused_apply_says_which_role_is_missing(trained, tmp_path, httpserver):
@@ -242,7 +245,7 @@ def test_every_api_call_of_a_deploy_is_listed_in_api_rules(trained, tmp_path, ht
     api = api_client(httpserver)
     apply(manifest, api)
     with pytest.raises(PipelineError):
-        deploy_module.wait_until_served(manifest, api, timeout=0.1)
+        wait_until_served(manifest, api, timeout=0.1)
     granted = {(g, r, v) for g, r, verbs in API_RULES for v in verbs}
     assert api_calls(httpserver.log) == granted
 
@@ -255,7 +258,8 @@ def test_the_compiled_pipeline_never_serves_a_deploy_from_the_cache(tmp_path):
     assert all(
         t["cachingOptions"].get("enableCache") for name, t in tasks.items() if name != "deploy-step"
     )
-    assert spec["root"]["inputDefinitions"]["parameters"]["ready_timeout"]["defaultValue"] == 600
+    deploy = spec["root"]["inputDefinitions"]["parameters"]["deploy"]["defaultValue"]
+    assert deploy["ready_timeout"] == 600
 
 
 def test_the_deploy_id_is_a_field_kserves_crd_has():

@@ -1,19 +1,17 @@
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 import yaml
 
 from conftest import inference_service_validator
 from crypto_pipeline.config import DeployConfig, cluster_uri
-from crypto_pipeline.deploy import (
-    MODELS_PVC,
-    PROBE_TIMEOUT_S,
-    deploy,
-    inference_service,
-    register,
-)
+from crypto_pipeline.deploy import MODELS_PVC, deploy
 from crypto_pipeline.errors import ConfigError
+from crypto_pipeline.inference_service import PROBE_TIMEOUT_S, inference_service
+from crypto_pipeline.registry import register
 
 
 def crd_errors(manifest):
@@ -215,3 +213,14 @@ def test_a_cluster_deploy_the_api_refuses_leaves_the_registry_as_it_was(
     with pytest.raises(PipelineError, match="refused the deploy"):
         deploy(model_dir, tmp_path / "out", config, api_client=api)
     assert sorted(p.name for p in (registry / "crypto").iterdir()) == [".deploy.lock", "1"]
+
+
+def test_the_deploy_step_loads_no_other_step():
+    """Deploy, its registry and its manifest stand alone: no other step's module comes along."""
+    code = "import sys, crypto_pipeline.deploy; print(*sorted(sys.modules), sep='\\n')"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "crypto_pipeline.registry" in loaded and "crypto_pipeline.cluster_apply" in loaded
+    steps = {f"crypto_pipeline.{step}" for step in ("ingest", "transform", "tune", "train")}
+    assert steps.isdisjoint(loaded)
