@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from crypto_pipeline.config import TransformConfig
-from crypto_pipeline.schema import COLUMNS, PRICE_MAX, PRICE_MIN
+from crypto_pipeline.rows import PRICE_MAX, PRICE_MIN
+from crypto_pipeline.schema import COLUMNS
 from crypto_pipeline.transform import transform
 
 

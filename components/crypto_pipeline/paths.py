@@ -17,12 +17,9 @@ from pathlib import Path
 from typing import Literal
 
 from crypto_pipeline.errors import ConfigError, PipelineError
+from crypto_pipeline.files import is_remote, local_path
 
 OutputKind = Literal["folder", "file"]
-
-
-def _is_bucket(path: str) -> bool:
-    return "://" in path
 
 
 def file_in_the_way(path: str | os.PathLike[str]) -> Path | None:
@@ -39,7 +36,8 @@ def file_in_the_way(path: str | os.PathLike[str]) -> Path | None:
 def check_output(path: str | os.PathLike[str], flag: str, kind: OutputKind) -> None:
     """Refuses an output path of the wrong kind before a command starts its work.
 
-    Bucket URIs (``gs://``, ``s3://``) are not checked here: their step reports.
+    Bucket URIs (``gs://``, ``s3://``) are not checked here: their step reports. A
+    ``file://`` URI is checked as the path it names.
 
     Args:
         path: The path the user gave.
@@ -50,9 +48,9 @@ def check_output(path: str | os.PathLike[str], flag: str, kind: OutputKind) -> N
         ConfigError: PATH is a file where a folder is needed, a folder (or a FIFO, device
             or socket) where a file is needed, or lies below a file.
     """
-    text = os.fspath(path)
-    if _is_bucket(text):
+    if is_remote(path):
         return
+    text = local_path(path)
     blocker = file_in_the_way(text)
     if blocker is not None:
         raise ConfigError(

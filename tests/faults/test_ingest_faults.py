@@ -7,7 +7,8 @@ import pytest
 
 from conftest import HEADER, days, needs_root, row, tmpfs
 from crypto_pipeline.errors import StorageError
-from crypto_pipeline.ingest import MANIFEST_NAME, RAW_FILE_NAME, ingest
+from crypto_pipeline.ingest import MANIFEST_NAME, ingest
+from crypto_pipeline.raw_file import RAW_FILE_NAME
 
 pytestmark = needs_root
 

@@ -21,6 +21,8 @@ import pytest
 
 from conftest import HEADER, row
 
+pytestmark = pytest.mark.network
+
 ROW = (row() + "\n").encode()
 BODY = (HEADER + "\n").encode() + ROW * 100
 BOMB_ROWS = 2_400_000
@@ -440,7 +442,7 @@ def test_run_refuses_a_source_over_the_size_limit_before_hashing_it(tmp_path):
 
 
 def test_a_password_holding_an_at_sign_is_masked_whole():
-    from crypto_pipeline.ingest import mask_credentials
+    from crypto_pipeline.urls import mask_credentials
 
     masked = mask_credentials("https://u:p@ss@host/f.csv")  # pragma: allowlist secret
     assert masked == "https://***@host/f.csv"

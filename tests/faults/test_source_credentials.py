@@ -19,6 +19,8 @@ import pytest
 
 from crypto_pipeline.sample_data import SAMPLE_PATH
 
+pytestmark = pytest.mark.pipeline_run
+
 SECRET = "s3cret"  # pragma: allowlist secret
 QUICK = ("--trials", "2", "--epochs", "4")
 

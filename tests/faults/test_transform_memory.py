@@ -4,7 +4,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import HEADER, days, row
+
+pytestmark = pytest.mark.slow
 
 # The child reports its own high-water mark (VmHWM): ru_maxrss of a child of this large
 # pytest process would carry the parent's peak over (vfork, then exec).

@@ -12,18 +12,11 @@ import pytest
 
 from conftest import HEADER, days, row
 from crypto_pipeline.errors import SchemaError, SourceError
-from crypto_pipeline.ingest import (
-    MANIFEST_NAME,
-    RAW_FILE_NAME,
-    SOURCE_ENV,
-    ingest,
-    mask_credentials,
-    source_fingerprint,
-    source_header,
-    source_parameter,
-    with_credentials,
-)
+from crypto_pipeline.fingerprint import source_fingerprint
+from crypto_pipeline.ingest import MANIFEST_NAME, ingest, source_header
+from crypto_pipeline.raw_file import RAW_FILE_NAME
 from crypto_pipeline.sample_data import SAMPLE_PATH
+from crypto_pipeline.urls import SOURCE_ENV, mask_credentials, source_parameter, with_credentials
 
 GOOD = "\n".join([HEADER, *(row(d) for d in days(5))]) + "\n"
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from conftest import HEADER, REAL_DATA, days, row
-from crypto_pipeline import schema
+from crypto_pipeline import rows
 from crypto_pipeline import transform as transform_module
 from crypto_pipeline.config import Split, TransformConfig
 from crypto_pipeline.errors import (
@@ -18,26 +18,27 @@ from crypto_pipeline.errors import (
     SchemaError,
     SourceError,
 )
+from crypto_pipeline.range_passes import plan_ranges
 from crypto_pipeline.schema import COLUMNS
 from crypto_pipeline.splits import SPLITS, split_path
-from crypto_pipeline.transform import beam_io, plan_ranges, transform
+from crypto_pipeline.transform import beam_io, transform
 
 BAD_ROWS = {
     # line text -> reason it must be rejected with
-    row("2014-01-01", o="abc"): schema.NON_NUMERIC,
-    row("2014-01-02", o="-3"): schema.NON_POSITIVE_PRICE,
-    row("2014-01-03", c="0"): schema.NON_POSITIVE_PRICE,
-    row("2014-01-04", h="inf"): schema.NON_FINITE,
-    row("2014-01-05", lo="NA"): schema.MISSING_PRICE,
-    row("2014-01-06", o=""): schema.MISSING_PRICE,
-    row("2014-01-07", h="131", lo="132.1"): schema.HIGH_BELOW_LOW,
-    row("2014-01-08", o="140"): schema.OPEN_OUTSIDE_RANGE,
-    row("2014-01-09", c="131"): schema.CLOSE_OUTSIDE_RANGE,
-    row("2014-02-30"): schema.BAD_DATE,
-    row("someday"): schema.BAD_DATE,
-    row("2014-01-10", volume="-1"): schema.NEGATIVE_VALUE,
-    "bitcoin,BTC,Bitcoin,2014-01-11,1,135.3": schema.WRONG_FIELD_COUNT,
-    row("2014-01-12") + ",surplus": schema.WRONG_FIELD_COUNT,
+    row("2014-01-01", o="abc"): rows.NON_NUMERIC,
+    row("2014-01-02", o="-3"): rows.NON_POSITIVE_PRICE,
+    row("2014-01-03", c="0"): rows.NON_POSITIVE_PRICE,
+    row("2014-01-04", h="inf"): rows.NON_FINITE,
+    row("2014-01-05", lo="NA"): rows.MISSING_PRICE,
+    row("2014-01-06", o=""): rows.MISSING_PRICE,
+    row("2014-01-07", h="131", lo="132.1"): rows.HIGH_BELOW_LOW,
+    row("2014-01-08", o="140"): rows.OPEN_OUTSIDE_RANGE,
+    row("2014-01-09", c="131"): rows.CLOSE_OUTSIDE_RANGE,
+    row("2014-02-30"): rows.BAD_DATE,
+    row("someday"): rows.BAD_DATE,
+    row("2014-01-10", volume="-1"): rows.NEGATIVE_VALUE,
+    "bitcoin,BTC,Bitcoin,2014-01-11,1,135.3": rows.WRONG_FIELD_COUNT,
+    row("2014-01-12") + ",surplus": rows.WRONG_FIELD_COUNT,
 }
 
 
@@ -89,9 +90,9 @@ def test_rejects_carry_line_reason_and_raw_text(messy, tmp_path):
     for reject in rejects:
         assert reject["reason"] and reject["detail"]
         assert file_lines[int(reject["line"]) - 1] == reject["raw"], "line number points at the row"
-        if reject["reason"] != schema.DUPLICATE_DATE:
+        if reject["reason"] != rows.DUPLICATE_DATE:
             assert BAD_ROWS[reject["raw"]] == reject["reason"]
-    duplicates = [r for r in rejects if r["reason"] == schema.DUPLICATE_DATE]
+    duplicates = [r for r in rejects if r["reason"] == rows.DUPLICATE_DATE]
     assert {r["raw"] for r in duplicates} == {row("2013-04-30", c="134"), row("2013-05-01")}
     assert all("already on line" in r["detail"] for r in duplicates)
 
@@ -343,3 +344,16 @@ def test_a_remote_runner_gets_the_artifacts_uris():
     )
     with pytest.raises(ConfigError, match="cannot read this machine's files"):
         beam_io("/runs/raw", "/runs/raw", "/runs/data", "/runs/data", dataflow)
+
+
+@pytest.mark.parametrize(
+    "uris",
+    [("file:///runs/raw", "gs://b/data"), ("gs://b/raw", "file:///runs/data")],
+    ids=["file-input", "file-output"],
+)
+def test_a_remote_runner_refuses_file_uris_either_way(uris):
+    """``file://`` is this machine's disk: a remote runner's workers cannot reach it."""
+    dataflow = ("--runner=DataflowRunner", "--project=p", "--region=r")
+    raw_uri, data_uri = uris
+    with pytest.raises(ConfigError, match="cannot read this machine's files"):
+        beam_io("/runs/raw", raw_uri, "/runs/data", data_uri, dataflow)

@@ -3,9 +3,10 @@ import math
 
 import pytest
 
-from crypto_pipeline import schema
+from crypto_pipeline import dates, rows, schema
 from crypto_pipeline.errors import DateFormatError, SchemaError
-from crypto_pipeline.schema import COLUMNS, MarketRow, Rejection, parse_header, validate_row
+from crypto_pipeline.rows import MarketRow, Rejection, validate_row
+from crypto_pipeline.schema import COLUMNS, parse_header
 
 HEADER = parse_header(COLUMNS)
 
@@ -43,7 +44,7 @@ def fields(**overrides):
     ],
 )
 def test_parse_date_both_styles(text, style, expected):
-    assert schema.parse_date(text, style) == expected
+    assert dates.parse_date(text, style) == expected
 
 
 @pytest.mark.parametrize(
@@ -60,7 +61,7 @@ def test_parse_date_both_styles(text, style, expected):
 )
 def test_parse_date_refuses(text, style):
     with pytest.raises(ValueError):
-        schema.parse_date(text, style)
+        dates.parse_date(text, style)
 
 
 @pytest.mark.parametrize(
@@ -75,28 +76,28 @@ def test_parse_date_refuses(text, style):
     ],
 )
 def test_classify_date(text, kind):
-    assert schema.classify_date(text) == kind
+    assert dates.classify_date(text) == kind
 
 
 def test_resolve_detects_dayfirst_and_monthfirst():
-    assert schema.resolve_date_style("auto", {"dayfirst": 1, "slashed": 500}) == "dayfirst"
-    assert schema.resolve_date_style("auto", {"monthfirst": 3, "slashed": 5}) == "monthfirst"
-    assert schema.resolve_date_style("auto", {"iso": 10}) == "iso"
-    assert schema.resolve_date_style("auto", {}) == "iso"
+    assert dates.resolve_date_style("auto", {"dayfirst": 1, "slashed": 500}) == "dayfirst"
+    assert dates.resolve_date_style("auto", {"monthfirst": 3, "slashed": 5}) == "monthfirst"
+    assert dates.resolve_date_style("auto", {"iso": 10}) == "iso"
+    assert dates.resolve_date_style("auto", {}) == "iso"
 
 
 def test_resolve_refuses_ambiguous_files_with_the_fix():
     with pytest.raises(DateFormatError) as err:
-        schema.resolve_date_style("auto", {"slashed": 12, "iso": 3})
+        dates.resolve_date_style("auto", {"slashed": 12, "iso": 3})
     assert "--date-format dayfirst" in err.value.fix
     with pytest.raises(DateFormatError, match="mixes"):
-        schema.resolve_date_style("auto", {"dayfirst": 2, "monthfirst": 1})
+        dates.resolve_date_style("auto", {"dayfirst": 2, "monthfirst": 1})
 
 
 def test_explicit_style_wins_over_evidence():
-    assert schema.resolve_date_style("dayfirst", {"slashed": 12}) == "dayfirst"
+    assert dates.resolve_date_style("dayfirst", {"slashed": 12}) == "dayfirst"
     with pytest.raises(DateFormatError):
-        schema.resolve_date_style("yearfirst", {})
+        dates.resolve_date_style("yearfirst", {})
 
 
 @pytest.mark.parametrize(
@@ -114,13 +115,13 @@ def test_explicit_style_wins_over_evidence():
     ],
 )
 def test_parse_number(text, value):
-    assert schema.parse_number(text) == value
+    assert rows.parse_number(text) == value
 
 
 def test_parse_number_keeps_infinity_and_refuses_text():
-    assert math.isinf(schema.parse_number("inf"))
+    assert math.isinf(rows.parse_number("inf"))
     with pytest.raises(ValueError):
-        schema.parse_number("12 USD")
+        rows.parse_number("12 USD")
 
 
 def test_valid_row_is_parsed():
@@ -140,21 +141,21 @@ def test_missing_optional_values_are_fine():
 @pytest.mark.parametrize(
     ("overrides", "reason"),
     [
-        ({"date": "28/4/2013"}, schema.BAD_DATE),
-        ({"date": "2013-02-30"}, schema.BAD_DATE),
-        ({"open": ""}, schema.MISSING_PRICE),
-        ({"close": "NA"}, schema.MISSING_PRICE),
-        ({"high": "abc"}, schema.NON_NUMERIC),
-        ({"volume": "lots"}, schema.NON_NUMERIC),
-        ({"low": "inf"}, schema.NON_FINITE),
-        ({"open": "-1"}, schema.NON_POSITIVE_PRICE),
-        ({"close": "0"}, schema.NON_POSITIVE_PRICE),
-        ({"high": "1e39"}, schema.PRICE_OUT_OF_RANGE),  # infinite as the model's float32
-        ({"close": "1e-45"}, schema.PRICE_OUT_OF_RANGE),
-        ({"volume": "-5"}, schema.NEGATIVE_VALUE),
-        ({"high": "130", "low": "132.1"}, schema.HIGH_BELOW_LOW),
-        ({"open": "140"}, schema.OPEN_OUTSIDE_RANGE),
-        ({"close": "131"}, schema.CLOSE_OUTSIDE_RANGE),
+        ({"date": "28/4/2013"}, rows.BAD_DATE),
+        ({"date": "2013-02-30"}, rows.BAD_DATE),
+        ({"open": ""}, rows.MISSING_PRICE),
+        ({"close": "NA"}, rows.MISSING_PRICE),
+        ({"high": "abc"}, rows.NON_NUMERIC),
+        ({"volume": "lots"}, rows.NON_NUMERIC),
+        ({"low": "inf"}, rows.NON_FINITE),
+        ({"open": "-1"}, rows.NON_POSITIVE_PRICE),
+        ({"close": "0"}, rows.NON_POSITIVE_PRICE),
+        ({"high": "1e39"}, rows.PRICE_OUT_OF_RANGE),  # infinite as the model's float32
+        ({"close": "1e-45"}, rows.PRICE_OUT_OF_RANGE),
+        ({"volume": "-5"}, rows.NEGATIVE_VALUE),
+        ({"high": "130", "low": "132.1"}, rows.HIGH_BELOW_LOW),
+        ({"open": "140"}, rows.OPEN_OUTSIDE_RANGE),
+        ({"close": "131"}, rows.CLOSE_OUTSIDE_RANGE),
     ],
 )
 def test_invalid_rows_are_rejected_with_a_reason(overrides, reason):
@@ -166,7 +167,7 @@ def test_invalid_rows_are_rejected_with_a_reason(overrides, reason):
 
 def test_wrong_field_count_is_rejected():
     result = validate_row(fields()[:-1], HEADER, "iso")
-    assert isinstance(result, Rejection) and result.reason == schema.WRONG_FIELD_COUNT
+    assert isinstance(result, Rejection) and result.reason == rows.WRONG_FIELD_COUNT
 
 
 def test_header_accepts_extra_and_reordered_columns_and_a_bom():
@@ -204,13 +205,13 @@ def test_header_with_repeated_names_is_refused():
     ],
 )
 def test_numbers_as_exports_write_them(text, value):
-    assert schema.parse_number(text) == value
+    assert rows.parse_number(text) == value
 
 
 @pytest.mark.parametrize("text", ["1,5", "12,34", "1,2345", "1.234,5", "1,234,56", "$", "12 345"])
 def test_commas_that_do_not_group_thousands_are_not_guessed_at(text):
     with pytest.raises(ValueError):
-        schema.parse_number(text)
+        rows.parse_number(text)
 
 
 @pytest.mark.parametrize(
@@ -229,7 +230,7 @@ def test_commas_that_do_not_group_thousands_are_not_guessed_at(text):
 )
 def test_dates_as_exports_write_them(text, day):
     for style in ("iso", "dayfirst", "monthfirst"):
-        assert schema.parse_date(text, style).isoformat() == day
+        assert dates.parse_date(text, style).isoformat() == day
 
 
 @pytest.mark.parametrize(
@@ -237,7 +238,7 @@ def test_dates_as_exports_write_them(text, day):
 )
 def test_dates_that_name_no_day_are_refused(text):
     with pytest.raises(ValueError, match=f"^{text!r} (is not a date|names no real day)"):
-        schema.parse_date(text, "iso")
+        dates.parse_date(text, "iso")
 
 
 @pytest.mark.parametrize(
@@ -403,25 +404,25 @@ def test_a_header_without_the_columns_gets_the_fix(header, fix):
 def test_a_number_with_a_decimal_comma_is_refused_with_the_hint(cell, hinted):
     header = schema.header_from_line("Date;Open;High;Low;Close")
     row = validate_row(["2020-01-01", cell, "2", "0.5", "1.5"], header, "iso", "bitcoin")
-    assert isinstance(row, Rejection) and row.reason == schema.NON_NUMERIC
+    assert isinstance(row, Rejection) and row.reason == rows.NON_NUMERIC
     assert ("decimal comma" in row.detail) is hinted
 
 
 @pytest.mark.parametrize(
     "day, reason",
     [
-        ("0001-01-01", schema.DATE_OUT_OF_RANGE),
-        ("2009-01-02", schema.DATE_OUT_OF_RANGE),  # the day before Bitcoin's first block
+        ("0001-01-01", rows.DATE_OUT_OF_RANGE),
+        ("2009-01-02", rows.DATE_OUT_OF_RANGE),  # the day before Bitcoin's first block
         ("2009-01-03", None),
         ("2026-01-03", None),
         ("2026-01-05", None),  # today (2026-01-03) and two days
-        ("2026-01-06", schema.DATE_OUT_OF_RANGE),
-        ("2090-06-01", schema.DATE_OUT_OF_RANGE),
-        ("9999-12-31", schema.DATE_OUT_OF_RANGE),
+        ("2026-01-06", rows.DATE_OUT_OF_RANGE),
+        ("2090-06-01", rows.DATE_OUT_OF_RANGE),
+        ("9999-12-31", rows.DATE_OUT_OF_RANGE),
     ],
 )
 def test_dates_outside_any_crypto_market_are_rejected(day, reason):
-    last = schema.last_day(dt.date(2026, 1, 3))
+    last = dates.last_day(dt.date(2026, 1, 3))
     result = validate_row(fields(date=day), HEADER, "iso", last=last)
     if reason is None:
         assert isinstance(result, MarketRow) and result.date.isoformat() == day
@@ -434,9 +435,9 @@ def test_dates_outside_any_crypto_market_are_rejected(day, reason):
 
 def test_the_latest_date_follows_today():
     today = dt.datetime.now(dt.UTC).date()
-    assert schema.last_day() == today + dt.timedelta(days=schema.FUTURE_DAYS)
-    future = (today + dt.timedelta(days=schema.FUTURE_DAYS + 1)).isoformat()
-    assert validate_row(fields(date=future), HEADER, "iso").reason == schema.DATE_OUT_OF_RANGE
+    assert dates.last_day() == today + dt.timedelta(days=dates.FUTURE_DAYS)
+    future = (today + dt.timedelta(days=dates.FUTURE_DAYS + 1)).isoformat()
+    assert validate_row(fields(date=future), HEADER, "iso").reason == rows.DATE_OUT_OF_RANGE
 
 
 @pytest.mark.parametrize(
@@ -449,7 +450,7 @@ def test_the_latest_date_follows_today():
     ],
 )
 def test_byte_order_marks_at_line_starts_are_removed_and_counted(text, expected, removed):
-    assert schema.remove_line_marks(text) == (expected, removed)
+    assert rows.remove_line_marks(text) == (expected, removed)
 
 
 SHADOW = "root:$6$Zm9vYmFy$c2VjcmV0aGFzaA:19000:0:99999:7:::"
@@ -495,4 +496,4 @@ def test_a_header_separated_another_way_names_the_columns_it_found():
 
 def test_a_long_cell_is_quoted_short():
     result = validate_row(fields(high="x" * 10_000), HEADER, "iso")
-    assert result.reason == schema.NON_NUMERIC and len(result.detail) < 80
+    assert result.reason == rows.NON_NUMERIC and len(result.detail) < 80
