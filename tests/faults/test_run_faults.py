@@ -18,7 +18,10 @@ import psutil
 import pytest
 
 from conftest import needs_root, tmpfs
+from crypto_pipeline.run_lock import MARK
 from crypto_pipeline.sample_data import SAMPLE_PATH
+
+pytestmark = pytest.mark.pipeline_run
 
 QUICK = ("--trials", "2", "--epochs", "4")
 
@@ -43,6 +46,15 @@ def steps_of(run_dir: Path) -> list[psutil.Process]:
     for process in psutil.process_iter(["cmdline"]):
         cmdline = " ".join(process.info["cmdline"] or [])
         if run_dir.name in cmdline:
+            found.append(process)
+    return found
+
+
+def marked(run_name: str) -> list[psutil.Process]:
+    """The processes working for the run RUN_NAME: its steps (``run_lock.MARK``)."""
+    found = []
+    for process in psutil.process_iter(["environ"]):
+        if (process.info["environ"] or {}).get(MARK) == run_name:
             found.append(process)
     return found
 
@@ -192,6 +204,34 @@ def test_a_failing_step_shows_its_own_error_and_fix(tmp_path):
     (log,) = (tmp_path / "runs").glob("crypto-pipeline-*/kfp-local.log")
     assert f"log: {log}" in result.stderr
     assert not (log.parent / "ingest-step").exists()  # no half-written outputs
+    kept = json.loads((log.parent / "step_error.json").read_text())  # the error, kept
+    assert kept["step"] == "ingest" and kept["problem"].startswith("source file not found")
+    assert kept["type"] == "SourceError" and kept["fix"].startswith("check the path")
+
+
+def test_a_step_killed_midway_is_named_and_its_output_pointed_at(tmp_path):
+    """The kernel's out-of-memory killer, or a user's `kill -9` of one step: no error left."""
+    root = tmp_path / "runs"
+    out = tmp_path / "out.txt"
+    with out.open("w") as sink:
+        process = subprocess.Popen(
+            command(root, *QUICK), stdout=sink, stderr=subprocess.STDOUT, text=True
+        )
+    wait_for_line(process, "tune      running", out)
+    (run_dir,) = [p for p in root.glob("crypto-pipeline-*") if p.is_dir()]
+    deadline = time.monotonic() + 60
+    while not (steps := marked(run_dir.name)):
+        assert time.monotonic() < deadline, out.read_text()
+        time.sleep(0.2)
+    for step in steps:
+        with contextlib.suppress(psutil.Error):
+            step.kill()
+    assert process.wait(timeout=120) == 1, out.read_text()
+    output = out.read_text()
+    assert "error: the tune step failed and left no error of its own" in output
+    assert f"fix: read the step's output in {run_dir / 'kfp-local.log'}" in output
+    assert "Traceback" not in output
+    assert not (run_dir / "tune-step").exists()
 
 
 @needs_root

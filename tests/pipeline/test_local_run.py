@@ -1,49 +1,60 @@
 import errno
+import io
+import re
 
-from crypto_pipeline.errors import storage_error
-from crypto_pipeline.local_run import step_failure
-
-LOG = """\
-04:06:59.100 - INFO - Executing task \x1b[96m'ingest-step'\x1b[0m
-    ingested 10 rows
-04:06:59.200 - INFO - Task \x1b[96m'ingest-step'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m
-04:06:59.300 - INFO - Executing task \x1b[96m'transform-step'\x1b[0m
-    Traceback (most recent call last):
-      File "x.py", line 1, in <module>
-        raise ValueError("an earlier one")
-    ValueError: an earlier one
-
-    During handling of the above exception, another exception occurred:
-
-    Traceback (most recent call last):
-      File "transform.py", line 9, in transform
-    crypto_pipeline.errors.CoinNotFoundError: no rows of 'dogecoin' in the file
-      coins with the most rows: bitcoin 1,000
-      fix: pass --coin with one of the coins above
-
-04:06:59.343 - ERROR - Task \x1b[96m'transform-step'\x1b[0m finished with status \
-\x1b[91mFAILURE\x1b[0m
-"""
+from crypto_pipeline.errors import (
+    STEP_ERROR_NAME,
+    CoinNotFoundError,
+    read_step_error,
+    step_errors,
+    storage_error,
+)
+from crypto_pipeline.local_progress import StepProgress, step_failed
 
 
-def test_a_failed_steps_own_error_and_fix_are_read_from_the_log():
-    failure = step_failure(LOG, "transform")
-    assert failure.problem == (
-        "no rows of 'dogecoin' in the file\n  coins with the most rows: bitcoin 1,000"
+def failed_in(run_dir, step: str, raised: BaseException) -> None:
+    """What a step's adapter does when RAISED escapes it: the error in its task folder."""
+    output = run_dir / f"{step}-step" / "data"
+    output.mkdir(parents=True)
+    (output / "part.csv").write_text("half written")
+    try:
+        with step_errors(step, output):
+            raise raised
+    except type(raised):
+        pass
+
+
+def test_a_failed_steps_own_error_and_fix_are_read_from_its_task_folder(tmp_path):
+    failed_in(
+        tmp_path,
+        "transform",
+        CoinNotFoundError("no rows of 'dogecoin' in the file", "pass --coin bitcoin"),
     )
-    assert failure.fix == "pass --coin with one of the coins above"
+    error = step_failed(tmp_path, "transform", tmp_path / "kfp-local.log")
+    assert error.problem == "the transform step failed: no rows of 'dogecoin' in the file"
+    assert error.fix == f"pass --coin bitcoin\n  log: {tmp_path / 'kfp-local.log'}"
+    assert not (tmp_path / "transform-step").exists()  # no half-written outputs
+    assert read_step_error(tmp_path)["type"] == "CoinNotFoundError"  # kept in the run folder
 
 
-def test_any_other_exception_is_named_and_a_full_disk_gets_a_fix():
-    log = LOG.replace(
-        "crypto_pipeline.errors.CoinNotFoundError: no rows of 'dogecoin' in the file\n"
-        "      coins with the most rows: bitcoin 1,000\n"
-        "      fix: pass --coin with one of the coins above\n",
-        "OSError: [Errno 28] No space left on device: '/runs/x'\n",
-    )
-    failure = step_failure(log, "transform")
-    assert failure.problem == "OSError: [Errno 28] No space left on device: '/runs/x'"
-    assert failure.fix.startswith("free some space")
+def test_any_other_exception_is_named_and_a_full_disk_gets_a_fix(tmp_path):
+    failed_in(tmp_path, "tune", OSError(errno.ENOSPC, "No space left on device", "/runs/x"))
+    error = step_failed(tmp_path, "tune", tmp_path / "kfp-local.log")
+    assert error.problem == "the tune step failed: cannot write to /runs/x: the disk is full"
+    assert error.fix.startswith("free some space")
+    failed_in(tmp_path, "train", KeyError("loss"))
+    error = step_failed(tmp_path, "train", tmp_path / "kfp-local.log")
+    assert error.problem == "the train step failed: KeyError: 'loss'"
+    assert error.fix == f"read the step's output in {tmp_path / 'kfp-local.log'}"
+
+
+def test_a_step_that_left_no_error_is_named_and_its_output_pointed_at(tmp_path):
+    (tmp_path / "deploy-step").mkdir()  # killed before it could write one
+    error = step_failed(tmp_path, "deploy", tmp_path / "kfp-local.log")
+    assert error.problem.startswith("the deploy step failed and left no error of its own")
+    assert error.fix == f"read the step's output in {tmp_path / 'kfp-local.log'}"
+    assert not (tmp_path / STEP_ERROR_NAME).exists()
+    assert not (tmp_path / "deploy-step").exists()
 
 
 def test_failed_writes_become_errors_with_fixes():
@@ -54,37 +65,16 @@ def test_failed_writes_become_errors_with_fixes():
     assert storage_error(OSError(errno.ENOENT, "No such file")) is None
 
 
-def test_a_refreshed_cache_runs_every_step_and_the_next_run_takes_it_from_there(tmp_path):
-    """kfp.local with caching off neither reads nor writes its cache; a refresh writes."""
-    from kfp import dsl, local
-    from kfp.dsl import Artifact, Output
-
-    from crypto_pipeline.local_run import cache_refreshed
-
-    @dsl.component(base_image="python:3.11-slim-bookworm", install_kfp_package=False)
-    def stamp(seed: int, out: Output[Artifact]):
-        import uuid
-
-        with open(out.path, "w") as f:
-            f.write(f"{seed} {uuid.uuid4()}")
-
-    @dsl.pipeline(name="stamped")
-    def stamped() -> Artifact:
-        return stamp(seed=1).outputs["out"]
-
-    def run(caching: bool = True) -> str:
-        local.init(
-            runner=local.SubprocessRunner(use_venv=False),
-            pipeline_root=str(tmp_path),
-            enable_caching=caching,
-        )
-        return stamped().output.uri
-
-    first = run()
-    assert run() == first  # from the cache
-    assert run(caching=False) != first  # ran, and left the cache as it was
-    assert run() == first
-    with cache_refreshed():
-        refreshed = run()
-    assert refreshed != first  # ran, although the cache held it
-    assert run() == refreshed  # and the cache now holds what it wrote
+def test_each_step_shows_one_line_as_it_starts_and_one_as_it_ends():
+    terminal = io.StringIO()
+    progress = StepProgress(terminal)
+    progress.step_started("ingest-step")
+    progress.step_ended("ingest-step", True)
+    progress.step_started("transform-step")
+    progress.step_ended("transform-step", False)
+    lines = terminal.getvalue().splitlines()
+    assert lines[0] == "  ingest    running …"
+    assert re.fullmatch(r"  ingest    success in \d+\.\d s", lines[1])
+    assert re.fullmatch(r"  transform failure in \d+\.\d s", lines[3])
+    assert progress.finished() == ["ingest"] and progress.failed() == ["transform"]
+    assert set(progress.durations) == {"ingest", "transform"}
