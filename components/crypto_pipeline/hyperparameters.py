@@ -4,13 +4,19 @@ They follow the original tutorial's tuning config (number of layers, size of the
 layer, how much each next layer shrinks, learning rate) plus the batch size.
 ``SEARCH_SPACE`` is their single definition: the local tuner samples it, the Katib
 Experiment is rendered from it, the ``trial`` command's flags come from it, and a params
-file is checked against it. This module needs no TensorFlow, so it loads fast.
+file is checked against it. The search's objective and its pruning rule are defined here
+too, for the local tuner and the Katib Experiment alike, and so is the params file that
+the tune step writes and the train step reads (``read_params``). This module needs no
+TensorFlow, so it loads fast.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any, Literal
 
 from crypto_pipeline.errors import ConfigError
@@ -75,6 +81,17 @@ SEARCH_SPACE: tuple[Hyperparameter, ...] = (
 )
 """The hyperparameters and their ranges: defined here once."""
 
+OBJECTIVE_METRIC = "eval_loss"
+"""What the search minimizes: the eval loss of the weights a trial keeps (``model.fit``)."""
+PRUNER_MIN_TRIALS = 3
+"""Trials that finish before the median rule stops any (Optuna's ``n_startup_trials`` of
+``MedianPruner``, Katib's ``min_trials_required`` of ``medianstop``)."""
+PRUNER_WARMUP_EPOCHS = 5
+"""Epochs every trial runs before the median rule may stop it (Optuna's
+``n_warmup_steps``, Katib's ``start_step``)."""
+BEST_PARAMS_NAME = "best_params.json"
+"""The params file the tune step writes and the train step reads."""
+
 
 @dataclass(frozen=True)
 class Params:
@@ -125,3 +142,24 @@ class Params:
             max(2, round(self.first_layer_size * self.layer_size_scale**i))
             for i in range(self.num_layers)
         ]
+
+
+def read_params(path: str | os.PathLike[str]) -> Params:
+    """Reads a params file (``best_params.json``) and checks it against the search space.
+
+    Raises:
+        ConfigError: The file is missing, not JSON, or its values are missing or out of
+            range.
+    """
+    try:
+        values = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"params file not found: {path}",
+            "pass the best_params.json written by the tune step (crypto-pipeline tune)",
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"params file {path} is not JSON: {exc}", "fix the file") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"params file {path} is not a JSON object", "fix the file")
+    return Params.from_dict(values)

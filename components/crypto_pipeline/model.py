@@ -18,7 +18,7 @@ Its shape comes from ``hyperparameters.Params``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,7 +193,7 @@ def fit(
     epochs: int,
     patience: int,
     seed: int,
-    callbacks: Sequence[Any] = (),
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> FitResult:
     """Trains a core from the least-squares start, stopping early on the eval split's loss.
 
@@ -209,8 +209,9 @@ def fit(
         evaluation: Features and target of the eval split (unstandardized).
         epochs: Most epochs to run.
         patience: Epochs without improvement on eval before stopping.
-        seed: Random seed.
-        callbacks: More Keras callbacks (the tuner's pruning hook).
+        seed: Random seed: the start's weights and each epoch's order of the rows.
+        on_epoch: Called after every epoch with its number (from 1) and eval loss (the
+            tuner's pruning hook, the ``trial`` command's printout); it may raise to stop.
 
     Returns:
         The core with the weights of its best eval epoch (0: the start), and the loss
@@ -224,48 +225,106 @@ def fit(
     x_eval, y_eval = scaler.features(evaluation[0]), scaler.target(evaluation[1])
     start = least_squares(x_train.astype(np.float64), y_train.astype(np.float64))
     core = build_core(params, x_train.shape[1], start)
-    start_loss = float(core.evaluate(x_eval, y_eval, verbose=0))
+    loop = _TrainingLoop(core, (x_train, y_train), (x_eval, y_eval), params)
+    start_loss, line = loop.evaluate()
     start_weights = core.get_weights()
-    stop = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=patience, restore_best_weights=True
-    )
-    history = core.fit(
-        x_train,
-        y_train,
-        validation_data=(x_eval, y_eval),
-        epochs=epochs,
-        batch_size=params.batch_size,
-        shuffle=True,
-        verbose=0,
-        callbacks=[keras.callbacks.TerminateOnNaN(), stop, *callbacks],
-    ).history
-    losses = history.get("loss", []) + history.get("val_loss", [])
-    if not losses or not all(math.isfinite(v) for v in losses):
-        where = len(history.get("loss", []))
-        raise TrainingError(
-            f"the training loss stopped being a number (NaN or infinite) at epoch {where} "
-            f"with {params}; no model was exported",
-            "lower learning_rate (e.g. divide it by 10) or check the data for extreme rows",
-        )
+    history, best_weights = loop.run(epochs, patience, seed, on_epoch)
     best = int(np.argmin(history["val_loss"]))
-    trained_weights = core.get_weights()  # the best epoch's: early stopping restored them
-    trained = core.predict(x_eval, verbose=0).ravel()
-    core.set_weights(start_weights)
-    line = core.predict(x_eval, verbose=0).ravel()
+    core.set_weights(best_weights)
+    _, trained = loop.evaluate()
     z = gain_z(trained, line, y_eval)
     if not z > SIGNIFICANCE_Z:  # the line stays
+        core.set_weights(start_weights)
         return FitResult(core, history, 0, start_loss, start_loss, best + 1, z)
-    core.set_weights(trained_weights)
     return FitResult(
         core, history, best + 1, float(history["val_loss"][best]), start_loss, best + 1, z
     )
+
+
+class _TrainingLoop:
+    """Mini-batch Adam on the mean squared error, one compiled call per epoch.
+
+    Keras' ``Model.fit`` spends most of a small network's time around the steps: a
+    ``tf.data`` iterator for the train rows and another for the eval rows every epoch,
+    callbacks, and a traced function per mode. Here an epoch is one call of one traced
+    function (every batch runs inside the graph, in the order a seeded NumPy generator
+    shuffles), and the eval loss another: two traces per network.
+    """
+
+    def __init__(self, core, train, evaluation, params: Params):
+        self.core = core
+        self.x, self.y = (tf.constant(a.reshape(len(a), -1)) for a in train)
+        self.x_eval, self.y_eval = (tf.constant(a.reshape(len(a), -1)) for a in evaluation)
+        self.params = params
+        self.batch_size = params.batch_size
+        self.optimizer = core.optimizer
+        self.optimizer.build(core.trainable_variables)  # no variables made while tracing
+        self._epoch = tf.function(self._train_epoch)
+        self._eval = tf.function(self._predict_eval)
+
+    def _train_epoch(self, order):
+        """One pass over the train rows in ``order``; the mean loss of its batches."""
+        rows = tf.shape(order)[0]
+        total = tf.constant(0.0)
+        for first in tf.range(0, rows, self.batch_size):
+            batch = order[first : first + self.batch_size]
+            x, y = tf.gather(self.x, batch), tf.gather(self.y, batch)
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(self.core(x, training=True) - y))
+            variables = self.core.trainable_variables
+            self.optimizer.apply(tape.gradient(loss, variables), variables)
+            total += loss * tf.cast(tf.shape(batch)[0], tf.float32)
+        return total / tf.cast(rows, tf.float32)
+
+    def _predict_eval(self):
+        predicted = self.core(self.x_eval, training=False)
+        return tf.reduce_mean(tf.square(predicted - self.y_eval)), predicted
+
+    def evaluate(self) -> tuple[float, np.ndarray]:
+        """The eval loss of the core's weights now, and its eval predictions."""
+        loss, predicted = self._eval()
+        return float(loss), predicted.numpy().ravel()
+
+    def run(self, epochs: int, patience: int, seed: int, on_epoch=None):
+        """Trains until ``patience`` epochs bring no lower eval loss, or ``epochs`` ran.
+
+        Returns:
+            The history (``loss``, ``val_loss`` per epoch) and the best epoch's weights.
+
+        Raises:
+            TrainingError: A loss became NaN or infinite.
+        """
+        shuffle = np.random.default_rng(seed)
+        history: dict[str, list[float]] = {"loss": [], "val_loss": []}
+        best_weights, wait = None, 0
+        for epoch in range(1, epochs + 1):
+            order = tf.constant(shuffle.permutation(len(self.x)).astype(np.int32))
+            history["loss"].append(float(self._epoch(order)))
+            history["val_loss"].append(self.evaluate()[0])
+            if not all(math.isfinite(history[k][-1]) for k in history):
+                raise TrainingError(
+                    f"the training loss stopped being a number (NaN or infinite) at epoch "
+                    f"{epoch} with {self.params}; no model was exported",
+                    "lower learning_rate (e.g. divide it by 10) or check the data for extreme rows",
+                )
+            if best_weights is None or history["val_loss"][-1] < min(history["val_loss"][:-1]):
+                best_weights, wait = self.core.get_weights(), 0
+            else:
+                wait += 1
+            if on_epoch is not None:
+                on_epoch(epoch, history["val_loss"][-1])
+            if wait >= patience:
+                break
+        return history, best_weights
 
 
 SIGNIFICANCE_Z = 3.0
 """How many standard errors the network must beat the line by, day by day on eval.
 
 A gain of 3 standard errors arises by chance in 0.13% of fits (one-sided); a search of
-12 trials and the final fit then pass a chance gain less than 2% of the time."""
+12 trials and the final fit then pass a chance gain less than 2% of the time. The
+standard error is the autocorrelation-robust one of ``gain_z``: with the plain one, a
+run of good days on one price series would count as many independent wins."""
 
 
 def gain_z(predicted: np.ndarray, line: np.ndarray, actual: np.ndarray) -> float:
@@ -273,6 +332,9 @@ def gain_z(predicted: np.ndarray, line: np.ndarray, actual: np.ndarray) -> float
 
     The day-by-day gain is the line's squared error minus the network's; this is its
     mean over the eval days divided by the standard error of that mean (a paired test).
+    The eval days are consecutive days of one price series, and a volatile week makes
+    several large gains in a row, so that standard error is Newey-West's (``hac_stderr``)
+    rather than std / sqrt(n), which would count such a week as independent wins.
     Positive: the network did better on average; 0 with fewer than two days.
     """
     actual = np.asarray(actual, np.float64).ravel()
@@ -281,10 +343,38 @@ def gain_z(predicted: np.ndarray, line: np.ndarray, actual: np.ndarray) -> float
     ) ** 2
     if len(gain) < 2:
         return 0.0
-    spread = gain.std(ddof=1) / math.sqrt(len(gain))
+    spread = hac_stderr(gain)
     if spread > 0:
         return float(gain.mean() / spread)
     return math.copysign(math.inf, gain.mean()) if gain.mean() else 0.0
+
+
+def hac_lags(days: int) -> int:
+    """The lags ``hac_stderr`` weighs for a series of ``days``: floor(4 (n / 100)^(2/9)).
+
+    Newey and West's (1994) rule of thumb for the Bartlett kernel: 3 lags for 28 to 99
+    days, 4 for 100 to 272, 5 for 273 to 620; at most ``days - 1``.
+    """
+    return max(0, min(days - 1, math.floor(4 * (days / 100) ** (2 / 9))))
+
+
+def hac_stderr(series: np.ndarray) -> float:
+    """The standard error of a time series' mean, robust to autocorrelation (Newey-West).
+
+    The variance of the mean adds to the series' variance its autocovariances up to
+    ``hac_lags`` days, weighted down linearly with the lag (Bartlett's kernel, which
+    keeps the sum non-negative). Positively autocorrelated days give a larger standard
+    error than std / sqrt(n); independent days about the same.
+    """
+    x = np.asarray(series, np.float64).ravel()
+    n = len(x)
+    deviation = x - x.mean()
+    variance = float(deviation @ deviation) / n
+    lags = hac_lags(n)
+    for lag in range(1, lags + 1):
+        weight = 1 - lag / (lags + 1)
+        variance += 2 * weight * float(deviation[lag:] @ deviation[:-lag]) / n
+    return math.sqrt(max(variance, 0.0) / n)
 
 
 def clearly_better(predicted: np.ndarray, line: np.ndarray, actual: np.ndarray) -> bool:
@@ -294,6 +384,6 @@ def clearly_better(predicted: np.ndarray, line: np.ndarray, actual: np.ndarray) 
     picking the best of many epochs and trials makes such a difference look real. So
     the network must lower the squared error day by day, on average, by more than
     ``SIGNIFICANCE_Z`` standard errors of that average (``gain_z``, a paired test over
-    the eval days).
+    the eval days, its standard error robust to runs of similar days).
     """
     return gain_z(predicted, line, actual) > SIGNIFICANCE_Z

@@ -1,21 +1,32 @@
-"""The transform step's output folder: one CSV file per split, found by name.
+"""The transform step's output folder: one CSV file per split, found by name and read.
 
 Kept apart from ``transform`` so that the steps reading the splits (tune, train) need
-no Apache Beam. The folder may be a local path or any fsspec URI (``gs://…``, ``s3://…``):
-a Katib trial on a cluster reads the splits straight from a bucket.
+no Apache Beam, and apart from ``train`` so that tune reads them without it. The folder
+may be a local path or any fsspec URI (``gs://…``, ``s3://…``): a Katib trial on a
+cluster reads the splits straight from a bucket.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import posixpath
+from dataclasses import dataclass
 from pathlib import Path
 
 import fsspec
+import numpy as np
+import pandas as pd
 
-from crypto_pipeline.errors import SourceError
+from crypto_pipeline import features
+from crypto_pipeline.errors import DataError, SourceError
 
 SPLITS: tuple[str, ...] = ("train", "eval", "test")
 """The splits, in date order."""
+
+MIN_ROWS = {"train": 30, "eval": 5, "test": 5}
+"""Fewest rows per split that tuning and training accept."""
 
 
 def split_path(data_dir: str | os.PathLike[str], split: str) -> Path | str:
@@ -36,3 +47,44 @@ def split_path(data_dir: str | os.PathLike[str], split: str) -> Path | str:
             "eval-*.csv and test-*.csv)",
         )
     return Path(matches[0]) if "://" not in os.fspath(data_dir) else fs.unstrip_protocol(matches[0])
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The three splits of a transform output folder, with their file checksums."""
+
+    train: pd.DataFrame
+    eval: pd.DataFrame
+    test: pd.DataFrame
+    sha256: dict[str, str]
+
+    def xy(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Features and target of one split."""
+        frame = getattr(self, name)
+        return features.feature_matrix(frame), features.target_vector(frame)
+
+
+def load_splits(data_dir: str | os.PathLike[str]) -> Splits:
+    """Reads train, eval and test from a transform output folder.
+
+    Raises:
+        SourceError: The folder is not a transform output.
+        DataError: A split has fewer rows than ``MIN_ROWS`` asks.
+    """
+    frames, checksums = {}, {}
+    for name in SPLITS:
+        path = split_path(data_dir, name)
+        with fsspec.open(path, "rb") as f:
+            raw = f.read()
+        frame = pd.read_csv(io.BytesIO(raw))
+        if len(frame) < MIN_ROWS[name]:
+            raise DataError(
+                f"the {name} split in {data_dir} has {len(frame)} rows; training needs at "
+                f"least {MIN_ROWS[name]} (and {MIN_ROWS['train']} train, "
+                f"{MIN_ROWS['eval']} eval, {MIN_ROWS['test']} test rows in all)",
+                "use a source with more days of the coin, or give that split a larger "
+                "fraction with --split",
+            )
+        frames[name] = frame
+        checksums[posixpath.basename(str(path))] = hashlib.sha256(raw).hexdigest()
+    return Splits(frames["train"], frames["eval"], frames["test"], checksums)

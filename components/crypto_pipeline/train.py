@@ -28,107 +28,29 @@ standard errors it beat the line by, day by day on eval (it is kept above
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import io
 import json
 import logging
 import math
 import os
 import platform
-import posixpath
 import shutil
-import textwrap
 import uuid
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import numpy as np
-import pandas as pd
 
 from crypto_pipeline import features
 from crypto_pipeline.config import TrainConfig
 from crypto_pipeline.errors import ConfigError, DataError, read_step_output
 from crypto_pipeline.hyperparameters import Params
-from crypto_pipeline.model import (
-    SIGNIFICANCE_Z,
-    FitResult,
-    Standardizer,
-    build_serving,
-    fit,
-    least_squares,
-)
-from crypto_pipeline.splits import SPLITS, split_path
-
-MIN_ROWS = {"train": 30, "eval": 5, "test": 5}
-"""Fewest rows per split that training accepts."""
+from crypto_pipeline.model import FitResult, Standardizer, build_serving, fit, least_squares
+from crypto_pipeline.plots import plot_training
+from crypto_pipeline.splits import Splits, load_splits
 
 METRICS_NAME = "metrics.json"
 MODEL_DIR_NAME = "model"
-
-
-@dataclass(frozen=True)
-class Splits:
-    """The three splits of a transform output folder, with their file checksums."""
-
-    train: pd.DataFrame
-    eval: pd.DataFrame
-    test: pd.DataFrame
-    sha256: dict[str, str]
-
-    def xy(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """Features and target of one split."""
-        frame = getattr(self, name)
-        return features.feature_matrix(frame), features.target_vector(frame)
-
-
-def load_splits(data_dir: str | os.PathLike[str]) -> Splits:
-    """Reads train, eval and test from a transform output folder.
-
-    Raises:
-        SourceError: The folder is not a transform output.
-        DataError: A split has fewer rows than ``MIN_ROWS`` asks.
-    """
-    frames, checksums = {}, {}
-    for name in SPLITS:
-        path = split_path(data_dir, name)
-        with fsspec.open(path, "rb") as f:
-            raw = f.read()
-        frame = pd.read_csv(io.BytesIO(raw))
-        if len(frame) < MIN_ROWS[name]:
-            raise DataError(
-                f"the {name} split in {data_dir} has {len(frame)} rows; training needs at "
-                f"least {MIN_ROWS[name]} (and {MIN_ROWS['train']} train, "
-                f"{MIN_ROWS['eval']} eval, {MIN_ROWS['test']} test rows in all)",
-                "use a source with more days of the coin, or give that split a larger "
-                "fraction with --split",
-            )
-        frames[name] = frame
-        checksums[posixpath.basename(str(path))] = hashlib.sha256(raw).hexdigest()
-    return Splits(frames["train"], frames["eval"], frames["test"], checksums)
-
-
-def read_params(path: str | os.PathLike[str]) -> Params:
-    """Reads a params file (``best_params.json``) and checks it against the search space.
-
-    Raises:
-        ConfigError: The file is missing, not JSON, or its values are missing or out of
-            range.
-    """
-    try:
-        values = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(
-            f"params file not found: {path}",
-            "pass the best_params.json written by the tune step (crypto-pipeline tune)",
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"params file {path} is not JSON: {exc}", "fix the file") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"params file {path} is not a JSON object", "fix the file")
-    return Params.from_dict(values)
 
 
 def read_metrics(folder: str | os.PathLike[str]) -> dict[str, Any]:
@@ -178,126 +100,6 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def kept_text(result: FitResult) -> str:
-    """What training kept, and why, in a sentence (the loss plot's title says it)."""
-    line = f"least squares' {result.start_eval_loss:.4g}"
-    if result.best_epoch:
-        return (
-            f"Kept epoch {result.best_epoch}: eval loss {result.best_eval_loss:.4g} against "
-            f"{line}, better by {result.gain_z:.1f} standard errors day by day (more than "
-            f"{SIGNIFICANCE_Z:g} needed)."
-        )
-    best = f"the network's best, epoch {result.network_epoch} ({result.network_eval_loss:.4g})"
-    gain = (
-        f"better by only {result.gain_z:.1f} standard errors day by day"
-        if result.gain_z > 0
-        else "no better day by day"
-    )
-    return (
-        f"Kept least squares (eval loss {result.start_eval_loss:.4g}): {best} is {gain} "
-        f"(more than {SIGNIFICANCE_Z:g} needed)."
-    )
-
-
-def plot_loss(result: FitResult, path: Path) -> str:
-    """Saves ``loss_figure`` as a PNG; returns the file's name."""
-    return save_figure(loss_figure(result), path)
-
-
-def loss_figure(result: FitResult):
-    """The loss curves, the least-squares line's eval loss, and what was kept.
-
-    The curves are the network's, epoch by epoch; the dashed line is the least-squares
-    start's eval loss (epoch 0). A star marks the weights kept: the start, at epoch 0 on
-    the dashed line, or the kept epoch on the eval curve, so that the plot says what
-    ``best_epoch`` says. When the line was kept, a ring marks the network's best epoch,
-    which did not beat it clearly.
-    """
-    import matplotlib.ticker
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(8, 4.5))
-    ax = fig.add_subplot()
-    epochs = range(1, len(result.history["loss"]) + 1)
-    ax.plot(epochs, result.history["loss"], label="train, network")
-    ax.plot(epochs, result.history["val_loss"], label="eval, network")
-    ax.axhline(
-        result.start_eval_loss,
-        color="tab:green",
-        linestyle="--",
-        label="eval, least squares (epoch 0, the start)",
-    )
-    if result.best_epoch:
-        kept = (result.best_epoch, result.best_eval_loss, f"kept: epoch {result.best_epoch}")
-    else:
-        kept = (0, result.start_eval_loss, "kept: least squares")
-        ax.plot(
-            result.network_epoch,
-            result.network_eval_loss,
-            "o",
-            markersize=11,
-            markerfacecolor="none",
-            markeredgecolor="tab:red",
-            label=f"network's best (epoch {result.network_epoch}): not clearly better",
-        )
-    ax.plot(*kept[:2], "*", markersize=16, color="black", label=kept[2], zorder=5)
-    ax.set(
-        xlabel="epoch",
-        ylabel="loss (MSE of standardized return)",
-        yscale="log",
-        xlim=(-1, len(epochs) + 1),
-    )
-    ax.set_title("\n".join(textwrap.wrap(kept_text(result), 95)), fontsize=9)
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.legend(fontsize=8)
-    return fig
-
-
-def _plot(result: FitResult, test: pd.DataFrame, predicted: np.ndarray, out: Path) -> list[str]:
-    from matplotlib.figure import Figure
-
-    dates = pd.to_datetime(test["date"])
-    names = [plot_loss(result, out / "loss.png")]
-
-    fig = Figure(figsize=(9, 4))
-    ax = fig.add_subplot()
-    ax.plot(dates, test["close"], label="actual close", color="black", linewidth=1)
-    ax.plot(dates, predicted, label="predicted close", color="tab:orange", linewidth=1)
-    coin_names = test["name"].dropna()  # "Bitcoin (synthetic)" on the sample
-    coin = str(coin_names.iloc[0]) if len(coin_names) else ""
-    ax.set(
-        xlabel="date",
-        ylabel="price",
-        title=f"{coin} test period: predicted and actual close".strip(),
-    )
-    ax.legend()
-    fig.autofmt_xdate()
-    names.append(save_figure(fig, out / "test_predictions.png"))
-
-    fig = Figure(figsize=(10, 4))
-    left, right = fig.subplots(1, 2)
-    residuals = predicted - test["close"].to_numpy()
-    left.plot(dates, residuals, linewidth=0.8)
-    left.axhline(0, color="black", linewidth=0.5)
-    left.set(xlabel="date", ylabel="predicted - actual", title="Residuals over the test period")
-    right.hist(residuals, bins=40)
-    right.set(xlabel="predicted - actual", ylabel="days", title="Residual distribution")
-    fig.autofmt_xdate()
-    names.append(save_figure(fig, out / "residuals.png"))
-    return names
-
-
-def save_figure(fig, path: Path) -> str:
-    """Saves a matplotlib figure as a PNG and returns the file's name.
-
-    The figures are ``matplotlib.figure.Figure`` objects, not pyplot's: drawing them
-    neither needs nor changes matplotlib's backend (Jupyter's inline one stays).
-    """
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path.name
-
-
 def _check_comparable(baselines: dict[str, dict[str, float]], data_dir: Any) -> None:
     """Refuses test days that a baseline predicts exactly: no model can be compared with it.
 
@@ -311,6 +113,35 @@ def _check_comparable(baselines: dict[str, dict[str, float]], data_dir: Any) -> 
             "to learn and nothing to compare a model with",
             "use a source with real market days (this one's prices may be constant)",
         )
+
+
+def _metrics(
+    splits: Splits,
+    result: FitResult,
+    predicted: np.ndarray,
+    eval_predicted: np.ndarray,
+    baselines: dict[str, dict[str, float]],
+) -> dict[str, Any]:
+    """The test metrics beside the baselines', and what training kept (``metrics.json``)."""
+    test = splits.test
+    model_metrics = regression_metrics(predicted, test["close"].to_numpy(np.float64))
+    return {
+        **{f"test_{k}": v for k, v in model_metrics.items()},
+        "test_rows": len(test),
+        "test_first_date": str(test["date"].iloc[0]),
+        "test_last_date": str(test["date"].iloc[-1]),
+        "eval_rmse": regression_metrics(eval_predicted, splits.eval["close"].to_numpy())["rmse"],
+        "baselines": baselines,
+        "rmse_vs_midpoint": model_metrics["rmse"] / baselines["midpoint"]["rmse"],
+        "rmse_vs_least_squares": model_metrics["rmse"] / baselines["least_squares"]["rmse"],
+        "epochs_run": len(result.history["loss"]),
+        "best_epoch": result.best_epoch,
+        "eval_loss": result.best_eval_loss,
+        "eval_loss_least_squares": result.start_eval_loss,
+        "network_best_epoch": result.network_epoch,
+        "network_eval_loss": result.network_eval_loss,
+        "gain_z": _finite(result.gain_z),
+    }
 
 
 def train(
@@ -359,29 +190,12 @@ def train(
     predicted = serving.predict(features.price_matrix(test), verbose=0).ravel()
     model_metrics = regression_metrics(predicted, actual)
     eval_predicted = serving.predict(features.price_matrix(splits.eval), verbose=0).ravel()
-    metrics = {
-        **{f"test_{k}": v for k, v in model_metrics.items()},
-        "test_rows": len(test),
-        "test_first_date": str(test["date"].iloc[0]),
-        "test_last_date": str(test["date"].iloc[-1]),
-        "eval_rmse": regression_metrics(eval_predicted, splits.eval["close"].to_numpy())["rmse"],
-        "baselines": baselines,
-        "rmse_vs_midpoint": model_metrics["rmse"] / baselines["midpoint"]["rmse"],
-        "rmse_vs_least_squares": model_metrics["rmse"] / baselines["least_squares"]["rmse"],
-        "epochs_run": len(result.history["loss"]),
-        "best_epoch": result.best_epoch,
-        "eval_loss": result.best_eval_loss,
-        "eval_loss_least_squares": result.start_eval_loss,
-        "network_best_epoch": result.network_epoch,
-        "network_eval_loss": result.network_eval_loss,
-        "gain_z": _finite(result.gain_z),
-        "params": params.to_dict(),
-        "seed": config.seed,
-    }
+    metrics = _metrics(splits, result, predicted, eval_predicted, baselines)
+    metrics.update(params=params.to_dict(), seed=config.seed)
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics["plots"] = _plot(result, test, predicted, out)
+    metrics["plots"] = plot_training(result, test, predicted, out)
     (out / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")
     _export(
         serving,

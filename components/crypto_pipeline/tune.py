@@ -1,12 +1,12 @@
 """Step 3, tune: search the hyperparameters, locally with Optuna or on a cluster with Katib.
 
-The search space is ``model.SEARCH_SPACE``, defined once. Locally, Optuna's TPE sampler
-proposes settings, each trial trains on the train split exactly as the train step does
-(``model.fit``), reporting the network's eval loss after every epoch, and the median
+The search space is ``hyperparameters.SEARCH_SPACE``, defined once. Locally, Optuna's TPE
+sampler proposes settings, each trial trains on the train split exactly as the train step
+does (``model.fit``), reporting the network's eval loss after every epoch, and the median
 pruner stops trials whose curve falls behind the others'; a progress bar shows the
-trials. On a cluster, ``katib_experiment`` renders the same space as a Katib
-``Experiment`` (``kubeflow.org/v1beta1``) whose trials run ``crypto-pipeline trial`` in
-the training image and print the same metric for Katib's stdout collector.
+trials. On a cluster, ``katib.katib_experiment`` renders the same space as a Katib
+``Experiment`` whose trials run ``crypto-pipeline trial`` (``trial`` here) in the training
+image and print the same metric for Katib's stdout collector.
 
 The objective, ``eval_loss``, is what training reports: the eval split's loss (the mean
 squared error of the standardized daily return; every day weighs alike, where an error in
@@ -41,24 +41,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crypto_pipeline.config import (
-    DATA_PVC,
-    DEFAULT_NAMESPACE,
-    DEFAULT_TRAINING_IMAGE,
-    TuneConfig,
+from crypto_pipeline.config import TuneConfig
+from crypto_pipeline.hyperparameters import (
+    BEST_PARAMS_NAME,
+    OBJECTIVE_METRIC,
+    PRUNER_MIN_TRIALS,
+    PRUNER_WARMUP_EPOCHS,
+    SEARCH_SPACE,
+    Params,
+    read_params,
 )
-from crypto_pipeline.hyperparameters import SEARCH_SPACE, Params
 from crypto_pipeline.model import Standardizer, fit
-from crypto_pipeline.train import load_splits, read_params, save_figure
+from crypto_pipeline.plots import HISTORY_PLOT, IMPORTANCE_PLOT, plot_search
+from crypto_pipeline.splits import load_splits
 
-OBJECTIVE_METRIC = "eval_loss"
-BEST_PARAMS_NAME = "best_params.json"
+SAMPLER_STARTUP_TRIALS = 5
+"""Trials the TPE sampler draws at random before it models the finished ones."""
 TRIALS_NAME = "trials.json"
 SEARCH_NAME = "search.json"
 NETWORK_LOSS = "network_eval_loss"
 """A trial's lowest eval loss of the trained network, whether or not it was kept."""
-HISTORY_PLOT = "optimization_history.png"
-IMPORTANCE_PLOT = "param_importances.png"
 
 IMPORTANCE_QUANTILE = 0.1
 """PED-ANOVA's target quantile (Optuna's default): what separates the best tenth."""
@@ -172,22 +174,20 @@ def suggest(trial) -> Params:
     return Params(**values)
 
 
-def _pruning_callback(trial, record: dict[str, Any]):
-    """A Keras callback that reports eval loss to Optuna and stops pruned trials.
+def _report_and_prune(trial, record: dict[str, Any]):
+    """What ``model.fit`` calls after each epoch: report eval loss, stop pruned trials.
 
     It writes the epochs run into ``record`` (a pruned trial's row of the table).
     """
-    import keras
     import optuna
 
-    class ReportAndPrune(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            record["epochs"] = epoch + 1
-            trial.report(float(logs["val_loss"]), epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"eval loss behind the median at epoch {epoch + 1}")
+    def on_epoch(epoch: int, eval_loss: float) -> None:
+        record["epochs"] = epoch
+        trial.report(eval_loss, epoch - 1)  # Optuna's steps count from 0
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"eval loss behind the median at epoch {epoch}")
 
-    return ReportAndPrune()
+    return on_epoch
 
 
 def _finite(value: float) -> float | None:
@@ -242,8 +242,6 @@ def tune(
         SourceError, DataError: The splits are missing or too small.
         TrainingError: Every trial failed.
     """
-    import optuna
-
     config = config or TuneConfig()
     scaler, train_xy, eval_xy = _search_data(data_dir)
     details: dict[int, dict[str, Any]] = {}
@@ -262,7 +260,7 @@ def tune(
                 config.epochs,
                 config.patience,
                 config.seed,
-                callbacks=[_pruning_callback(trial, record)],
+                _report_and_prune(trial, record),
             )
         finally:
             record["seconds"] = round(time.perf_counter() - started, 3)
@@ -272,24 +270,12 @@ def tune(
         least_squares.append(result.start_eval_loss)
         return result.best_eval_loss  # what the train step reports as eval_loss
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        direction="minimize",
-        sampler=optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=5),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=5),
-    )
+    study = _create_study(config.seed)
     study.optimize(
         objective, n_trials=config.trials, show_progress_bar=progress_bar, catch=(Exception,)
     )
     trials = [_row(t, details.get(t.number, {})) for t in study.trials]
-    if not any(t["state"] == "COMPLETE" for t in trials):
-        from crypto_pipeline.errors import TrainingError
-
-        reasons = "; ".join(t.get("error", t["state"]) for t in trials)[:500]
-        raise TrainingError(
-            f"all {len(trials)} trials failed: {reasons}",
-            "check the data with the transform step's stats.json, or raise --trials",
-        )
+    _require_a_finished_trial(trials)
     best = Params(**study.best_params)
     importances, note = param_importances(study)
     out = Path(output_dir)
@@ -311,6 +297,33 @@ def tune(
     plots = plot_search(trials, out, least_squares[0], importances)
     return TuneResult(
         best, float(study.best_value), trials, plots, least_squares[0], importances, note
+    )
+
+
+def _create_study(seed: int):
+    """An Optuna study: TPE proposes, the median rule prunes (Katib's Experiment alike)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(
+        direction="minimize",
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=SAMPLER_STARTUP_TRIALS),
+        pruner=optuna.pruners.MedianPruner(
+            n_startup_trials=PRUNER_MIN_TRIALS, n_warmup_steps=PRUNER_WARMUP_EPOCHS
+        ),
+    )
+
+
+def _require_a_finished_trial(trials: list[dict[str, Any]]) -> None:
+    """Raises TrainingError, with every trial's reason, when no trial finished."""
+    if any(t["state"] == "COMPLETE" for t in trials):
+        return
+    from crypto_pipeline.errors import TrainingError
+
+    reasons = "; ".join(t.get("error", t["state"]) for t in trials)[:500]
+    raise TrainingError(
+        f"all {len(trials)} trials failed: {reasons}",
+        "check the data with the transform step's stats.json, or raise --trials",
     )
 
 
@@ -369,240 +382,6 @@ def param_importances(study) -> tuple[dict[str, float], str]:
     )
 
 
-def plot_search(
-    trials: list[dict[str, Any]],
-    out: Path,
-    least_squares: float | None = None,
-    importances: dict[str, float] | None = None,
-) -> list[str]:
-    """Draws the search as Katib's UI shows an Experiment; returns the files' names.
-
-    The history shows what ``trials.json`` holds: each finished trial's ``eval_loss``,
-    the best so far, and the least-squares line's eval loss (``least_squares``) on which
-    the trials that kept the line sit; pruned and failed trials, which have no
-    ``eval_loss``, are marked in a strip of their own. The importance plot is drawn only
-    when there are ``importances`` (``param_importances``). Drawn on
-    ``matplotlib.figure.Figure`` objects: matplotlib's backend is left alone.
-    """
-    names = [plot_history(trials, out / HISTORY_PLOT, least_squares)]
-    if importances:
-        complete = sum(t["state"] == "COMPLETE" for t in trials)
-        names.append(plot_importances(importances, complete, out / IMPORTANCE_PLOT))
-    return names
-
-
-def plot_history(
-    trials: list[dict[str, Any]], path: Path, least_squares: float | None = None
-) -> str:
-    """Saves ``history_figure`` as a PNG; returns the file's name."""
-    return save_figure(history_figure(trials, least_squares), path)
-
-
-def history_figure(trials: list[dict[str, Any]], least_squares: float | None = None):
-    """The optimization history: finished trials' eval loss, best so far, pruned apart.
-
-    The upper axes hold the finished trials (dots at their ``eval_loss``), the best so
-    far (a step line), the best trial (a star) and the least-squares line's eval loss
-    (dashed); the lower strip marks the trials that did not finish (pruned: a cross).
-    """
-    import matplotlib.ticker
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 5))
-    main, strip = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [5, 1]})
-    done = [t for t in trials if t["state"] == "COMPLETE"]
-    numbers = [t["number"] for t in done]
-    values = [t[OBJECTIVE_METRIC] for t in done]
-    if least_squares is not None:
-        main.axhline(
-            least_squares,
-            color="tab:green",
-            linestyle="--",
-            label="least squares' eval loss: what a trial keeps\n"
-            "unless its network clearly beats the line",
-        )
-    main.plot(numbers, values, "o", color="tab:blue", label="finished trial: eval loss kept")
-    best_so_far = [min(values[: i + 1]) for i in range(len(values))]
-    last = max(t["number"] for t in trials)  # the best so far holds to the last trial
-    main.step(
-        [*numbers, last],
-        [*best_so_far, best_so_far[-1]],
-        where="post",
-        color="tab:red",
-        label="best so far",
-    )
-    best = done[values.index(min(values))]
-    kept = {None: "", 0: " (kept least squares)"}.get(
-        best.get("best_epoch"), f" (kept epoch {best.get('best_epoch')})"
-    )
-    main.plot(
-        best["number"],
-        best[OBJECTIVE_METRIC],
-        "*",
-        markersize=15,
-        color="black",
-        label=f"best: trial {best['number']}, {best[OBJECTIVE_METRIC]:.4g}{kept}",
-        zorder=5,
-    )
-    main.set_ylabel(f"{OBJECTIVE_METRIC} (MSE of standardized return)")
-    main.set_title(
-        "Optimization history: each finished trial's eval loss, and the best so far",
-        fontsize=10,
-    )
-    main.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    for state, marker, color, label in (
-        ("PRUNED", "x", "grey", "pruned: stopped early, no eval loss"),
-        ("FAIL", "X", "tab:red", "failed"),
-    ):
-        stopped = [t["number"] for t in trials if t["state"] == state]
-        if stopped:
-            strip.plot(stopped, [0] * len(stopped), marker, color=color, label=label)
-    if len(done) < len(trials):
-        strip.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    strip.set_yticks([])
-    strip.set_ylabel("not\nfinished", fontsize=8)
-    strip.set_xlabel("trial")
-    strip.set_xlim(-0.5, last + 0.5)
-    strip.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    return fig
-
-
-def plot_importances(importances: dict[str, float], complete: int, path: Path) -> str:
-    """The hyperparameters' importances for eval_loss, largest on top."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(8, 4))
-    ax = fig.add_subplot()
-    names = sorted(importances, key=importances.get)
-    ax.barh(names, [importances[n] for n in names], color="tab:blue")
-    ax.set_xlabel(f"importance for {OBJECTIVE_METRIC} (sums to 1)")
-    ax.set_title(
-        f"Hyperparameter importance for {OBJECTIVE_METRIC}, the tuned objective "
-        f"(PED-ANOVA, {complete} finished trials)",
-        fontsize=10,
-    )
-    return save_figure(fig, path)
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
-def katib_experiment(
-    config: TuneConfig | None = None,
-    data_dir: str = "/data/transform",
-    image: str = DEFAULT_TRAINING_IMAGE,
-    name: str = "crypto-tune",
-    namespace: str = DEFAULT_NAMESPACE,
-    parallel_trials: int = 2,
-    data_pvc: str = DATA_PVC,
-) -> dict[str, Any]:
-    """Renders ``SEARCH_SPACE`` as a Katib Experiment for a cluster.
-
-    Each trial is a Kubernetes Job running ``crypto-pipeline trial`` in the training
-    image; it prints ``eval_loss=<value>``, which Katib's stdout collector reads. Katib's
-    TPE and median-stop algorithms mirror the local Optuna sampler and pruner.
-
-    Args:
-        config: Trials, epochs, patience and seed.
-        data_dir: Where the trial containers find the transform output: a bucket URI
-            (``gs://…``, ``s3://…``; the pod's service account must read it), or a
-            path at which the PersistentVolumeClaim ``data_pvc`` is mounted read-only.
-        image: The training image (``scripts/`` builds it; no credentials inside).
-        name: The Experiment's name.
-        namespace: Its namespace (a Kubeflow profile namespace).
-        parallel_trials: Trials that run at once.
-        data_pvc: The claim holding the transform output when ``data_dir`` is a path
-            (``scripts/cluster.sh upload-data`` fills it).
-
-    Returns:
-        The Experiment as a dict, ready for ``yaml.safe_dump`` or the Kubernetes API.
-    """
-    config = config or TuneConfig()
-    parameters = []
-    for h in SEARCH_SPACE:
-        if h.kind == "categorical":
-            space: dict[str, Any] = {"list": [str(c) for c in h.choices]}
-            kind = "categorical"
-        else:
-            space = {"min": f"{h.low:g}", "max": f"{h.high:g}"}
-            kind = "int" if h.kind == "int" else "double"
-            space["distribution"] = "logUniform" if h.log else "uniform"
-        parameters.append({"name": h.name, "parameterType": kind, "feasibleSpace": space})
-    command = [
-        "crypto-pipeline",
-        "trial",
-        "--data-dir",
-        data_dir,
-        "--epochs",
-        str(config.epochs),
-        "--patience",
-        str(config.patience),
-        "--seed",
-        str(config.seed),
-    ]
-    command += [f"--{h.flag}=${{trialParameters.{_camel(h.name)}}}" for h in SEARCH_SPACE]
-    training: dict[str, Any] = {"name": "training", "image": image}
-    pod_volumes: dict[str, Any] = {}
-    if "://" not in data_dir:  # a path: the trial's pod mounts the data there
-        training["volumeMounts"] = [{"name": "data", "mountPath": data_dir, "readOnly": True}]
-        pod_volumes["volumes"] = [
-            {"name": "data", "persistentVolumeClaim": {"claimName": data_pvc, "readOnly": True}}
-        ]
-    return {
-        "apiVersion": "kubeflow.org/v1beta1",
-        "kind": "Experiment",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "objective": {
-                "type": "minimize",
-                "objectiveMetricName": OBJECTIVE_METRIC,
-                # The trial prints the loss of the weights it keeps last; an epoch's lower
-                # loss that did not clearly beat least squares must not count.
-                "metricStrategies": [{"name": OBJECTIVE_METRIC, "value": "latest"}],
-            },
-            "algorithm": {
-                "algorithmName": "tpe",
-                "algorithmSettings": [{"name": "random_state", "value": str(config.seed)}],
-            },
-            "earlyStopping": {
-                "algorithmName": "medianstop",
-                "algorithmSettings": [
-                    {"name": "min_trials_required", "value": "3"},
-                    {"name": "start_step", "value": "5"},
-                ],
-            },
-            "maxTrialCount": config.trials,
-            "parallelTrialCount": parallel_trials,
-            "maxFailedTrialCount": max(1, config.trials // 4),
-            "metricsCollectorSpec": {"collector": {"kind": "StdOut"}},
-            "parameters": parameters,
-            "trialTemplate": {
-                "primaryContainerName": "training",
-                "trialParameters": [
-                    {"name": _camel(h.name), "description": h.help, "reference": h.name}
-                    for h in SEARCH_SPACE
-                ],
-                "trialSpec": {
-                    "apiVersion": "batch/v1",
-                    "kind": "Job",
-                    "spec": {
-                        "template": {
-                            "metadata": {"annotations": {"sidecar.istio.io/inject": "false"}},
-                            "spec": {
-                                "restartPolicy": "Never",
-                                "containers": [{**training, "command": command}],
-                                **pod_volumes,
-                            },
-                        }
-                    },
-                },
-            },
-        },
-    }
-
-
 def trial(data_dir: str | os.PathLike[str], params: Params, config: TuneConfig) -> float:
     """Trains one Katib trial, printing ``eval_loss=<value>`` after every epoch.
 
@@ -614,11 +393,9 @@ def trial(data_dir: str | os.PathLike[str], params: Params, config: TuneConfig) 
     Returns:
         The eval loss of the weights kept.
     """
-    import keras
 
-    class PrintEvalLoss(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            print(f"epoch {epoch + 1}: {OBJECTIVE_METRIC}={logs['val_loss']:.8g}", flush=True)
+    def print_eval_loss(epoch: int, eval_loss: float) -> None:
+        print(f"epoch {epoch}: {OBJECTIVE_METRIC}={eval_loss:.8g}", flush=True)
 
     scaler, train_xy, eval_xy = _search_data(data_dir)
     result = fit(
@@ -629,6 +406,6 @@ def trial(data_dir: str | os.PathLike[str], params: Params, config: TuneConfig) 
         config.epochs,
         config.patience,
         config.seed,
-        callbacks=[PrintEvalLoss()],
+        print_eval_loss,
     )
     return result.best_eval_loss

@@ -5,10 +5,15 @@ import copy
 import kubernetes_validate
 
 from conftest import experiment_validator
-from crypto_pipeline.cli import build_parser
-from crypto_pipeline.config import TuneConfig
-from crypto_pipeline.hyperparameters import SEARCH_SPACE, Params
-from crypto_pipeline.tune import DATA_PVC, katib_experiment
+from crypto_pipeline.cli_parser import build_parser
+from crypto_pipeline.config import DATA_PVC, TuneConfig
+from crypto_pipeline.hyperparameters import (
+    PRUNER_MIN_TRIALS,
+    PRUNER_WARMUP_EPOCHS,
+    SEARCH_SPACE,
+    Params,
+)
+from crypto_pipeline.katib import katib_experiment
 
 
 def errors(manifest):
@@ -94,3 +99,41 @@ def test_every_trial_gets_its_data():
     assert "volumes" not in pod and "volumeMounts" not in pod["containers"][0]
     assert "gs://bucket/runs/transform" in pod["containers"][0]["command"]
     assert errors(bucket) == []
+
+
+def test_early_stopping_uses_the_local_pruners_settings():
+    """Katib's median rule waits as long as the local pruner does: one home for both."""
+    from crypto_pipeline.tune import _create_study
+
+    stopping = katib_experiment()["spec"]["earlyStopping"]
+    assert stopping["algorithmName"] == "medianstop"
+    assert stopping["algorithmSettings"] == [
+        {"name": "min_trials_required", "value": str(PRUNER_MIN_TRIALS)},
+        {"name": "start_step", "value": str(PRUNER_WARMUP_EPOCHS)},
+    ]
+    # The local study prunes nothing before those trials finished and epochs ran.
+    study = _create_study(seed=0)
+    for _ in range(PRUNER_MIN_TRIALS):
+        trial = study.ask()
+        for step in range(PRUNER_WARMUP_EPOCHS + 1):
+            trial.report(0.1, step)
+        study.tell(trial, 0.1)
+    slow = study.ask()
+    for step in range(PRUNER_WARMUP_EPOCHS):
+        slow.report(10.0, step)
+        assert not slow.should_prune()
+    slow.report(10.0, PRUNER_WARMUP_EPOCHS)
+    assert slow.should_prune()
+
+
+def test_writing_a_manifest_loads_no_tensorflow():
+    """The Katib module needs neither TensorFlow nor the local tuner."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, crypto_pipeline.katib\n"
+        "print(sorted({'tensorflow', 'crypto_pipeline.tune'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -9,25 +9,16 @@ from conftest import QUICK_TRAIN, days, row
 from crypto_pipeline.config import TrainConfig, TuneConfig
 from crypto_pipeline.errors import ConfigError, DataError
 from crypto_pipeline.features import price_matrix
-from crypto_pipeline.hyperparameters import SEARCH_SPACE, Params
+from crypto_pipeline.hyperparameters import SEARCH_SPACE, Params, read_params
 from crypto_pipeline.model import FitResult, Standardizer, fit
-from crypto_pipeline.splits import split_path
-from crypto_pipeline.train import (
-    MIN_ROWS,
-    kept_text,
-    load_model,
-    load_splits,
-    loss_figure,
-    read_params,
-    train,
-)
+from crypto_pipeline.plots import history_figure, kept_text, loss_figure, plot_search
+from crypto_pipeline.splits import MIN_ROWS, load_splits, split_path
+from crypto_pipeline.train import load_model, train
 from crypto_pipeline.transform import transform
 from crypto_pipeline.tune import (
     TRIAL_COLUMNS,
     _row,
-    history_figure,
     param_importances,
-    plot_search,
     read_result,
     trials_table,
     tune,
@@ -410,3 +401,21 @@ def test_the_exported_model_follows_the_umask(tmp_path):
         os.umask(previous)
     assert (tmp_path / "model").stat().st_mode & 0o7777 == 0o2775
     assert (tmp_path / "model" / "variables").stat().st_mode & 0o777 == 0o775
+
+
+def test_tune_and_train_do_not_import_each_other():
+    """Each step loads what it needs: the splits, params and plots have homes of their own."""
+    import subprocess
+    import sys
+
+    for module, other in (("tune", "train"), ("train", "tune")):
+        code = (
+            f"import sys, crypto_pipeline.{module}\n"
+            f"print('crypto_pipeline.{other}' in sys.modules, 'optuna' in sys.modules)"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        )
+        assert done.stdout.split()[0] == "False", module
+        if module == "train":  # the search's library is the tuner's alone
+            assert done.stdout.split()[1] == "False"

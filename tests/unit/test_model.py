@@ -11,6 +11,8 @@ from crypto_pipeline.model import (
     clearly_better,
     fit,
     gain_z,
+    hac_lags,
+    hac_stderr,
     least_squares,
 )
 
@@ -151,8 +153,97 @@ def test_the_gain_is_counted_in_standard_errors():
     better = actual + 0.5 * (line - actual)
     z = gain_z(better, line, actual)
     gain = (line - actual) ** 2 - (better - actual) ** 2
-    assert z == pytest.approx(gain.mean() / (gain.std(ddof=1) / np.sqrt(len(gain))))
+    assert z == pytest.approx(gain.mean() / hac_stderr(gain))
+    # Independent days: about the plain standard error of the mean.
+    assert z == pytest.approx(gain.mean() / (gain.std(ddof=1) / np.sqrt(len(gain))), rel=0.15)
     assert z > SIGNIFICANCE_Z and clearly_better(better, line, actual)
     assert gain_z(line, better, actual) == pytest.approx(-z)  # worse: negative
     assert gain_z(better[:1], line[:1], actual[:1]) == 0.0  # one day says nothing
     assert gain_z(line, line, actual) == 0.0
+
+
+def test_runs_of_good_days_count_less_than_scattered_ones():
+    # The same daily gains twice: once in runs of similar days, as a volatile week on one
+    # price series gives, once shuffled. The mean and the plain standard error are the
+    # same; only the autocorrelation differs, and it must lower the z.
+    rng = np.random.default_rng(8)
+    days = 300
+    runs = np.empty(days)
+    runs[0] = rng.normal()
+    for day in range(1, days):  # AR(1), lag-1 autocorrelation about 0.7
+        runs[day] = 0.7 * runs[day - 1] + rng.normal()
+    gain = 0.4 + runs - runs.mean()
+    shuffled = rng.permutation(gain)
+    actual = np.zeros(days)
+    line = np.sqrt(gain + 10.0)  # squared error 10 + gain
+    network = np.full(days, np.sqrt(10.0))  # squared error 10
+    scattered_line = np.sqrt(shuffled + 10.0)
+    z_runs = gain_z(network, line, actual)
+    z_scattered = gain_z(network, scattered_line, actual)
+    plain = gain.mean() / (gain.std(ddof=1) / np.sqrt(days))
+    assert z_scattered == pytest.approx(plain, rel=0.2)
+    assert z_runs < 0.7 * z_scattered
+    assert z_scattered > SIGNIFICANCE_Z > z_runs
+
+
+def test_the_robust_standard_error_follows_newey_west():
+    assert [hac_lags(n) for n in (2, 3, 50, 90, 100, 268, 1000)] == [1, 1, 3, 3, 4, 4, 6]
+    x = np.array([1.0, 3.0, 2.0, 5.0, 4.0])
+    d = x - x.mean()
+    lags = hac_lags(len(x))  # 2: weights 2/3 and 1/3
+    variance = d @ d / 5 + 2 * (2 / 3) * (d[1:] @ d[:-1]) / 5 + 2 * (1 / 3) * (d[2:] @ d[:-2]) / 5
+    assert lags == 2
+    assert hac_stderr(x) == pytest.approx(np.sqrt(variance / 5))
+    # Strictly alternating days cancel out: the standard error does not go negative.
+    assert hac_stderr(np.tile([1.0, -1.0], 50)) >= 0
+
+
+def _v_shape(seed: int, rows: int = 300):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 2))
+    return x, np.abs(x[:, 0]) + 0.1 * x[:, 1] + rng.normal(0, 0.1, size=rows)
+
+
+def test_each_epoch_is_reported_and_early_stopping_keeps_the_best():
+    x, y = _v_shape(8)
+    scaler = Standardizer.fit(x[:200], y[:200])
+    reported = []
+    result = fit(
+        Params(learning_rate=0.03),
+        scaler,
+        (x[:200], y[:200]),
+        (x[200:], y[200:]),
+        60,
+        3,
+        0,
+        on_epoch=lambda epoch, loss: reported.append((epoch, loss)),
+    )
+    losses = result.history["val_loss"]
+    assert reported == list(enumerate(losses, start=1))
+    best = result.network_epoch
+    assert losses[best - 1] == min(losses) < min(losses[best:] or [np.inf])
+    if len(losses) < 60:  # stopped early: exactly `patience` epochs after the best
+        assert len(losses) == best + 3
+
+
+def test_a_raise_in_on_epoch_stops_training():
+    x, y = _v_shape(9)
+    scaler = Standardizer.fit(x, y)
+
+    def stop_at_two(epoch, loss):
+        if epoch == 2:
+            raise RuntimeError("pruned")
+
+    with pytest.raises(RuntimeError, match="pruned"):
+        fit(Params(), scaler, (x, y), (x, y), 10, 5, 0, on_epoch=stop_at_two)
+
+
+def test_the_same_seed_trains_the_same_network_and_another_seed_does_not():
+    x, y = _v_shape(10)
+    scaler = Standardizer.fit(x[:200], y[:200])
+    runs = [
+        fit(Params(batch_size=16), scaler, (x[:200], y[:200]), (x[200:], y[200:]), 4, 4, seed)
+        for seed in (1, 1, 2)
+    ]
+    assert runs[0].history == runs[1].history
+    assert runs[0].history != runs[2].history
