@@ -3,6 +3,8 @@
 import re
 import shutil
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 from crypto_pipeline.config import DEFAULT_REGISTRY, DEFAULT_TAG
@@ -66,7 +68,7 @@ def test_the_tag_follows_what_the_images_hold(tmp_path):
         ["python3", repo / "scripts" / "image_tag.py"], capture_output=True, text=True, check=True
     ).stdout
     assert again == before
-    serve = repo / "components" / "crypto_pipeline" / "serve.py"
+    serve = repo / "components" / "crypto_pipeline" / "serving" / "server.py"
     serve.write_text(serve.read_text() + "\n# changed\n")
     after = subprocess.run(
         ["python3", repo / "scripts" / "image_tag.py"], capture_output=True, text=True, check=True
@@ -116,3 +118,60 @@ def test_a_builder_that_cannot_build_for_the_nodes_is_named_with_the_fix(tmp_pat
     )
     assert ok.returncode == 0, ok.stderr
     assert "docker buildx build --platform linux/amd64 " in (tmp_path / "log").read_text()
+
+
+STEP_DOCKERFILES = sorted((ROOT / "components").glob("*/Dockerfile"))
+
+
+def copied(dockerfile: Path) -> list[tuple[str, str]]:
+    """Each (source, destination) a Dockerfile's COPY and ADD take from the build context."""
+    text = re.sub(r"\\\n\s*", " ", dockerfile.read_text())
+    pairs = []
+    for line in text.splitlines():
+        words = line.split()
+        if words[:1] not in (["COPY"], ["ADD"]) or any(w.startswith("--from") for w in words):
+            continue
+        *sources, destination = [w for w in words[1:] if not w.startswith("--")]
+        pairs += [(source, destination) for source in sources]
+    return pairs
+
+
+def test_no_step_image_copies_the_notebooks_helpers():
+    """The step images hold the pipeline's package; workshop/ is the notebooks' (and image's)."""
+    assert {p.parent.name for p in STEP_DOCKERFILES} >= set(STEP_IMAGES.values())
+    for dockerfile in STEP_DOCKERFILES:
+        sources = [Path(source) for source, _ in copied(dockerfile)]
+        assert "components/crypto_pipeline" in map(str, sources), dockerfile
+        whole = [s for s in sources if not s.parts or s.parts[0] in ("workshop", "*")]
+        assert not whole, f"{dockerfile.relative_to(ROOT)} copies {whole}"
+
+
+def test_a_step_image_s_package_holds_the_pipeline_and_not_the_notebooks_helpers(tmp_path):
+    """`pip install .` where a step image copies only its files: no crypto_workshop in it.
+
+    setuptools looks for packages in components/ and workshop/; a step image's context has
+    no workshop/, and the wheel must still build, with crypto_pipeline alone.
+    """
+    context = tmp_path / "context"
+    context.mkdir()
+    into_workdir = {s for d in STEP_DOCKERFILES for s, to in copied(d) if not to.startswith("/")}
+    for source in sorted(into_workdir):  # not what goes elsewhere (an entrypoint script)
+        if (ROOT / source).is_dir():
+            ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+            shutil.copytree(ROOT / source, context / source, ignore=ignore)
+        else:
+            shutil.copy2(ROOT / source, context / source)
+    assert not (context / "workshop").exists()
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index"]
+        + ["--disable-pip-version-check", "-w", str(tmp_path / "wheels"), str(context)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (wheel,) = (tmp_path / "wheels").glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {name.split("/")[0] for name in names}
+    assert "crypto_pipeline/cli.py" in names
+    assert not [t for t in tops if t.startswith("crypto_workshop")], sorted(tops)
+    assert all(t.startswith("crypto_pipeline") for t in tops), sorted(tops)

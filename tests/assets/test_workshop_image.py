@@ -6,9 +6,11 @@ inside it); these checks hold the names and paths the three files share.
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
-from crypto_pipeline import serve
+from crypto_pipeline.serving import server as serve
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "workshop" / "Dockerfile"
@@ -89,3 +91,49 @@ def test_jupyterlab_uses_the_project_s_settings_everywhere():
     assert 'JUPYTER_CONFIG_PATH="$(CURDIR)/jupyter' in (ROOT / "Makefile").read_text()
     config = json.loads((ROOT / "jupyter" / "jupyter_server_config.json").read_text())
     assert config["LabApp"]["news_url"] is None
+
+
+EDITABLE_MAPPING = """
+import pathlib, sys, zipfile
+from setuptools import build_meta
+wheel = pathlib.Path(sys.argv[1]) / build_meta.build_editable(sys.argv[1])
+finder = [n for n in zipfile.ZipFile(wheel).namelist() if n.endswith("_finder.py")]
+text = zipfile.ZipFile(wheel).read(finder[0]).decode() if finder else ""
+print(sorted(eval(line.split("=", 1)[1]) for line in text.splitlines()
+             if line.startswith("MAPPING")))
+"""
+
+
+def test_the_image_s_editable_install_maps_the_notebooks_helpers_too(tmp_path):
+    """The learner's install runs before the tutorial is copied; it maps what exists then.
+
+    Replays the image's steps up to `setup_env.py` (the files copied before it, then its
+    RUN's commands before the install) and builds the editable wheel there: its finder must
+    map crypto_workshop beside crypto_pipeline, or the notebooks' imports fail in the image.
+    """
+    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    head = text[: text.index("setup_env.py learner")]
+    for line in head.splitlines():
+        if line.startswith("COPY "):
+            *sources, destination = [w for w in line.split()[1:] if not w.startswith("--")]
+            for source in sources:
+                target = tmp_path / destination / Path(source).name
+                if destination.endswith("/") and not (ROOT / source).is_dir():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes((ROOT / source).read_bytes())
+    (run,) = [r for r in instructions("RUN") if "setup_env.py learner" in r]
+    before = [c.strip() for c in run.split("&&") if "setup_env.py" not in c]
+    subprocess.run(["bash", "-c", " && ".join(before)], cwd=tmp_path, check=True)
+    out = tmp_path / "wheel"
+    out.mkdir()
+    mapped = subprocess.run(
+        [sys.executable, "-c", EDITABLE_MAPPING, str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert mapped.returncode == 0, mapped.stderr[-3000:]
+    assert "crypto_workshop" in mapped.stdout.splitlines()[-1], mapped.stdout
+    assert "crypto_pipeline" in mapped.stdout.splitlines()[-1], mapped.stdout
+    patterns = (ROOT / ".dockerignore").read_text().splitlines()
+    assert not [p for p in patterns if p.startswith(("workshop", "/workshop"))], "COPY . . keeps it"

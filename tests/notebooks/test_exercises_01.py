@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from crypto_pipeline.exercises import introduction
+from crypto_workshop.exercises import introduction
 
 ROOT = Path(__file__).resolve().parents[2]
 SOLUTION = ROOT / "notebooks" / "solutions" / "01-introduction" / "artifacts.py"

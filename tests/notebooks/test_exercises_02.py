@@ -14,13 +14,14 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from crypto_pipeline import workshop
-from crypto_pipeline.exercises import docker as exercise
+from crypto_workshop import machine
+from crypto_workshop.exercises import docker as exercise
+from crypto_workshop.exercises.dockerfile import instructions
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "02-docker.ipynb"
 SOLUTION = ROOT / "notebooks" / "solutions" / "02-docker" / "Dockerfile"
-NO_ENGINE = workshop.Tool("Docker engine", False, "the docker command is not installed")
+NO_ENGINE = machine.Tool("Docker engine", False, "the docker command is not installed")
 
 
 def check(dockerfile, tmp_path, engine=NO_ENGINE):
@@ -267,7 +268,7 @@ def test_an_answer_that_is_not_text_is_named_not_raised(tmp_path):
 
 
 def test_the_instructions_are_read_across_continued_lines_and_comments():
-    found = exercise.instructions(
+    found = instructions(
         '# a comment\nFROM alpine:3.22 AS base\nENV A=1 \\\n    # inside\n    B=2\nCMD ["x"]\n'
     )
     assert [(i.keyword, i.arguments, i.line) for i in found] == [
@@ -289,7 +290,7 @@ def test_without_the_base_image_it_says_so_and_builds_nothing(tmp_path, monkeypa
     calls = tmp_path / "calls"
     fake_docker(bin_dir, f'echo "$@" >> {calls}; exit 1')  # `docker image inspect` fails
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
-    engine = workshop.Tool("Docker engine", True, "Docker Engine 28.0.1")
+    engine = machine.Tool("Docker engine", True, "Docker Engine 28.0.1")
     verdict = check(solution(), tmp_path, engine=engine)
     assert verdict.ok and str(verdict).endswith(
         "not built here: the base image alpine:3.22 is not on this machine "
@@ -301,10 +302,10 @@ def test_without_the_base_image_it_says_so_and_builds_nothing(tmp_path, monkeypa
 @pytest.fixture(scope="module")
 def engine():
     """The real Docker engine with alpine:3.22 (a stand-in here), or skip."""
-    found = workshop.docker_engine()
+    found = machine.docker_engine()
     if not found:
         pytest.skip(f"no Docker engine here: {found.detail}")
-    if not workshop.docker_image_present("alpine:3.22"):
+    if not machine.docker_image_present("alpine:3.22"):
         pytest.skip("alpine:3.22 is not on this engine (scripts/test_containers.sh makes one)")
     yield found
     subprocess.run(["docker", "rmi", "-f", exercise.IMAGE], capture_output=True)
@@ -316,7 +317,7 @@ def test_with_an_engine_what_the_dockerfile_says_is_checked_before_it_builds(tmp
     calls = tmp_path / "calls"
     fake_docker(bin_dir, f'echo "$@" >> {calls}; exit 0')
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
-    engine = workshop.Tool("Docker engine", True, "Docker Engine 28.0.1")
+    engine = machine.Tool("Docker engine", True, "Docker Engine 28.0.1")
     wrong = solution().replace('CMD ["/usr/local/bin/greet.sh"]', 'CMD ["/usr/bin/greet.sh"]')
     verdict = check(wrong, tmp_path, engine=engine)
     assert str(verdict).startswith("Not yet: CMD starts /usr/bin/greet.sh, but COPY put")

@@ -8,7 +8,7 @@ import nbformat
 import pytest
 import yaml
 
-from crypto_pipeline.exercises import kubernetes
+from crypto_workshop.exercises import kubernetes
 
 ROOT = Path(__file__).resolve().parents[2]
 SOLUTION = ROOT / "notebooks" / "solutions" / "03-kubernetes" / "service.yaml"

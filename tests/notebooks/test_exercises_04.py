@@ -9,8 +9,8 @@ import nbformat
 import pytest
 import yaml
 
-from crypto_pipeline import deploy
-from crypto_pipeline.exercises import kubeflow
+from crypto_pipeline import inference_service
+from crypto_workshop.exercises import kubeflow
 
 ROOT = Path(__file__).resolve().parents[2]
 SOLUTION = ROOT / "notebooks" / "solutions" / "04-kubeflow" / "inferenceservice.yaml"
@@ -29,7 +29,7 @@ def test_the_solution_is_right(solution):
 
 
 def test_what_the_deploy_step_writes_is_right_too():
-    manifest = deploy.inference_service(kubeflow.MODEL_URI)
+    manifest = inference_service.inference_service(kubeflow.MODEL_URI)
     found = kubeflow.check_inference_service(yaml.safe_dump(manifest))
     assert found.ok, found
 

@@ -14,7 +14,7 @@ from kfp import dsl, local
 from kfp.dsl import Dataset, Input, Metrics, Output
 from kfp.local import config
 
-from crypto_pipeline.exercises.pipelines import check_component, prices_csv
+from crypto_workshop.exercises.pipelines import check_component, prices_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "05-kubeflow-pipelines.ipynb"

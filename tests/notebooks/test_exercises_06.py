@@ -12,8 +12,8 @@ from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Output
 
 from crypto_pipeline import pipeline, steps
-from crypto_pipeline.exercises import crypto
 from crypto_pipeline.splits import SPLITS, split_path
+from crypto_workshop.exercises import crypto, step_run
 
 ROOT = Path(__file__).resolve().parents[2]
 SOLUTION = ROOT / "notebooks" / "solutions" / "06-crypto-pipeline" / "days_per_split.py"
@@ -82,13 +82,7 @@ def test_a_step_that_takes_no_artifact_is_named():
     @dsl.pipeline(name="no-artifact")
     def no_artifact(source_uri: str = "sample", coin: str = "bitcoin"):
         raw = ingest_op(source_uri=source_uri, source_fingerprint="")
-        transform_op(
-            raw=raw.outputs["raw"],
-            coin=coin,
-            date_format="auto",
-            split="0.7,0.15,0.15",
-            beam_args="",
-        )
+        transform_op(raw=raw.outputs["raw"])
         days_of(coin=coin)
 
     said = str(crypto.check_pipeline(no_artifact))
@@ -100,13 +94,7 @@ def test_a_step_that_reads_the_raw_data_instead_of_the_splits_is_named():
     @dsl.pipeline(name="raw-data")
     def raw_data(source_uri: str = "sample", coin: str = "bitcoin"):
         raw = ingest_op(source_uri=source_uri, source_fingerprint="")
-        transform_op(
-            raw=raw.outputs["raw"],
-            coin=coin,
-            date_format="auto",
-            split="0.7,0.15,0.15",
-            beam_args="",
-        )
+        transform_op(raw=raw.outputs["raw"])
         lines_of(data=raw.outputs["raw"])
 
     said = str(crypto.check_pipeline(raw_data))
@@ -117,13 +105,7 @@ def test_counts_that_include_the_header_lines_are_caught_after_the_run():
     @dsl.pipeline(name="with-headers")
     def with_headers(source_uri: str = "sample", coin: str = "bitcoin"):
         raw = ingest_op(source_uri=source_uri, source_fingerprint="")
-        data = transform_op(
-            raw=raw.outputs["raw"],
-            coin=coin,
-            date_format="auto",
-            split="0.7,0.15,0.15",
-            beam_args="",
-        )
+        data = transform_op(raw=raw.outputs["raw"])
         lines_of(data=data.outputs["data"])
 
     said = str(crypto.check_pipeline(with_headers))
@@ -154,13 +136,7 @@ def with_step(step):
     @dsl.pipeline(name="with-step")
     def with_it(source_uri: str = "sample", coin: str = "bitcoin"):
         raw = ingest_op(source_uri=source_uri, source_fingerprint="")
-        data = transform_op(
-            raw=raw.outputs["raw"],
-            coin=coin,
-            date_format="auto",
-            split="0.7,0.15,0.15",
-            beam_args="",
-        )
+        data = transform_op(raw=raw.outputs["raw"])
         step(data=data.outputs["data"])
 
     return with_it
@@ -185,11 +161,11 @@ def test_no_not_yet_gives_the_samples_counts_away():
 
 
 def test_the_splits_the_check_makes_read_as_the_transform_s(tmp_path):
-    folder = crypto.known_splits(tmp_path / "data")
+    folder = step_run.known_splits(tmp_path / "data")
     rows = {split: len(pd.read_csv(split_path(folder, split))) for split in SPLITS}
-    assert rows == crypto.KNOWN_ROWS
+    assert rows == step_run.KNOWN_ROWS
     stats = json.loads((folder / "stats.json").read_text())
-    assert {s: stats["splits"][s]["rows"] for s in SPLITS} == crypto.KNOWN_ROWS
+    assert {s: stats["splits"][s]["rows"] for s in SPLITS} == step_run.KNOWN_ROWS
     assert sorted(p.name for p in folder.iterdir()) == [
         "eval-00000-of-00001.csv",
         "stats.json",
@@ -209,21 +185,15 @@ def test_a_step_that_needs_more_than_the_data_is_told_why_it_cannot_run_alone(so
     @dsl.pipeline(name="more-than-data")
     def more_than_data(source_uri: str = "sample", coin: str = "bitcoin"):
         raw = ingest_op(source_uri=source_uri, source_fingerprint="")
-        data = transform_op(
-            raw=raw.outputs["raw"],
-            coin=coin,
-            date_format="auto",
-            split="0.7,0.15,0.15",
-            beam_args="",
-        )
+        data = transform_op(raw=raw.outputs["raw"])
         counts_with_the_raw_data(data=data.outputs["data"], raw=raw.outputs["raw"])
 
-    _, _, missing = crypto._alone(more_than_data, "counts-with-the-raw-data", "data")
+    _, _, missing = step_run.step_alone(more_than_data, "counts-with-the-raw-data", "data")
     assert missing == [
         "your step counts-with-the-raw-data also takes raw (from ingest-step): give it only "
         "the transform's data (and plain values), so that it counts the days of any splits"
     ]
-    component, arguments, missing = crypto._alone(solution.my_pipeline, "count-days", "data")
+    component, arguments, missing = step_run.step_alone(solution.my_pipeline, "count-days", "data")
     assert (component.name, arguments, missing) == ("count-days", {}, [])
 
 
@@ -231,13 +201,7 @@ def test_a_pipeline_that_needs_arguments_is_told_to_give_defaults(solution):
     @dsl.pipeline(name="no-defaults")
     def no_defaults(source_uri: str, coin: str = "bitcoin"):
         raw = ingest_op(source_uri=source_uri, source_fingerprint="")
-        data = transform_op(
-            raw=raw.outputs["raw"],
-            coin=coin,
-            date_format="auto",
-            split="0.7,0.15,0.15",
-            beam_args="",
-        )
+        data = transform_op(raw=raw.outputs["raw"])
         solution.count_days(data=data.outputs["data"])
 
     said = str(crypto.check_pipeline(no_defaults))

@@ -207,7 +207,7 @@ def test_each_exercise_has_a_check_that_says_what_is_missing_and_no_solution_in_
         for cell in exercises
         if cell.cell_type == "code" and re.search(r"\bexercises\.\w+\.check_\w+\(", cell.source)
     ]
-    assert checks, f"{path.name}: no exercise with a check (crypto_pipeline.exercises)"
+    assert checks, f"{path.name}: no exercise with a check (crypto_workshop.exercises)"
     for cell in checks:
         assert CHECK_TAG in cell.metadata.get("tags", []), cell.source
         said = "".join(o.get("text", "") for o in cell.outputs)
@@ -290,9 +290,9 @@ def test_recorded_outputs_are_labelled_before_they_show(executed_notebooks):
 
 
 def test_the_recording_says_who_made_it_with_what_and_covers_notebook_02s_commands():
-    from crypto_pipeline import workshop
+    from crypto_workshop.tape import Tape
 
-    tape = workshop.Tape(ROOT / "notebooks" / "recorded" / "02-docker.json")
+    tape = Tape(ROOT / "notebooks" / "recorded" / "02-docker.json")
     assert tape.recording["recorded_by"] == "make test-containers"
     assert re.fullmatch(r"Docker Engine \S+ \(BuildKit\)", tape.recording["tools"])
     shown = {c["command"] for c in tape.recording["commands"]}

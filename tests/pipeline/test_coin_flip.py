@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from crypto_pipeline import coin_flip
 from crypto_pipeline.compiled import compiled_tasks
+from crypto_workshop import coin_flip
 
 
 @pytest.mark.parametrize("seed", [1, 7])
@@ -47,7 +47,7 @@ def test_compiled_sample_keeps_its_conditions(tmp_path):
 
 
 def test_compiled_crypto_pipeline_tasks_and_images():
-    from crypto_pipeline.workshop import project_root
+    from crypto_workshop.machine import project_root
 
     rows = compiled_tasks(project_root() / "crypto_pipeline.yaml")
     by_task = {row["task"]: row for row in rows}

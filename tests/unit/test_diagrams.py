@@ -3,9 +3,9 @@
 import pytest
 from PIL import Image
 
-from crypto_pipeline import coin_flip, diagrams, workshop
+from crypto_workshop import coin_flip, diagrams, machine
 
-ROOT = workshop.project_root()
+ROOT = machine.project_root()
 
 
 def assert_png(path, min_width=400):
@@ -50,7 +50,8 @@ from pathlib import Path
 import matplotlib
 
 before = matplotlib.get_backend()
-from crypto_pipeline import diagrams, train, tune
+from crypto_pipeline import plots
+from crypto_workshop import diagrams
 from crypto_pipeline.model import FitResult
 
 out = Path(sys.argv[1])
@@ -66,10 +67,10 @@ trials = [
     {"number": 1, "state": "PRUNED", "eval_loss": None, "best_epoch": None},
     {"number": 2, "state": "COMPLETE", "eval_loss": 0.08, "best_epoch": 4},
 ]
-drawn += [out / name for name in tune.plot_search(trials, out, 0.09, {"num_layers": 1.0})]
+drawn += [out / name for name in plots.plot_search(trials, out, 0.09, {"num_layers": 1.0})]
 history = {"loss": [0.2, 0.15, 0.12], "val_loss": [0.1, 0.095, 0.097]}
 kept_the_line = FitResult(None, history, 0, 0.09, 0.09, 2, 1.0)
-drawn.append(out / train.plot_loss(kept_the_line, out / "loss.png"))
+drawn.append(out / plots.plot_loss(kept_the_line, out / "loss.png"))
 after = matplotlib.get_backend()
 print(json.dumps({"before": before, "after": after, "drawn": list(map(str, drawn))}))
 """

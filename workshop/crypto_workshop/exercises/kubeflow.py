@@ -1,7 +1,7 @@
 """Notebook 04's exercise: a KServe InferenceService for the crypto model, written by hand.
 
 The learner writes the manifest as YAML. The check validates it strictly against the
-pinned KServe's InferenceService schema (its CRD, ``crypto_pipeline.manifest_schemas``),
+pinned KServe's InferenceService schema (its CRD, ``crypto_workshop.manifest_schemas``),
 then reads it as KServe would run it: a custom predictor whose one container, named
 ``kserve-container``, runs the project's serve image, is given the model version in
 ``STORAGE_URI`` (KServe's storage initializer downloads it to ``/mnt/models``), and whose
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from crypto_pipeline.config import DEFAULT_SERVING_IMAGE
-from crypto_pipeline.exercises import Verdict, one_yaml_object, verdict
+from crypto_workshop.exercises import Verdict, one_yaml_object, verdict
 
 MODEL_URI = "gs://my-bucket/models/crypto/1"
 """The model version the exercise serves."""
@@ -41,9 +41,9 @@ MAX_SCHEMA_PROBLEMS = 4
 def image_command(dockerfile: str | Path | None = None) -> list[str]:
     """The serve image's CMD: the arguments its container runs with when ``args`` is unset."""
     if dockerfile is None:
-        from crypto_pipeline import workshop
+        from crypto_workshop import machine
 
-        dockerfile = workshop.project_root() / SERVE_DOCKERFILE
+        dockerfile = machine.project_root() / SERVE_DOCKERFILE
     text = Path(dockerfile).read_text().replace("\\\n", " ")
     commands = [
         line.split(None, 1)[1]
@@ -117,14 +117,75 @@ def _command_problems(container: dict[str, Any]) -> tuple[list[str], int]:
     return problems, options.port
 
 
+def _refused_by_schema(manifest: dict[str, Any]) -> list[str]:
+    """What is wrong with MANIFEST's name, and what KServe's pinned schema refuses in it."""
+    from crypto_workshop import manifest_schemas
+
+    missing = []
+    metadata = manifest.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    if not isinstance(name, str) or not DNS_1035.match(name):
+        missing.append(
+            "metadata.name must be a lower-case name that starts with a letter "
+            f"(e.g. crypto; it is {name!r})"
+        )
+    version = manifest_schemas.pinned_versions()["KSERVE_VERSION"]
+    refused = manifest_schemas.inference_service_problems(manifest)
+    missing += [f"KServe {version}'s schema refuses {p}" for p in refused[:MAX_SCHEMA_PROBLEMS]]
+    if len(refused) > MAX_SCHEMA_PROBLEMS:
+        missing.append(f"and {len(refused) - MAX_SCHEMA_PROBLEMS} more the schema refuses")
+    return missing
+
+
+def _predictor_container(manifest: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """The predictor's one container, or None and what is wrong with its containers."""
+    predictor = manifest.get("spec", {}).get("predictor", {})
+    containers = predictor.get("containers") or []
+    if not containers:
+        return None, (
+            "spec.predictor has no containers: serve the model with the project's serve "
+            "image as a custom predictor (spec.predictor.containers, one container); "
+            "KServe's built-in model formats do not run the project's server"
+        )
+    if len(containers) != 1 or containers[0].get("name") != CONTAINER:
+        named = ", ".join(str(c.get("name")) for c in containers)
+        return None, (
+            f"the predictor must have one container, named {CONTAINER}: KServe gives the "
+            f"model's storage to the container of that name only (it has: {named})"
+        )
+    return containers[0], ""
+
+
+def _container_problems(container: dict[str, Any]) -> tuple[list[str], str, int]:
+    """What the predictor's container lacks; its image; the port its server listens on."""
+    missing = []
+    image = str(container.get("image", ""))
+    repository = DEFAULT_SERVING_IMAGE.rsplit(":", 1)[0]
+    if not re.fullmatch(rf"{re.escape(repository)}:\w[\w.-]{{0,127}}", image):
+        missing.append(
+            f"the container's image must be the project's serve image, {DEFAULT_SERVING_IMAGE} "
+            f"(it is {image or 'not set'})"
+        )
+    env = {e.get("name"): e.get("value") for e in container.get("env") or []}
+    if "STORAGE_URI" not in env:
+        missing.append(
+            f"set the container's STORAGE_URI variable to {MODEL_URI}: KServe's storage "
+            f"initializer downloads what it names to {MODEL_MOUNT} before the server starts"
+        )
+    elif env["STORAGE_URI"] != MODEL_URI:
+        missing.append(
+            f"STORAGE_URI is {env['STORAGE_URI']}, but the model version to serve is {MODEL_URI}"
+        )
+    problems, port = _command_problems(container)
+    return missing + problems, image, port
+
+
 def check_inference_service(text: Any) -> Verdict:
     """Whether TEXT is an InferenceService that serves the crypto model as KServe runs it.
 
     Args:
         text: The manifest, as YAML.
     """
-    from crypto_pipeline import manifest_schemas
-
     right = f"an InferenceService that serves {MODEL_URI} with the project's serve image"
     if not isinstance(text, str) or not text.strip():
         return verdict(
@@ -145,66 +206,17 @@ def check_inference_service(text: Any) -> Verdict:
             ],
             right,
         )
-    missing = []
-    metadata = manifest.get("metadata")
-    name = metadata.get("name") if isinstance(metadata, dict) else None
-    if not isinstance(name, str) or not DNS_1035.match(name):
-        missing.append(
-            "metadata.name must be a lower-case name that starts with a letter "
-            f"(e.g. crypto; it is {name!r})"
-        )
-    version = manifest_schemas.pinned_versions()["KSERVE_VERSION"]
-    refused = manifest_schemas.inference_service_problems(manifest)
-    missing += [f"KServe {version}'s schema refuses {p}" for p in refused[:MAX_SCHEMA_PROBLEMS]]
-    if len(refused) > MAX_SCHEMA_PROBLEMS:
-        missing.append(f"and {len(refused) - MAX_SCHEMA_PROBLEMS} more the schema refuses")
+    missing = _refused_by_schema(manifest)
     if missing:
         return verdict(missing, right)
-
-    predictor = manifest.get("spec", {}).get("predictor", {})
-    containers = predictor.get("containers") or []
-    if not containers:
-        return verdict(
-            [
-                "spec.predictor has no containers: serve the model with the project's serve "
-                "image as a custom predictor (spec.predictor.containers, one container); "
-                "KServe's built-in model formats do not run the project's server"
-            ],
-            right,
-        )
-    if len(containers) != 1 or containers[0].get("name") != CONTAINER:
-        named = ", ".join(str(c.get("name")) for c in containers)
-        return verdict(
-            [
-                f"the predictor must have one container, named {CONTAINER}: KServe gives the "
-                f"model's storage to the container of that name only (it has: {named})"
-            ],
-            right,
-        )
-    (container,) = containers
-    image = str(container.get("image", ""))
-    repository = DEFAULT_SERVING_IMAGE.rsplit(":", 1)[0]
-    if not re.fullmatch(rf"{re.escape(repository)}:\w[\w.-]{{0,127}}", image):
-        missing.append(
-            f"the container's image must be the project's serve image, {DEFAULT_SERVING_IMAGE} "
-            f"(it is {image or 'not set'})"
-        )
-    env = {e.get("name"): e.get("value") for e in container.get("env") or []}
-    if "STORAGE_URI" not in env:
-        missing.append(
-            f"set the container's STORAGE_URI variable to {MODEL_URI}: KServe's storage "
-            f"initializer downloads what it names to {MODEL_MOUNT} before the server starts"
-        )
-    elif env["STORAGE_URI"] != MODEL_URI:
-        missing.append(
-            f"STORAGE_URI is {env['STORAGE_URI']}, but the model version to serve is {MODEL_URI}"
-        )
-    problems, port = _command_problems(container)
-    missing += problems
+    container, problem = _predictor_container(manifest)
+    if container is None:
+        return verdict([problem], right)
+    missing, image, port = _container_problems(container)
     if not missing:
         right = (
-            f"InferenceService {name} runs {image} as a custom predictor: KServe downloads "
-            f"{MODEL_URI} to {MODEL_MOUNT}, and the server there answers on port {port} at "
-            "/v1/models/crypto:predict."
+            f"InferenceService {manifest['metadata']['name']} runs {image} as a custom "
+            f"predictor: KServe downloads {MODEL_URI} to {MODEL_MOUNT}, and the server there "
+            f"answers on port {port} at /v1/models/crypto:predict."
         )
     return verdict(missing, right)

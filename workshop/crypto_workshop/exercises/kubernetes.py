@@ -1,7 +1,7 @@
 """Notebook 03's exercise: a ClusterIP Service in front of the nginx Deployment.
 
 The learner writes the Service as YAML. The check validates it strictly against the
-Kubernetes API's schema (``workshop.validate_manifests``, as for any manifest of the
+Kubernetes API's schema (``offline.validate_manifests``, as for any manifest of the
 project), then reads it against the Deployment of ``kubernetes-intro/deployment.yaml``:
 same namespace, a selector that matches the Deployment's Pod labels, and ports that
 forward to a port the container listens on.
@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from crypto_pipeline.exercises import Verdict, one_yaml_object, verdict
+from crypto_workshop.exercises import Verdict, one_yaml_object, verdict
 
 DEPLOYMENT_MANIFEST = Path("kubernetes-intro") / "deployment.yaml"
 """The manifest whose Deployment the Service goes in front of (under the repository)."""
@@ -50,14 +50,14 @@ def deployment_pods(manifest_path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _validation_problems(text: str) -> list[str]:
     """What strict validation against the Kubernetes schema says of the manifest TEXT."""
-    from crypto_pipeline import workshop
+    from crypto_workshop import commands, offline
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "service.yaml"
         path.write_text(text)
         try:
-            workshop.validate_manifests(path)
-        except workshop.CommandError as refused:
+            offline.validate_manifests(path)
+        except commands.CommandError as refused:
             found = []
             for line in str(refused).splitlines():
                 if line.startswith("ERROR"):
@@ -71,51 +71,12 @@ def _labels(selector: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in selector.items())
 
 
-def check_service(text: Any, manifest_path: str | os.PathLike[str] | None = None) -> Verdict:
-    """Whether TEXT is a ClusterIP Service that reaches the nginx Deployment's Pods.
-
-    Args:
-        text: The Service manifest, as YAML.
-        manifest_path: The manifest that holds the Deployment; by default the repository's
-            ``kubernetes-intro/deployment.yaml``.
-    """
-    if manifest_path is None:
-        from crypto_pipeline import workshop
-
-        manifest_path = workshop.project_root() / DEPLOYMENT_MANIFEST
-    pods = deployment_pods(manifest_path)
-    right = "a ClusterIP Service in front of the {deployment} Pods".format(deployment=pods["name"])
-    if not isinstance(text, str) or not text.strip():
-        return verdict(
-            [
-                "my_service is empty: write a Service manifest in it (apiVersion: v1, "
-                "kind: Service, metadata, and a spec with a selector and ports)"
-            ],
-            right,
-        )
-    service, problem = one_yaml_object(text, "Service")
-    if service is None:
-        return verdict([problem], right)
-    if service.get("kind") != "Service" or service.get("apiVersion") != "v1":
-        return verdict(
-            [
-                "it must be a Service of the core API: apiVersion: v1 and kind: Service "
-                f"(it says apiVersion: {service.get('apiVersion')}, kind: {service.get('kind')})"
-            ],
-            right,
-        )
-    metadata = service.get("metadata")
-    if not isinstance(metadata, dict) or not metadata.get("name"):
-        return verdict(
-            ["metadata.name is missing: give the Service a name, e.g. nginx-internal"], right
-        )
-    missing = _validation_problems(text)
-    if missing:
-        return verdict(missing, right)
-
-    name = metadata["name"]
-    spec = service.get("spec") or {}
-    if name == TAKEN_NAME:
+def _placement_problems(
+    metadata: dict[str, Any], spec: dict[str, Any], pods: dict[str, Any]
+) -> list[str]:
+    """What is wrong with the Service's name, namespace, type and selector for the Pods."""
+    missing = []
+    if metadata["name"] == TAKEN_NAME:
         missing.append(
             f"{TAKEN_NAME} is the name of the manifest's NodePort Service: give yours a name "
             "of its own (e.g. nginx-internal), or applying it would change that one"
@@ -148,6 +109,12 @@ def check_service(text: Any, manifest_path: str | os.PathLike[str] | None = None
             f"its selector {_labels(selector)} matches no Pod of the {pods['name']} "
             f"Deployment: its Pods are labelled {_labels(pods['labels'])}"
         )
+    return missing
+
+
+def _port_problems(spec: dict[str, Any], pods: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """What is wrong with the Service's ports; what each forwards to (``port 80 to port 80``)."""
+    missing = []
     ports = spec.get("ports") or []
     if not ports:
         missing.append("spec.ports is missing: say which port the Service listens on")
@@ -167,10 +134,59 @@ def check_service(text: Any, manifest_path: str | os.PathLike[str] | None = None
             missing.append(
                 f"targetPort {target!r} names no port of the container (its ports: {listening})"
             )
+    return missing, forwards
+
+
+def check_service(text: Any, manifest_path: str | os.PathLike[str] | None = None) -> Verdict:
+    """Whether TEXT is a ClusterIP Service that reaches the nginx Deployment's Pods.
+
+    Args:
+        text: The Service manifest, as YAML.
+        manifest_path: The manifest that holds the Deployment; by default the repository's
+            ``kubernetes-intro/deployment.yaml``.
+    """
+    if manifest_path is None:
+        from crypto_workshop import machine
+
+        manifest_path = machine.project_root() / DEPLOYMENT_MANIFEST
+    pods = deployment_pods(manifest_path)
+    right = "a ClusterIP Service in front of the {deployment} Pods".format(deployment=pods["name"])
+    if not isinstance(text, str) or not text.strip():
+        return verdict(
+            [
+                "my_service is empty: write a Service manifest in it (apiVersion: v1, "
+                "kind: Service, metadata, and a spec with a selector and ports)"
+            ],
+            right,
+        )
+    service, problem = one_yaml_object(text, "Service")
+    if service is None:
+        return verdict([problem], right)
+    if service.get("kind") != "Service" or service.get("apiVersion") != "v1":
+        return verdict(
+            [
+                "it must be a Service of the core API: apiVersion: v1 and kind: Service "
+                f"(it says apiVersion: {service.get('apiVersion')}, kind: {service.get('kind')})"
+            ],
+            right,
+        )
+    metadata = service.get("metadata")
+    if not isinstance(metadata, dict) or not metadata.get("name"):
+        return verdict(
+            ["metadata.name is missing: give the Service a name, e.g. nginx-internal"], right
+        )
+    missing = _validation_problems(text)
+    if missing:
+        return verdict(missing, right)
+    spec = service.get("spec") or {}
+    missing = _placement_problems(metadata, spec, pods)
+    port_problems, forwards = _port_problems(spec, pods)
+    missing += port_problems
     if not missing:
+        name, namespace = metadata["name"], metadata.get("namespace", "default")
         right = (
-            f"Service {name} ({kind}) sends {', '.join(forwards)} of the Pods labelled "
-            f"{_labels(selector)} in namespace {namespace}; other Pods reach it by the name "
-            f"{name}.{namespace}."
+            f"Service {name} ({spec.get('type', 'ClusterIP')}) sends {', '.join(forwards)} of "
+            f"the Pods labelled {_labels(spec['selector'])} in namespace {namespace}; other "
+            f"Pods reach it by the name {name}.{namespace}."
         )
     return verdict(missing, right)

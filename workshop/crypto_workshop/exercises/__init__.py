@@ -1,8 +1,9 @@
 """The notebooks' write-it exercises, each with a check of what the learner wrote.
 
 A check says in a sentence whether the answer is right and, if not, what is missing.
-One module per notebook (``docker`` for 02, ``kubernetes`` for 03, …). A check returns a
-``Verdict``; a notebook's check cell prints it. The solutions are in
+One module per notebook (``docker`` for 02, ``kubernetes`` for 03, …); ``dockerfile`` and
+``greeting_image`` read a Dockerfile for ``docker``, ``step_run`` runs a step for ``crypto``.
+A check returns a ``Verdict``; a notebook's check cell prints it. The solutions are in
 ``notebooks/solutions/``, out of the learner's way, and the tests run every check against
 its solution and against an empty answer.
 """

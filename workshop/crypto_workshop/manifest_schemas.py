@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from crypto_pipeline.errors import ConfigError
+from crypto_workshop.machine import project_root
 
 UPSTREAM_DIR = Path("tests") / "upstream"
 """Where the facts of the pinned upstream releases live, under the repository's root."""
@@ -26,9 +27,7 @@ INFERENCE_SERVICE_CRD = "kserve-{KSERVE_VERSION}-inferenceservice-crd.yaml"
 
 def pinned_versions(root: Path | None = None) -> dict[str, str]:
     """The versions that ``cluster/versions.env`` pins (``KSERVE_VERSION`` and the rest)."""
-    from crypto_pipeline import workshop
-
-    lines = ((root or workshop.project_root()) / VERSIONS_FILE).read_text().splitlines()
+    lines = ((root or project_root()) / VERSIONS_FILE).read_text().splitlines()
     return dict(line.split("=", 1) for line in lines if re.match(r"^[A-Z_]+=", line))
 
 
@@ -38,9 +37,7 @@ def upstream_file(name: str, root: Path | None = None) -> Path:
     Raises:
         ConfigError: No facts of the pinned version are in the repository.
     """
-    from crypto_pipeline import workshop
-
-    root = root or workshop.project_root()
+    root = root or project_root()
     if not (root / UPSTREAM_DIR).is_dir():
         raise ConfigError(
             f"{root / UPSTREAM_DIR} is missing: the pinned releases' schemas live there",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from crypto_pipeline.compiled import compiled_tasks
-from crypto_pipeline.exercises import Verdict, verdict
+from crypto_workshop.exercises import Verdict, verdict
 
 
 def artifact_flow(compiled_path: str | os.PathLike[str]) -> dict[str, dict[str, str]]:
@@ -49,9 +49,9 @@ def check_artifact_flow(
             ``crypto_pipeline.yaml``.
     """
     if compiled_path is None:
-        from crypto_pipeline import workshop
+        from crypto_workshop import machine
 
-        compiled_path = workshop.project_root() / "crypto_pipeline.yaml"
+        compiled_path = machine.project_root() / "crypto_pipeline.yaml"
     expected = artifact_flow(compiled_path)
     tasks = [row["task"] for row in compiled_tasks(compiled_path) if not row["inside"]]
     right = (

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from crypto_pipeline.exercises import (
+from crypto_workshop.exercises import (
     Verdict,
     last_exception,
     local_session,
@@ -185,61 +185,47 @@ def _depends(found: list[dict[str, tuple[str, str, object]]], dataset_input: str
     return []
 
 
-def check_component(component: Any) -> Verdict:
-    """Whether COMPONENT reads the prices Dataset and writes an output artifact, for real.
-
-    The component runs in a pipeline after prices CSVs (``dsl.importer``): on one, on
-    another with other days and closes, and on the first again. The pipeline is compiled,
-    run with ``kfp.local`` in a temporary folder (a few seconds), and each output artifact
-    is opened: a file artifact must hold bytes, a Metrics artifact at least one value, and
-    the outputs must differ between the two CSVs and match between the two runs on the
-    same one. The caller's own ``kfp.local`` session is left as it was.
-
-    Args:
-        component: What the learner wrote: a function decorated with ``@dsl.component``.
-    """
-    from kfp import compiler, dsl
-    from kfp.dsl import Dataset
+def _what_it_is(component: Any) -> str:
+    """What is wrong with COMPONENT as a lightweight Python component, or "" when it is one."""
+    from kfp import dsl
     from kfp.dsl.base_component import BaseComponent
     from kfp.dsl.python_component import PythonComponent
 
-    right = "it reads the prices and writes an artifact"  # said in full once it ran
     if component is None:
-        return verdict(
-            [
-                "my_component is None: write a function with `@dsl.component` above its def, "
-                "then set my_component to it (my_component = daily_moves, without calling it)"
-            ],
-            right,
+        return (
+            "my_component is None: write a function with `@dsl.component` above its def, "
+            "then set my_component to it (my_component = daily_moves, without calling it)"
         )
     if isinstance(component, dsl.PipelineTask):
-        return verdict(
-            [
-                "my_component is a task, the result of calling the component: set it to the "
-                "component itself (my_component = daily_moves, no parentheses)"
-            ],
-            right,
+        return (
+            "my_component is a task, the result of calling the component: set it to the "
+            "component itself (my_component = daily_moves, no parentheses)"
         )
     if not isinstance(component, BaseComponent):
         what = "a plain function" if callable(component) else f"a {type(component).__name__}"
-        return verdict(
-            [
-                f"my_component is {what}, not a component: put `@dsl.component` on the line "
-                "above its def, run the cell again"
-            ],
-            right,
+        return (
+            f"my_component is {what}, not a component: put `@dsl.component` on the line "
+            "above its def, run the cell again"
         )
     if not isinstance(component, PythonComponent):
-        return verdict(
-            [
-                f"{component.name} is not a lightweight Python component (a pipeline or a "
-                "container component): write a function decorated with `@dsl.component`"
-            ],
-            right,
+        return (
+            f"{component.name} is not a lightweight Python component (a pipeline or a "
+            "container component): write a function decorated with `@dsl.component`"
         )
-    missing, dataset_input, artifacts = _interface(component)
-    if missing:
-        return verdict(missing, right)
+    return ""
+
+
+def _run_on_prices(
+    component: Any, dataset_input: str, artifacts: dict[str, str]
+) -> tuple[list[dict[str, tuple[str, str, object]]], str]:
+    """Runs COMPONENT on each prices CSV of RUN_ORDER: what each run wrote, or why it did not.
+
+    Returns:
+        For each run, what ``_what_it_wrote`` says of each output artifact; or an empty
+        list and what stopped the runs.
+    """
+    from kfp import compiler, dsl
+    from kfp.dsl import Dataset
 
     with tempfile.TemporaryDirectory(prefix="kfp-exercise-") as tmp:
         root = Path(tmp)
@@ -263,16 +249,15 @@ def check_component(component: Any) -> Verdict:
                 pipeline_func=with_prices, package_path=str(root / "exercise-05.yaml")
             )
         except Exception as refused:  # the compiler's own reason is the lesson
-            return verdict(
-                [f"kfp cannot compile a pipeline with it: {type(refused).__name__}: {refused}"],
-                right,
+            return [], (
+                f"kfp cannot compile a pipeline with it: {type(refused).__name__}: {refused}"
             )
         with local_session(root) as log:
             with_prices()
         runs = sorted((root / "pipeline-root").glob("exercise-05-*"))
         steps = [runs[-1] / task if runs else root for task in tasks[-len(RUN_ORDER) :]]
         if not all((step / "executor_output.json").is_file() for step in steps):
-            return verdict([_failure(log.getvalue())], right)  # a step failed before its outputs
+            return [], _failure(log.getvalue())  # a step failed before its outputs
         found = []
         for step in steps:
             executor_output = json.loads((step / "executor_output.json").read_text())
@@ -282,6 +267,32 @@ def check_component(component: Any) -> Verdict:
                     for name, kind in artifacts.items()
                 }
             )
+    return found, ""
+
+
+def check_component(component: Any) -> Verdict:
+    """Whether COMPONENT reads the prices Dataset and writes an output artifact, for real.
+
+    The component runs in a pipeline after prices CSVs (``dsl.importer``): on one, on
+    another with other days and closes, and on the first again. The pipeline is compiled,
+    run with ``kfp.local`` in a temporary folder (a few seconds), and each output artifact
+    is opened: a file artifact must hold bytes, a Metrics artifact at least one value, and
+    the outputs must differ between the two CSVs and match between the two runs on the
+    same one. The caller's own ``kfp.local`` session is left as it was.
+
+    Args:
+        component: What the learner wrote: a function decorated with ``@dsl.component``.
+    """
+    right = "it reads the prices and writes an artifact"  # said in full once it ran
+    problem = _what_it_is(component)
+    if problem:
+        return verdict([problem], right)
+    missing, dataset_input, artifacts = _interface(component)
+    if missing:
+        return verdict(missing, right)
+    found, problem = _run_on_prices(component, dataset_input, artifacts)
+    if problem:
+        return verdict([problem], right)
     missing = [problem for problem, _, _ in found[0].values() if problem]
     if not missing:  # the same, on the other prices
         missing += [

@@ -5,7 +5,7 @@ number from 0 to 9, on tails one from 10 to 19; then print whether it is above t
 Here it is with v2's ``dsl.If`` / ``dsl.Else`` (``dsl.Condition`` is their deprecated
 name). Every random draw takes a seed, so a run can be repeated exactly.
 
-    from crypto_pipeline import coin_flip
+    from crypto_workshop import coin_flip
     coin_flip.run_local(seed=7, pipeline_root="runs/coin-flip")
 """
 
