@@ -5,16 +5,17 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LEARNER := $(VENV)/.learner
 FULL := $(VENV)/.full
-VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+# The version's one home: crypto_pipeline.__version__ (pyproject.toml reads it too).
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' components/crypto_pipeline/__init__.py)
 
-.PHONY: help setup setup-dev pipeline pipeline-docker images serve compile notebooks slides site browser lab test test-containers cluster-e2e security-scan lint format bench bench-serving results sample lock clean
+.PHONY: help setup setup-dev pipeline pipeline-docker images serve compile check-compiled notebooks slides site browser lab test test-fast test-containers cluster-e2e security-scan lint typecheck format bench bench-serving bench-pipeline results sample lock clean
 
-help:  ## list the verbs
+help:  ## list the verbs (times: the CI machine, 2 cores)
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 17
 
-setup: $(LEARNER)  ## create .venv from this platform's learner lock (locks/); prints time and size
+setup: $(LEARNER)  ## create .venv from this platform's learner lock (locks/); prints time and size (~2 min)
 
-setup-dev: $(FULL)  ## the same, with the tests, linters and scanners (locks/<platform>/full.txt)
+setup-dev: $(FULL)  ## the same, with the tests, linters and scanners (locks/<platform>/full.txt) (~1.5 min on top)
 
 $(LEARNER): pyproject.toml $(wildcard locks/*/learner.txt)
 	$(PYTHON) scripts/setup_env.py learner --venv $(VENV)
@@ -24,10 +25,10 @@ $(FULL): pyproject.toml $(wildcard locks/*/full.txt)
 	$(PYTHON) scripts/setup_env.py full --venv $(VENV)
 	touch $@ $(LEARNER)
 
-pipeline: setup  ## run the pipeline locally (kfp.local) on the bundled synthetic sample, offline
+pipeline: setup  ## run the pipeline locally (kfp.local) on the bundled synthetic sample, offline (~1 min; cached: 3 s)
 	$(BIN)/crypto-pipeline run
 
-images:  ## build the four step images as the compiled pipeline names them (REGISTRY=… TAG=…)
+images:  ## build the four step images as the compiled pipeline names them (REGISTRY=… TAG=…) (~3 to 8 min)
 	bash scripts/build_images.sh
 
 pipeline-docker: setup  ## the same pipeline, every step in its image with Docker (make images first)
@@ -36,10 +37,19 @@ pipeline-docker: setup  ## the same pipeline, every step in its image with Docke
 serve: setup  ## serve the latest run's model on http://127.0.0.1:8082 (KServe V1 protocol)
 	$(BIN)/crypto-pipeline serve
 
-compile: setup  ## regenerate crypto_pipeline.yaml, the pipeline to read and draw (images tagged by the bare version)
+compile: setup  ## regenerate crypto_pipeline.yaml, the pipeline to read and draw (images tagged by the bare version) (~15 s)
 	$(BIN)/crypto-pipeline compile -o crypto_pipeline.yaml --tag $(VERSION)
 
-notebooks: setup  ## execute every notebook headless (papermill, their defaults) into notebooks/executed/; prints the times
+check-compiled:  ## fail when crypto_pipeline.yaml is not what `make compile` writes now (pre-commit runs it) (~15 s)
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(BIN)/crypto-pipeline compile -o "$$tmp/crypto_pipeline.yaml" --tag $(VERSION) > /dev/null && \
+	if ! diff -u crypto_pipeline.yaml "$$tmp/crypto_pipeline.yaml" > "$$tmp/diff"; then \
+	  head -40 "$$tmp/diff"; \
+	  echo "error: crypto_pipeline.yaml is not the pipeline the code compiles now"; \
+	  echo "  fix: make compile, and commit crypto_pipeline.yaml"; exit 1; \
+	fi
+
+notebooks: setup  ## execute every notebook headless (papermill, their defaults) into notebooks/executed/; prints the times (~2 min)
 	$(BIN)/python scripts/run_notebooks.py
 
 WEB := site/node_modules/.package-lock.json
@@ -60,10 +70,27 @@ lab: setup  ## open JupyterLab on the notebooks, with the project's environment 
 	JUPYTER_CONFIG_PATH="$(CURDIR)/jupyter$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}" \
 	  $(BIN)/jupyter lab --ServerApp.root_dir=. notebooks/01-introduction.ipynb
 
-test: lint security-scan  ## lint, scan, then run every test and validate the notebooks (nbval)
+test: lint security-scan  ## lint, scan, then run every test and validate the notebooks (nbval) (~15 to 23 min)
 	$(BIN)/pytest
 
-test-containers: setup  ## build every image, push and pull it through a local registry, run the pipeline in them, the workshop image and its dev container (root; ~20 min)
+# The slow kinds are pyproject.toml's markers; tests/conftest.py marks the notebooks (nbval)
+# and the tests named there. test-fast lists the slowest tests: mark what grows slow.
+FAST := not pipeline_run and not notebook and not browser and not docker and not network and not slow and not drill
+# Two pytest processes, one per core, of about the same time: tests/pipeline but its server
+# tests, beside the rest.
+FAST_REST := tests/assets tests/faults tests/notebooks tests/site tests/unit tests/pipeline/test_serve.py
+
+test-fast: setup-dev  ## the unit, pipeline and asset tests, none of the slow kinds (runs, notebooks, browser, Docker, servers, drills), two processes; prints its time (~3.5 min)
+	@SECONDS=0; logs=$$(mktemp -d); trap 'rm -rf "$$logs"' EXIT; \
+	$(BIN)/pytest -q -p no:cacheprovider --durations=8 -m "$(FAST)" tests/pipeline \
+	  --ignore=tests/pipeline/test_serve.py \
+	  > "$$logs/pipeline" 2>&1 & first=$$!; \
+	$(BIN)/pytest -q -p no:cacheprovider --durations=8 -m "$(FAST)" $(FAST_REST) \
+	  > "$$logs/rest" 2>&1; rest=$$?; wait $$first; first=$$?; \
+	cat "$$logs/pipeline" "$$logs/rest"; \
+	echo "make test-fast: $$SECONDS s (make test runs the slow kinds too)"; exit $$((first || rest))
+
+test-containers: setup  ## build every image, push and pull it through a local registry, run the pipeline in them, the workshop image and its dev container (root) (~20 min)
 	bash scripts/test_containers.sh
 
 cluster-e2e: setup  ## on kind: KFP, KServe (KATIB=1: Katib), the images, a run, its predictor against local serving; timed, then deleted (KEEP=1 keeps it; needs Docker, kind, kubectl); make cluster-e2e --dry-run prints it all
@@ -87,6 +114,9 @@ lint: setup-dev  ## ruff (code and notebooks); notebooks hold only checked outpu
 	$(BIN)/python scripts/clean_notebooks.py --check
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/actionlint
 
+typecheck: setup-dev  ## mypy over the pipeline's package ([tool.mypy] in pyproject.toml); not yet in make lint (~1.5 min)
+	$(BIN)/mypy
+
 format: setup-dev  ## apply ruff's fixes and formatting; keep only the checked outputs in notebooks
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
@@ -98,13 +128,16 @@ bench: setup  ## the Beam transform against pandas on 1,000,000 rows; its peak m
 bench-serving: setup  ## latency of the model server (needs a finished `make pipeline`)
 	$(BIN)/python scripts/bench_serving.py
 
+bench-pipeline: setup  ## a cold pipeline of BASELINE (a git ref, default HEAD) beside the working tree's: seconds per step, new/old (~4 min)
+	$(BIN)/python scripts/bench_pipeline.py --baseline $(or $(BASELINE),HEAD)
+
 results: setup  ## the README's results table: the default run on the sample, the real subset and each CSV in DATA=FOLDER
 	$(BIN)/python scripts/results_table.py sample $(wildcard ../shared/data/crypto-markets-real-subset.csv) $(DATA)
 
 sample: setup  ## regenerate the bundled synthetic sample
 	$(BIN)/crypto-pipeline sample
 
-lock: setup-dev  ## re-resolve every platform's locks (locks/) and conda files from pyproject.toml
+lock: setup-dev  ## re-resolve every platform's locks (locks/) and conda files (environment.yml) from pyproject.toml (~30 s)
 	$(BIN)/python scripts/lock.py
 
 clean:  ## remove run folders, the cache and the built site; keeps .venv and every registered model (a `models` folder; MODELS=delete: those too)

@@ -9,7 +9,7 @@
 #   TAG       default: the content tag, `python3 scripts/image_tag.py` (version and a
 #             digest of what the images hold: a rebuild after a change is a new name, so
 #             nodes pull it and Kubeflow Pipelines' cache runs the changed steps again);
-#             each image is also tagged with the bare version (0.1.0) on this machine,
+#             each image is also tagged with the bare version (crypto_pipeline.__version__) here,
 #             for `make pipeline-docker`, and only the content tag is pushed
 #   PLATFORMS where --push goes to a registry other than this machine's (kind's
 #             localhost one): the platforms to build for, default linux/amd64,linux/arm64
@@ -23,7 +23,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 REGISTRY="${REGISTRY:-localhost:${REGISTRY_PORT:-5001}/kubeflow-for-poets}"
-VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/pyproject.toml")"
+VERSION="$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$ROOT/components/crypto_pipeline/__init__.py")"
 TAG="${TAG:-$(python3 "$ROOT/scripts/image_tag.py")}"
 read -r -a IMAGES <<< "${IMAGES:-ingest transform train serve}"
 push=0

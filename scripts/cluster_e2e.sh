@@ -314,7 +314,7 @@ background kfp_forward "$OUT/kfp-port-forward.log" \
 await "http://localhost:$KFP_PORT/apis/v2beta1/healthz" 120 "$kfp_forward" \
   "$OUT/kfp-port-forward.log"
 run "$CLI" submit --host "http://localhost:$KFP_PORT" --package "$OUT/crypto_pipeline.yaml" \
-  --namespace "$NAMESPACE" --param deploy_target=cluster --wait --timeout "$RUN_TIMEOUT"
+  --namespace "$NAMESPACE" --param deploy.target=cluster --wait --timeout "$RUN_TIMEOUT"
 
 begin ready "the InferenceService $ISVC"
 run kubectl -n "$NAMESPACE" wait --for=condition=Ready --timeout=600s "inferenceservice/$ISVC"

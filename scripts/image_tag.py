@@ -1,6 +1,6 @@
 """Prints the step images' tag: the package version and a digest of what the images hold.
 
-    python3 scripts/image_tag.py          # e.g. 0.1.0-3f2a9c41d07e
+    python3 scripts/image_tag.py          # e.g. <version>-3f2a9c41d07e
 
 The digest covers every file the step images are built from (their Dockerfiles and the
 files beside them, the package, pyproject.toml, README.md and the Linux locks), so a
@@ -36,11 +36,15 @@ def image_inputs(root: Path = ROOT) -> list[Path]:
 
 
 def image_tag(root: Path = ROOT) -> str:
-    """``<version>-<12 hex digits>``: the version in pyproject.toml and the inputs' digest."""
-    # A regular expression, not tomllib: any python3 runs this, even one before 3.11.
-    match = re.search(r'^version = "([^"]+)"', (root / "pyproject.toml").read_text(), re.M)
+    """``<version>-<12 hex digits>``: crypto_pipeline.__version__ and the inputs' digest."""
+    # A regular expression, not an import: any python3 runs this, before any environment.
+    home = root / "components" / "crypto_pipeline" / "__init__.py"
+    match = re.search(r'^__version__ = "([^"]+)"', home.read_text(), re.M)
     if not match:
-        raise SystemExit('error: pyproject.toml has no version = "…" line')
+        raise SystemExit(
+            f'error: {home} has no __version__ = "…" line\n'
+            'fix: put the version back there: __version__ = "X.Y.Z" (pyproject.toml reads it)'
+        )
     version = match[1]
     digest = hashlib.sha256()
     for path in image_inputs(root):

@@ -5,6 +5,9 @@ For each platform, locks/<platform>/ holds:
   learner.txt      the `learner` extra only, resolved within full.txt (make setup)
   environment.yml  conda's route to learner.txt (generated from it)
 
+and the top-level environment.yml is conda's route on any of them: every platform's learner
+pins, each marked with the platforms it is for (`conda env create -f environment.yml`).
+
 Each lock is resolved by uv for that platform and Python 3.11 with wheels only, so a lock
 that resolves proves that every pinned package has a wheel there. The packages in
 SOURCE_BUILDS are the exceptions: they publish no usable wheel, each with its reason.
@@ -44,6 +47,12 @@ PLATFORM_SOURCE_BUILDS = {
         "only: pip compiles it (needs gcc and Python's headers: apt install gcc python3-dev)",
     },
 }
+# What pip's environment markers read on each platform, as a machine there reports it.
+PLATFORM_MARKERS = {
+    "linux-x86_64": "sys_platform == 'linux' and platform_machine == 'x86_64'",
+    "linux-aarch64": "sys_platform == 'linux' and platform_machine == 'aarch64'",
+    "macos-arm64": "sys_platform == 'darwin' and platform_machine == 'arm64'",
+}
 _PIN = re.compile(r"^([A-Za-z0-9_.\-\[\]]+==[^\s;#]+)")
 
 
@@ -74,6 +83,46 @@ def render_environment(platform: str, lock_text: str) -> str:
         "  - pip:",
         *(f"      - {pin}" for pin in pins(lock_text)),
         "      - -e ../..",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def marked_pins(learner_locks: dict[str, str]) -> list[str]:
+    """Every platform's pins as one list: a pin all platforms share stays bare, any other
+    carries the markers of the platforms it is for (LEARNER_LOCKS: platform -> lock text)."""
+    platforms_of: dict[str, list[str]] = {}
+    for platform, text in learner_locks.items():
+        for pin in pins(text):
+            platforms_of.setdefault(pin, []).append(platform)
+    lines = []
+    for pin in sorted(platforms_of, key=lambda p: (p.split("==")[0].lower(), p)):
+        where = platforms_of[pin]
+        if len(where) == len(learner_locks):
+            lines.append(pin)
+        else:
+            lines.append(f"{pin}; " + " or ".join(f"({PLATFORM_MARKERS[p]})" for p in where))
+    return lines
+
+
+def render_top_environment(learner_locks: dict[str, str]) -> str:
+    """The top-level environment.yml: the learner pins of every platform, marked by platform."""
+    lines = [
+        "# Generated from locks/<platform>/learner.txt by `make lock` (scripts/lock.py).",
+        "# Do not edit: change pyproject.toml and run `make lock`.",
+        "# Usage, from the repository's root, on Linux x86-64 or ARM or macOS arm64:",
+        "#   conda env create -f environment.yml",
+        "#   conda activate kubeflow-for-poets",
+        "# pip installs exactly your platform's pins (the markers pick them): the same set",
+        "# as locks/<platform>/environment.yml and `make setup`.",
+        "name: kubeflow-for-poets",
+        "channels:",
+        "  - conda-forge",
+        "dependencies:",
+        f"  - python={PYTHON}",
+        "  - pip",
+        "  - pip:",
+        *(f'      - "{pin}"' for pin in marked_pins(learner_locks)),
+        "      - -e .",
     ]
     return "\n".join(lines) + "\n"
 
@@ -114,29 +163,37 @@ def compile_lock(platform: str, extra: str, output: Path, constraints: Path | No
 
 
 def write_locks(folder: Path) -> None:
-    """Resolves every platform's locks into FOLDER (a copy of locks/ or locks/ itself)."""
+    """Resolves every platform's locks into FOLDER (a copy of locks/ or locks/ itself), and
+    the top-level environment.yml beside it."""
+    learner_locks = {}
     for platform in PLATFORMS:
         out = folder / platform
         out.mkdir(parents=True, exist_ok=True)
         compile_lock(platform, "dev", out / "full.txt")
         compile_lock(platform, "learner", out / "learner.txt", constraints=out / "full.txt")
-        learner = (out / "learner.txt").read_text()
+        learner = learner_locks[platform] = (out / "learner.txt").read_text()
         (out / "environment.yml").write_text(render_environment(platform, learner))
         print(
             f"{platform}: {len(pins((out / 'full.txt').read_text()))} pins in full.txt, "
             f"{len(pins(learner))} in learner.txt"
         )
+    (folder.parent / "environment.yml").write_text(render_top_environment(learner_locks))
 
 
 def stale_files(scratch: Path) -> list[str]:
     """The lock files that differ between locks/ and a fresh resolution in SCRATCH."""
     names = ["full.txt", "learner.txt", "environment.yml"]
-    return [
-        f"locks/{platform}/{name}"
+    pairs = [
+        (f"{platform}/{name}", f"locks/{platform}/{name}")
         for platform in PLATFORMS
         for name in names
-        if not (LOCKS / platform / name).exists()
-        or not filecmp.cmp(LOCKS / platform / name, scratch / platform / name, shallow=False)
+    ]
+    pairs.append(("../environment.yml", "environment.yml"))
+    return [
+        shown
+        for name, shown in pairs
+        if not (ROOT / shown).exists()
+        or not filecmp.cmp(ROOT / shown, scratch / name, shallow=False)
     ]
 
 

@@ -3,12 +3,14 @@
     .venv/bin/python scripts/run_notebooks.py                 # every notebook, its defaults
     .venv/bin/python scripts/run_notebooks.py --quick         # notebook 06 with a short search
     .venv/bin/python scripts/run_notebooks.py --only 02 -p require_docker=True
+    .venv/bin/python scripts/run_notebooks.py --output-dir DIR   # the copies elsewhere
 
 Each notebook gets only the parameters its `parameters` cell declares. The executed
-copies go to notebooks/executed/ (not committed); the time of each notebook and the total
-are printed, against the goals: the whole series cold within 4 minutes, notebook 06
-within 2.5 minutes (with the notebooks' own defaults, as a learner runs them). Exits
-non-zero when a cell fails, naming the notebook and its executed copy.
+copies go to notebooks/executed/ (not committed), or to --output-dir (a run beside
+another, such as `make test-containers` beside `make test`, keeps its own); the time of
+each notebook and the total are printed, against the goals: the whole series cold within
+4 minutes, notebook 06 within 2.5 minutes (with the notebooks' own defaults, as a learner
+runs them). Exits non-zero when a cell fails, naming the notebook and its executed copy.
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ def parameter(text: str) -> tuple[str, object]:
         return name, value  # a plain string
 
 
+def shown(path: Path) -> str:
+    """PATH as the messages show it: from the repository's root when it is inside."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="notebook 06 with a short search")
@@ -47,6 +54,9 @@ def main() -> int:
         "--only", action="append", default=[], help="notebooks whose name starts so"
     )
     parser.add_argument("-p", dest="parameters", action="append", default=[], type=parameter)
+    parser.add_argument(
+        "--output-dir", type=Path, default=EXECUTED, help="default: notebooks/executed/"
+    )
     args = parser.parse_args()
 
     overrides = (QUICK if args.quick else {}) | dict(args.parameters)
@@ -61,11 +71,12 @@ def main() -> int:
     if unknown:
         print(f"no selected notebook has the parameter(s) {sorted(unknown)}", file=sys.stderr)
         return 2
-    EXECUTED.mkdir(exist_ok=True)
+    executed = args.output_dir.resolve()
+    executed.mkdir(parents=True, exist_ok=True)
     timings = []
     for notebook in notebooks:
         given = {k: v for k, v in overrides.items() if k in declared[notebook]}
-        output = EXECUTED / notebook.name
+        output = executed / notebook.name
         print(f"{notebook.name} {given or ''}", flush=True)
         started = time.perf_counter()
         try:
@@ -80,12 +91,12 @@ def main() -> int:
         except papermill.PapermillExecutionError as exc:
             print(
                 f"error: {notebook.name} failed in cell {exc.exec_count}: {exc.ename}: "
-                f"{exc.evalue}\n  fix: read the failing cell in {output.relative_to(ROOT)}",
+                f"{exc.evalue}\n  fix: read the failing cell in {shown(output)}",
                 file=sys.stderr,
             )
             return 1
         timings.append((notebook.name, time.perf_counter() - started))
-        print(f"  done in {timings[-1][1]:.1f} s -> {output.relative_to(ROOT)}", flush=True)
+        print(f"  done in {timings[-1][1]:.1f} s -> {shown(output)}", flush=True)
     total = sum(seconds for _, seconds in timings)
     print(f"{len(timings)} notebook(s) executed in {total:.1f} s")
     if not overrides and len(timings) == len(sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))):

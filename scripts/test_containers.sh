@@ -39,7 +39,7 @@
 #   storage initializer puts it; once ready it must answer the deploy step's smoke request
 #   with the smoke response recorded in deployment.json, exactly.
 #
-# Notebook 02 records what each Docker command printed (workshop.Tape), and the run is
+# Notebook 02 records what each Docker command printed (crypto_workshop.tape.Tape), and the run is
 # compared with notebooks/recorded/02-docker.json, the outputs a machine without an engine
 # shows: ids, times and sizes masked, they must match, or be refreshed.
 #
@@ -62,7 +62,8 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 WORK="$ROOT/.tools/containers"
 BASE=poets-standin/debian:bookworm
 IMAGES="kubeflow-for-poets"
-TAG=0.1.0
+# The bare version (crypto_pipeline.__version__), as `make compile` and build_images.sh tag.
+TAG="$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$ROOT/components/crypto_pipeline/__init__.py")"
 REGISTRY_PORT=5001
 KIND_REGISTRY_PORT=5000  # kind-registry's port in cluster/containerd-hosts.toml
 WORKER_POOL_PORT=50000  # Beam's SDK worker pool, as Beam's SDK images start it
@@ -332,6 +333,7 @@ is Debian's busybox-static alone ($(standin_size alpine:3.22); the real one is a
 nginxinc/nginx-unprivileged:1.28-alpine is Debian's nginx and its libraries on that \
 ($(standin_size nginxinc/nginx-unprivileged:1.28-alpine); the real one is about 50 MB)" \
     "$ROOT/.venv/bin/python" "$ROOT/scripts/run_notebooks.py" --only 02 \
+    --output-dir "$WORK/executed" \
     -p require_docker=True -p nginx_port="$port" > "$log" 2>&1; then
     pass "notebooks/02-docker.ipynb ran with the engine: $(tail -1 "$log")"
   else
@@ -347,7 +349,7 @@ nginxinc/nginx-unprivileged:1.28-alpine is Debian's nginx and its libraries on t
   elif "$ROOT/.venv/bin/python" - "$ROOT/notebooks/recorded/02-docker.json" \
     "$recorded/02-docker.json" << 'PY'; then
 import difflib, json, sys
-from crypto_pipeline.workshop import comparable
+from crypto_workshop.tape import comparable
 kept, fresh = (json.load(open(p))["commands"] for p in sys.argv[1:])
 assert [c["command"] for c in kept] == [c["command"] for c in fresh], "the commands differ"
 for old, new in zip(kept, fresh):
@@ -679,7 +681,7 @@ import sys
 from crypto_pipeline.config import TuneConfig, runtime_environment
 runtime_environment()
 from crypto_pipeline.hyperparameters import Params
-from crypto_pipeline.tune import katib_experiment
+from crypto_pipeline.katib import katib_experiment
 
 manifest = katib_experiment(TuneConfig(trials=1, epochs=3), image=sys.argv[1])
 template = manifest["spec"]["trialTemplate"]

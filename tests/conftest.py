@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from crypto_pipeline.config import TrainConfig, runtime_environment
-from crypto_pipeline.manifest_schemas import (
+from crypto_pipeline.sample_data import SAMPLE_PATH
+from crypto_pipeline.schema import COLUMNS
+from crypto_workshop.manifest_schemas import (
     inference_service_validator,  # noqa: F401  (tests import it from conftest)
     strict_schema,
 )
-from crypto_pipeline.sample_data import SAMPLE_PATH
-from crypto_pipeline.schema import COLUMNS
 
 HEADER = ",".join(COLUMNS)
 UPSTREAM = Path(__file__).resolve().parent / "upstream"
@@ -98,6 +98,58 @@ def days(n: int, start: str = "2013-04-28") -> list[str]:
 def pytest_configure(config):
     """TensorFlow settings the command line also sets: deterministic, quiet."""
     runtime_environment()
+
+
+# The slow kinds (pyproject.toml's markers), which `make test-fast` leaves out. A module of
+# one kind says so in its `pytestmark`; these are marked here: by a fixture they use, by
+# being a notebook (nbval) or a fault drill, or by name where one module mixes quick tests
+# and whole runs.
+KIND_OF_FIXTURE = {
+    "executed_notebooks": "notebook",  # executes every notebook when the copies are stale
+    "engine": "docker",  # tests/notebooks/test_exercises_02.py: the real Docker engine
+    "browser": "browser",
+}
+PIPELINE_RUNS = {
+    "tests/pipeline/test_cli.py": {
+        "test_run_on_the_bundled_sample_with_defaults_then_from_cache",
+        "test_no_cache_runs_every_step",
+        "test_run_on_real_data_with_defaults",
+    },
+    "tests/pipeline/test_coin_flip.py": {"test_only_the_chosen_branch_runs"},
+    "tests/pipeline/test_exports.py": {"test_a_run_from_an_export_end_to_end"},
+    "tests/pipeline/test_settings_travel.py": {"test_run_hands_every_field_to_its_step"},
+    "tests/faults/test_registry_faults.py": {
+        "test_a_run_after_its_cached_version_was_deleted_registers_the_model_again",
+        "test_serve_outlives_the_removal_of_the_run_folder_a_cached_run_points_into",
+    },
+}
+"""Tests that run the whole pipeline, in modules whose other tests are quick."""
+DRILLS = Path(__file__).parent / "faults"
+"""The fault drills: each runs the real command in its own process."""
+
+
+def pytest_collection_modifyitems(config, items):
+    """Marks each test of a slow kind that its fixtures, its file or PIPELINE_RUNS show."""
+    root = Path(__file__).resolve().parents[1]
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.notebook)
+        if DRILLS in item.path.parents:
+            item.add_marker(pytest.mark.drill)
+        for fixture, kind in KIND_OF_FIXTURE.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(getattr(pytest.mark, kind))
+        module = item.path.relative_to(root).as_posix() if root in item.path.parents else ""
+        names = PIPELINE_RUNS.get(module, ())
+        if getattr(item, "originalname", None) in names:
+            item.add_marker(pytest.mark.pipeline_run)
+        code = getattr(item, "module", None)
+        missing = [name for name in names if code is not None and not hasattr(code, name)]
+        if missing:
+            raise pytest.UsageError(
+                f"{module} has no {', '.join(sorted(missing))}: a test named in PIPELINE_RUNS "
+                "(tests/conftest.py) was renamed or removed; name it as it is now there"
+            )
 
 
 def pinned_versions() -> dict[str, str]:

@@ -9,6 +9,7 @@ settings and ``cli`` the command line.
 import logging
 
 __version__ = "0.1.0"
+"""The project's version, its one home: pyproject.toml, the Makefile and the scripts read it."""
 
 
 class _WithoutBeamGcpExtra(logging.Filter):

@@ -1,5 +1,6 @@
 """The compiled pipeline: the IR YAML that Kubeflow Pipelines runs, written and read back."""
 
+import ast
 import os
 import re
 from pathlib import Path
@@ -28,9 +29,28 @@ def compile_pipeline(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.yaml")  # the compiler insists on .yaml
     compiler.Compiler().compile(build_pipeline(registry, tag, cache_deploy=False), str(tmp))
-    path.write_text(COMPILED_HEADER + tmp.read_text())
+    path.write_text(COMPILED_HEADER + _sorted_defaults(tmp.read_text()))
     tmp.unlink()
     return path
+
+
+_STRUCT_DEFAULT = re.compile(r"^(#\s+\w+: dict \[Default: )(\{.*\})(\])$", re.MULTILINE)
+"""A struct parameter's default in the comment the compiler writes above the IR."""
+
+
+def _sorted_defaults(text: str) -> str:
+    """The compiled text with each struct default of its comment in key order.
+
+    The compiler writes a struct's default there in the order of its protobuf map, which
+    changes from one process to the next; the IR below it is sorted already. Sorted, the
+    same pipeline compiles to the same bytes (the committed ``crypto_pipeline.yaml``).
+    """
+
+    def ordered(found: re.Match) -> str:
+        default = ast.literal_eval(found[2])
+        return f"{found[1]}{dict(sorted(default.items()))!r}{found[3]}"
+
+    return _STRUCT_DEFAULT.sub(ordered, text)
 
 
 def compiled_tasks(path: str | os.PathLike[str]) -> list[dict[str, str]]:

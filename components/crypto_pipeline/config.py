@@ -1,8 +1,12 @@
 """The pipeline's settings: one typed object with safe offline defaults.
 
-Command-line flags, notebook parameters and (later) pipeline parameters map onto these
-dataclasses; environment variables are read only at entry points, never here (they
-call ``runtime_environment`` before TensorFlow loads).
+Each step's settings are one dataclass (``STEP_SETTINGS``), and its fields are the one
+place a setting is declared: the pipeline's parameter of that step (a struct,
+``settings.Settings.to_dict``), what the step rebuilds from it (``from_dict``), the flags of
+``run`` and of the step's command (``cli_parser``, with each field's ``help``) and the
+``submit --param STEP.FIELD=VALUE`` keys all follow from them. Environment variables are
+read only at entry points, never here (they call ``runtime_environment`` before TensorFlow
+loads).
 """
 
 from __future__ import annotations
@@ -11,12 +15,15 @@ import logging
 import os
 from dataclasses import dataclass, field
 
+from crypto_pipeline import __version__
+from crypto_pipeline.dates import DATE_FORMATS, DateFormat
 from crypto_pipeline.errors import ConfigError
-from crypto_pipeline.schema import DATE_FORMATS, DateFormat
+from crypto_pipeline.settings import Settings, setting
 
 DEFAULT_REGISTRY = "localhost:5001/kubeflow-for-poets"
 """Where the component images live: by default a local registry beside a kind cluster."""
-DEFAULT_TAG = "0.1.0"
+DEFAULT_TAG = __version__
+"""The images' version tag: the package's version."""
 DEFAULT_TRAINING_IMAGE = f"{DEFAULT_REGISTRY}/train:{DEFAULT_TAG}"
 """The image that tune and train (and Katib's trials) run in."""
 DEFAULT_SERVING_IMAGE = f"{DEFAULT_REGISTRY}/serve:{DEFAULT_TAG}"
@@ -27,6 +34,8 @@ PREDICTOR_SERVICE_ACCOUNT = "crypto-predictor"
 """The predictor's service account: it can read the model (cluster/model-storage.yaml)."""
 DATA_PVC = "crypto-data"
 """The claim a Katib trial reads the transform output from, when it is not in a bucket."""
+DATA_MOUNT = "/data/transform"
+"""Where a Katib trial's pod mounts the claim ``DATA_PVC`` (the transform output), read-only."""
 RUNNERS = ("subprocess", "docker")
 """How kfp.local runs each step: in this environment, or in the step's image."""
 DEPLOY_TARGETS = ("local", "cluster")
@@ -72,7 +81,7 @@ class Split:
 
 
 @dataclass(frozen=True)
-class TransformConfig:
+class TransformConfig(Settings):
     """How the transform step reads, filters and splits the data.
 
     Attributes:
@@ -85,10 +94,20 @@ class TransformConfig:
             DirectRunner.
     """
 
-    coin: str = "bitcoin"
-    date_format: DateFormat = "auto"
-    split: Split = field(default_factory=Split)
-    beam_args: tuple[str, ...] = ()
+    coin: str = setting(
+        "bitcoin",
+        help="slug of the coin to keep; a single-asset file (Yahoo Finance, CoinMarketCap "
+        "exports: no coin column) needs it: it names the asset",
+    )
+    date_format: DateFormat = setting(
+        "auto",
+        help="how to read d/m/yyyy-style dates; auto decides from the file and refuses when "
+        "it cannot",
+    )
+    split: Split = setting(default_factory=Split, help="train,eval,test fractions, split by date")
+    beam_args: tuple[str, ...] = setting(
+        (), help="Apache Beam pipeline options (any other --option)", flag=None
+    )
 
     def __post_init__(self):
         if self.date_format not in DATE_FORMATS:
@@ -105,7 +124,7 @@ MAX_SOURCE_SECONDS = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)
-class IngestConfig:
+class IngestConfig(Settings):
     """How much of a source the ingest step reads before it calls it endless.
 
     Attributes:
@@ -117,8 +136,16 @@ class IngestConfig:
             timer's timeout beyond what the system clock counts fails.
     """
 
-    max_mb: int = 2048
-    max_seconds: float = 3600
+    max_mb: int = setting(
+        2048,
+        help="the most megabytes read from the source, after decompression; more is an error",
+        flag="max-source-mb",
+    )
+    max_seconds: float = setting(
+        3600.0,
+        help="the longest the source may take to read, in seconds",
+        flag="max-source-seconds",
+    )
 
     def __post_init__(self):
         _positive(max_source_mb=self.max_mb)
@@ -134,7 +161,7 @@ class IngestConfig:
 
 
 @dataclass(frozen=True)
-class TuneConfig:
+class TuneConfig(Settings):
     """How the local hyperparameter search runs (Katib uses the same search space).
 
     Attributes:
@@ -144,10 +171,12 @@ class TuneConfig:
         seed: Seeds the sampler and every trial's training.
     """
 
-    trials: int = 12
-    epochs: int = 40
-    patience: int = 6
-    seed: int = 42
+    trials: int = setting(12, help="hyperparameter settings to try")
+    epochs: int = setting(
+        40, help="most epochs per trial; early stopping and pruning end most sooner"
+    )
+    patience: int = setting(6, help="epochs without improvement on eval before a trial stops")
+    seed: int = setting(42, help="seeds the sampler and every trial's training")
 
     def __post_init__(self):
         _positive(trials=self.trials, epochs=self.epochs, patience=self.patience)
@@ -155,7 +184,7 @@ class TuneConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Settings):
     """How the final model trains with the best hyperparameters.
 
     Attributes:
@@ -164,9 +193,9 @@ class TrainConfig:
         seed: Seeds weights and shuffling: the same seed gives the same metrics.
     """
 
-    epochs: int = 150
-    patience: int = 15
-    seed: int = 42
+    epochs: int = setting(150, help="most epochs of the final model; early stopping ends it sooner")
+    patience: int = setting(15, help="epochs without improvement on eval before stopping")
+    seed: int = setting(42, help="seeds weights and shuffling: the same seed, the same metrics")
 
     def __post_init__(self):
         _positive(epochs=self.epochs, patience=self.patience)
@@ -197,7 +226,7 @@ def _seed(seed: int) -> None:
 
 
 @dataclass(frozen=True)
-class DeployConfig:
+class DeployConfig(Settings):
     """Where the deploy step registers the model and what it tells KServe.
 
     Attributes:
@@ -220,13 +249,25 @@ class DeployConfig:
             fails with the predictor's own reason.
     """
 
-    registry_uri: str = ""
-    storage_uri: str = ""
-    namespace: str = DEFAULT_NAMESPACE
-    service_account: str = PREDICTOR_SERVICE_ACCOUNT
-    image: str = DEFAULT_SERVING_IMAGE
-    target: str = "local"
-    ready_timeout: int = 600
+    registry_uri: str = setting(
+        "",
+        help="folder (or file://) or bucket URI of model versions, e.g. runs/models or "
+        "gs://BUCKET/models (empty: serve the model folder as it is)",
+        flag="registry",
+    )
+    storage_uri: str = setting("", help="what the cluster reads (empty: derived)")
+    namespace: str = setting(DEFAULT_NAMESPACE, help="namespace of the InferenceService")
+    service_account: str = setting(
+        PREDICTOR_SERVICE_ACCOUNT,
+        help="the predictor's service account, which can read the storage (see cluster/)",
+    )
+    image: str = setting(DEFAULT_SERVING_IMAGE, help="the serve image KServe runs")
+    target: str = setting(
+        "local", help="local: write the manifest; cluster: also apply it and wait until served"
+    )
+    ready_timeout: int = setting(
+        600, help="with target cluster: seconds to wait until the model is served"
+    )
 
     def __post_init__(self):
         if self.target not in DEPLOY_TARGETS:
@@ -234,6 +275,19 @@ class DeployConfig:
                 f"unknown deploy target {self.target!r}", "use --target local or cluster"
             )
         _positive(ready_timeout=self.ready_timeout)
+
+
+STEP_SETTINGS: dict[str, type[Settings]] = {
+    "ingest": IngestConfig,
+    "transform": TransformConfig,
+    "tune": TuneConfig,
+    "train": TrainConfig,
+    "deploy": DeployConfig,
+}
+"""Each step's settings: the ``PipelineConfig`` field, the pipeline parameter (a struct)
+and the ``submit --param STEP.FIELD=VALUE`` prefix that carries them."""
+CHOICES: dict[str, tuple[str, ...]] = {"target": DEPLOY_TARGETS, "date_format": DATE_FORMATS}
+"""The values a text setting may take, which the command line lists."""
 
 
 @dataclass(frozen=True)

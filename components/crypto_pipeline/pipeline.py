@@ -12,12 +12,16 @@ Images: ingest -> ``ingest``, transform -> ``transform``, tune and train -> ``tr
 (they share TensorFlow), deploy -> ``serve``. They hold the package and kfp, and no
 credentials. The parameters' defaults are those of ``PipelineConfig``.
 
+Parameters: ``source_uri``, ``source_fingerprint`` and one struct per step (``ingest``,
+``transform``, ``tune``, ``train``, ``deploy``: ``config.STEP_SETTINGS``), each the step's
+settings as ``Settings.to_dict`` writes them; the step rebuilds them with ``from_dict``, so
+every field of a step's settings reaches it, and a new field needs no change here.
+
 ``source_fingerprint`` says what the source held when the run started
-(``ingest.source_fingerprint``; ``run`` and ``submit`` set it): caches key on the step's
+(``fingerprint.source_fingerprint``; ``run`` and ``submit`` set it): caches key on the step's
 parameters, so changed data at the same URI runs again instead of coming from the cache.
 """
 
-import shlex
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -25,7 +29,7 @@ from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Model
 
 from crypto_pipeline import steps
-from crypto_pipeline.config import DEFAULT_REGISTRY, DEFAULT_TAG, PipelineConfig
+from crypto_pipeline.config import DEFAULT_REGISTRY, DEFAULT_TAG, STEP_SETTINGS, PipelineConfig
 
 PIPELINE_NAME = "crypto-pipeline"
 STEP_IMAGES = {
@@ -45,26 +49,13 @@ def step_image(step: str, registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_T
 
 
 def pipeline_arguments(config: PipelineConfig) -> dict[str, Any]:
-    """The pipeline's parameters as ``config`` sets them (names as in ``build_pipeline``)."""
+    """The pipeline's parameters as ``config`` sets them: the source and each step's settings.
+
+    ``source_fingerprint`` is no setting: ``run`` and ``submit`` add it.
+    """
     return {
         "source_uri": config.source_uri,
-        "max_source_mb": config.ingest.max_mb,
-        "max_source_seconds": float(config.ingest.max_seconds),
-        "coin": config.transform.coin,
-        "date_format": config.transform.date_format,
-        "split": str(config.transform.split),
-        "beam_args": shlex.join(config.transform.beam_args),
-        "trials": config.tune.trials,
-        "tune_epochs": config.tune.epochs,
-        "train_epochs": config.train.epochs,
-        "seed": config.tune.seed,
-        "registry_uri": config.deploy.registry_uri,
-        "storage_uri": config.deploy.storage_uri,
-        "namespace": config.deploy.namespace,
-        "service_account": config.deploy.service_account,
-        "serving_image": config.deploy.image,
-        "deploy_target": config.deploy.target,
-        "ready_timeout": config.deploy.ready_timeout,
+        **{step: getattr(config, step).to_dict() for step in STEP_SETTINGS},
     }
 
 
@@ -95,6 +86,7 @@ def build_pipeline(
     train_op = component(steps.train_step, "train")
     deploy_op = component(steps.deploy_step, "deploy")
     d = pipeline_arguments(PipelineConfig())  # the defaults, from the one settings object
+    d["deploy"]["image"] = step_image("deploy", registry, tag)  # deploy's own image
 
     class Outputs(NamedTuple):
         raw: Dataset
@@ -111,56 +103,29 @@ def build_pipeline(
     def crypto_pipeline(
         source_uri: str = d["source_uri"],
         source_fingerprint: str = "",
-        max_source_mb: int = d["max_source_mb"],
-        max_source_seconds: float = d["max_source_seconds"],
-        coin: str = d["coin"],
-        date_format: str = d["date_format"],
-        split: str = d["split"],
-        beam_args: str = d["beam_args"],
-        trials: int = d["trials"],
-        tune_epochs: int = d["tune_epochs"],
-        train_epochs: int = d["train_epochs"],
-        seed: int = d["seed"],
-        registry_uri: str = d["registry_uri"],
-        storage_uri: str = d["storage_uri"],
-        namespace: str = d["namespace"],
-        service_account: str = d["service_account"],
-        serving_image: str = step_image("deploy", registry, tag),  # deploy's own image
-        deploy_target: str = d["deploy_target"],
-        ready_timeout: int = d["ready_timeout"],
+        ingest: dict = d["ingest"],
+        transform: dict = d["transform"],
+        tune: dict = d["tune"],
+        train: dict = d["train"],
+        deploy: dict = d["deploy"],
     ) -> Outputs:
         ingest_task = ingest_op(
-            source_uri=source_uri,
-            source_fingerprint=source_fingerprint,
-            max_source_mb=max_source_mb,
-            max_source_seconds=max_source_seconds,
+            source_uri=source_uri, source_fingerprint=source_fingerprint, config=ingest
         ).set_display_name("1 ingest")
         transform_task = transform_op(
-            raw=ingest_task.outputs["raw"],
-            coin=coin,
-            date_format=date_format,
-            split=split,
-            beam_args=beam_args,
+            raw=ingest_task.outputs["raw"], config=transform
         ).set_display_name("2 transform (Beam)")
-        tune_task = tune_op(
-            data=transform_task.outputs["data"], trials=trials, epochs=tune_epochs, seed=seed
-        ).set_display_name("3 tune")
+        tune_task = tune_op(data=transform_task.outputs["data"], config=tune).set_display_name(
+            "3 tune"
+        )
         train_task = train_op(
             data=transform_task.outputs["data"],
             best_params=tune_task.outputs["best_params"],
-            epochs=train_epochs,
-            seed=seed,
+            config=train,
         ).set_display_name("4 train")
-        deploy_task = deploy_op(
-            model=train_task.outputs["model"],
-            registry_uri=registry_uri,
-            storage_uri=storage_uri,
-            namespace=namespace,
-            service_account=service_account,
-            image=serving_image,
-            target=deploy_target,
-            ready_timeout=ready_timeout,
-        ).set_display_name("5 deploy")
+        deploy_task = deploy_op(model=train_task.outputs["model"], config=deploy).set_display_name(
+            "5 deploy"
+        )
         if not cache_deploy:
             deploy_task.set_caching_options(False)
         return Outputs(

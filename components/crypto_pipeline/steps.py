@@ -3,7 +3,14 @@
 Each reads its inputs, calls one package function, writes its outputs (KFP artifacts:
 Dataset, Model, Metrics, HTML) and records what it did in their metadata. KFP ships each
 function's source to its container, so imports live inside the functions.
+
+Each step's settings arrive whole, as one struct parameter ``config`` (``Settings.to_dict``;
+none: the settings' defaults), and the step rebuilds them with ``from_dict``, which checks
+them by their own rules and takes numbers as a Kubeflow Pipelines backend hands them
+(floats). Each step records them in its output's metadata (``config``).
 """
+
+from typing import Optional  # kfp reads Optional[dict], not dict | None
 
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
@@ -12,13 +19,12 @@ def ingest_step(
     source_uri: str,
     source_fingerprint: str,
     raw: Output[Dataset],
-    max_source_mb: int = 2048,  # IngestConfig's defaults (a test holds them equal)
-    max_source_seconds: float = 3600.0,
+    config: Optional[dict] = None,  # noqa: UP045
 ):
     """Step 1: copy the source CSV into the run's artifacts.
 
-    It reads at most ``max_source_mb`` megabytes in at most ``max_source_seconds``
-    (``IngestConfig``). ``source_fingerprint`` (``ingest.source_fingerprint``) is what the
+    It reads at most ``max_mb`` megabytes in at most ``max_seconds`` (``IngestConfig``,
+    from ``config``). ``source_fingerprint`` (``fingerprint.source_fingerprint``) is what the
     source held when the run started: it changes when the data changes, so a cache never
     serves stale data.
     """
@@ -27,10 +33,12 @@ def ingest_step(
     with step_errors("ingest", raw.path):
         import time
 
+        from crypto_pipeline.config import IngestConfig
         from crypto_pipeline.ingest import ingest
 
         started = time.perf_counter()
-        result = ingest(source_uri, raw.path, max_source_mb, max_source_seconds)
+        config = IngestConfig.from_dict(config or {}, "ingest")
+        result = ingest(source_uri, raw.path, config.max_mb, config.max_seconds)
         print(result.describe())
         raw.metadata.update(
             {
@@ -41,6 +49,7 @@ def ingest_step(
                 "rows": result.rows,
                 "format": result.format,
                 "synthetic": result.synthetic,
+                "config": config.to_dict(),
                 "seconds": round(time.perf_counter() - started, 3),
             }
         )
@@ -48,32 +57,23 @@ def ingest_step(
 
 def transform_step(
     raw: Input[Dataset],
-    coin: str,
-    date_format: str,
-    split: str,
-    beam_args: str,
     data: Output[Dataset],
     stats: Output[Metrics],
+    config: Optional[dict] = None,  # noqa: UP045
 ):
     """Step 2: validate, filter and split with Apache Beam."""
     from crypto_pipeline.errors import step_errors
 
     with step_errors("transform", data.path):
         import json
-        import shlex
         import time
 
-        from crypto_pipeline.config import Split, TransformConfig
-        from crypto_pipeline.ingest import RAW_FILE_NAME
+        from crypto_pipeline.config import TransformConfig
+        from crypto_pipeline.raw_file import RAW_FILE_NAME
         from crypto_pipeline.transform import beam_io, transform
 
         started = time.perf_counter()
-        config = TransformConfig(
-            coin=coin,
-            date_format=date_format,
-            split=Split.parse(split),
-            beam_args=tuple(shlex.split(beam_args)),
-        )
+        config = TransformConfig.from_dict(config or {}, "transform")
         # DirectRunner: the pod's paths; Dataflow and the like: the artifacts' bucket URIs.
         source, target = beam_io(raw.path, raw.uri, data.path, data.uri, config.beam_args)
         result = transform(f"{source.rstrip('/')}/{RAW_FILE_NAME}", target, config)
@@ -85,16 +85,15 @@ def transform_step(
             json.dump(result, f, indent=2)
         data.metadata.update(
             {
-                "coin": coin,
+                "coin": config.coin,
+                "config": config.to_dict(),
                 "splits": result["splits"],
                 "seconds": round(time.perf_counter() - started, 3),
             }
         )
 
 
-def tune_step(
-    data: Input[Dataset], trials: int, epochs: int, seed: int, best_params: Output[Artifact]
-):
+def tune_step(data: Input[Dataset], best_params: Output[Artifact], config: Optional[dict] = None):  # noqa: UP045
     """Step 3: search the hyperparameters with Optuna."""
     from crypto_pipeline.errors import step_errors
 
@@ -105,10 +104,11 @@ def tune_step(
         from crypto_pipeline.tune import tune
 
         started = time.perf_counter()
+        config = TuneConfig.from_dict(config or {}, "tune")
         result = tune(
             data.path,
             best_params.path,
-            TuneConfig(trials=trials, epochs=epochs, seed=seed),
+            config,
             progress_bar=False,
         )
         best_params.metadata.update(
@@ -117,6 +117,7 @@ def tune_step(
                 "best_eval_loss": result.best_value,
                 "trials": len(result.trials),
                 "plots": result.plots,
+                "config": config.to_dict(),
                 "seconds": round(time.perf_counter() - started, 3),
             }
         )
@@ -125,11 +126,10 @@ def tune_step(
 def train_step(
     data: Input[Dataset],
     best_params: Input[Artifact],
-    epochs: int,
-    seed: int,
     model: Output[Model],
     metrics: Output[Metrics],
     report: Output[HTML],
+    config: Optional[dict] = None,  # noqa: UP045
 ):
     """Step 4: train with the best params; metrics beside the baselines; plots."""
     from crypto_pipeline.errors import step_errors
@@ -142,13 +142,14 @@ def train_step(
         from pathlib import Path
 
         from crypto_pipeline.config import TrainConfig
+        from crypto_pipeline.hyperparameters import BEST_PARAMS_NAME, read_params
         from crypto_pipeline.report import comparison_html
-        from crypto_pipeline.train import read_params, train
-        from crypto_pipeline.tune import BEST_PARAMS_NAME
+        from crypto_pipeline.train import train
 
         started = time.perf_counter()
         params = read_params(os.path.join(best_params.path, BEST_PARAMS_NAME))
-        result = train(data.path, params, model.path, TrainConfig(epochs=epochs, seed=seed))
+        config = TrainConfig.from_dict(config or {}, "train")
+        result = train(data.path, params, model.path, config)
         for key in ("test_rmse", "test_mae", "test_mape"):
             metrics.log_metric(key, result[key])
         for name, values in result["baselines"].items():
@@ -171,6 +172,7 @@ def train_step(
             {
                 "saved_model": "model",
                 "params": params.to_dict(),
+                "config": config.to_dict(),
                 "seconds": round(time.perf_counter() - started, 3),
             }
         )
@@ -178,14 +180,8 @@ def train_step(
 
 def deploy_step(
     model: Input[Model],
-    registry_uri: str,
-    storage_uri: str,
-    namespace: str,
-    service_account: str,
-    image: str,
-    target: str,
-    ready_timeout: int,
     deployment: Output[Artifact],
+    config: Optional[dict] = None,  # noqa: UP045
 ) -> str:
     """Step 5: register the model, answer a smoke request, write (and apply) KServe's manifest."""
     from crypto_pipeline.errors import step_errors
@@ -198,15 +194,7 @@ def deploy_step(
         from crypto_pipeline.deploy import deploy
 
         started = time.perf_counter()
-        config = DeployConfig(
-            registry_uri=registry_uri,
-            storage_uri=storage_uri,
-            namespace=namespace,
-            service_account=service_account,
-            image=image,
-            target=target,
-            ready_timeout=ready_timeout,
-        )
+        config = DeployConfig.from_dict(config or {}, "deploy")
         result = deploy(os.path.join(model.path, "model"), deployment.path, config, model.uri)
         print(f"deployed {result.version_uri}; smoke answer: {result.smoke_response}")
         deployment.metadata.update(
@@ -216,6 +204,7 @@ def deploy_step(
                 "storage_uri": result.storage_uri,
                 "smoke_response": result.smoke_response,
                 "applied": result.applied,
+                "config": config.to_dict(),
                 "seconds": round(time.perf_counter() - started, 3),
             }
         )

@@ -24,19 +24,14 @@ there.
 
 from __future__ import annotations
 
-import difflib
-import json
 import os
-import shlex
 import stat
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from crypto_pipeline.config import DEFAULT_NAMESPACE, DEFAULT_TAG, PipelineConfig, Split
+from crypto_pipeline.config import DEFAULT_NAMESPACE, DEFAULT_TAG
 from crypto_pipeline.errors import ConfigError, PipelineError
+from crypto_pipeline.package_params import complete_arguments, package_spec, parameter_definitions
 from crypto_pipeline.pipeline import PIPELINE_NAME
 
 TOKEN_ENV = "KF_PIPELINES_TOKEN"
@@ -153,7 +148,7 @@ def submit(
         token: A bearer token sent with every request (see ``read_token``).
         cookies: A ``Cookie`` header sent with every request (``KF_PIPELINES_COOKIE``).
         allow_version_tag: Submit a package whose images carry the bare version tag
-            (``0.1.0``), which is reused by every build.
+            (``crypto_pipeline.__version__``), which is reused by every build.
 
     Returns:
         The run's ``RunPipelineResult`` (``.run_id``, ``.wait_for_run_completion``).
@@ -165,16 +160,18 @@ def submit(
     import kfp
 
     # One namespace, given once: the run's, and that of what the pipeline creates there
-    # (a pipeline with a `namespace` parameter: the crypto pipeline's deploy step).
-    arguments = dict(arguments or {})
-    if "namespace" in pipeline_parameters(package_path):
-        arguments.setdefault("namespace", namespace)
-    if arguments.get("namespace", namespace) != namespace:
-        raise ConfigError(
-            f"the namespace {namespace} and the parameter namespace={arguments['namespace']} "
-            "differ",
-            "give the namespace once, with --namespace",
-        )
+    # (a pipeline with a `deploy` parameter: the crypto pipeline's deploy step).
+    arguments = {k: dict(v) if isinstance(v, dict) else v for k, v in (arguments or {}).items()}
+    definitions = parameter_definitions(package_path)
+    if "deploy" in definitions:
+        deploy = arguments.setdefault("deploy", {})
+        if deploy.setdefault("namespace", namespace) != namespace:
+            raise ConfigError(
+                f"the namespace {namespace} and the parameter deploy.namespace="
+                f"{deploy['namespace']} differ",
+                "give the namespace once, with --namespace",
+            )
+    arguments = complete_arguments(arguments, definitions)
     reused = mutable_images(package_path, DEFAULT_TAG)
     if reused and not allow_version_tag:
         raise ConfigError(
@@ -241,254 +238,9 @@ def refused(exc: Exception, host: str) -> PipelineError | None:
     return None
 
 
-def _spec(package_path: str | os.PathLike[str]) -> dict[str, Any]:
-    import yaml
-
-    try:
-        spec = yaml.safe_load(Path(package_path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(
-            f"{package_path} is not a compiled pipeline: {type(exc).__name__}",
-            "compile one with `crypto-pipeline compile -o crypto_pipeline.yaml`",
-        ) from None
-    if not isinstance(spec, dict) or "root" not in spec:
-        raise ConfigError(
-            f"{package_path} is not a compiled pipeline (no root DAG)",
-            "compile one with `crypto-pipeline compile -o crypto_pipeline.yaml`",
-        )
-    return spec
-
-
-def pipeline_parameters(package_path: str | os.PathLike[str]) -> set[str]:
-    """The parameters a compiled pipeline takes."""
-    return set(parameter_definitions(package_path))
-
-
-def parameter_definitions(package_path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
-    """A compiled pipeline's parameters, each with its ``parameterType`` and ``defaultValue``."""
-    spec = _spec(package_path)
-    return dict(spec["root"].get("inputDefinitions", {}).get("parameters", {}))
-
-
-def _boolean(text: str) -> bool:
-    if text.lower() not in ("true", "false"):
-        raise ValueError(text)
-    return text.lower() == "true"
-
-
-def _json(kind: type) -> Callable[[str], Any]:
-    def read(text: str) -> Any:
-        value = json.loads(text)
-        if not isinstance(value, kind):
-            raise ValueError(text)
-        return value
-
-    return read
-
-
-PARAMETER_TYPES: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "NUMBER_INTEGER": ("a whole number", int),
-    "NUMBER_DOUBLE": ("a number", float),
-    "BOOLEAN": ("true or false", _boolean),
-    "STRING": ("text", str),
-    "LIST": ("a JSON list", _json(list)),
-    "STRUCT": ("a JSON object", _json(dict)),
-}
-"""How ``--param`` text becomes a value of each type a compiled pipeline declares: what
-the type is called, and the function that reads it (``ValueError`` when it cannot)."""
-
-
-def _words(text: str) -> tuple[str, ...]:
-    """``beam_args`` as the transform step reads it: shell words."""
-    try:
-        return tuple(shlex.split(text))
-    except ValueError as exc:
-        raise ConfigError(
-            f"beam_args {_shown(text)!r} are not shell words: {exc}",
-            "quote each Beam option as a shell would, e.g. "
-            "--param beam_args='--runner=DataflowRunner --region=europe-west1'",
-        ) from None
-
-
-class Setting(NamedTuple):
-    """The field of ``PipelineConfig`` a pipeline parameter carries."""
-
-    section: str
-    """The attribute of ``PipelineConfig`` that holds the field (``tune``); empty: the
-    field is ``PipelineConfig``'s own."""
-    field: str
-    read: Callable[[Any], Any] = lambda value: value
-    """The field's value from the parameter's (``Split.parse`` for ``split``)."""
-
-
-SETTINGS: dict[str, tuple[Setting, ...]] = {
-    "source_uri": (Setting("", "source_uri"),),
-    "max_source_mb": (Setting("ingest", "max_mb"),),
-    "max_source_seconds": (Setting("ingest", "max_seconds"),),
-    "coin": (Setting("transform", "coin"),),
-    "date_format": (Setting("transform", "date_format"),),
-    "split": (Setting("transform", "split", Split.parse),),
-    "beam_args": (Setting("transform", "beam_args", _words),),
-    "trials": (Setting("tune", "trials"),),
-    "tune_epochs": (Setting("tune", "epochs"),),
-    "train_epochs": (Setting("train", "epochs"),),
-    "seed": (Setting("tune", "seed"), Setting("train", "seed")),
-    "registry_uri": (Setting("deploy", "registry_uri"),),
-    "storage_uri": (Setting("deploy", "storage_uri"),),
-    "namespace": (Setting("deploy", "namespace"),),
-    "service_account": (Setting("deploy", "service_account"),),
-    "serving_image": (Setting("deploy", "image"),),
-    "deploy_target": (Setting("deploy", "target"),),
-    "ready_timeout": (Setting("deploy", "ready_timeout"),),
-}
-"""The pipeline's parameters and the settings they carry: ``pipeline.pipeline_arguments``
-read backwards (a test holds the two equal). ``source_fingerprint`` is no setting."""
-
-
-def pipeline_config(
-    arguments: Mapping[str, Any], config: PipelineConfig | None = None
-) -> PipelineConfig:
-    """``config`` (default: the defaults) with the settings that pipeline ``arguments`` give.
-
-    Each setting is replaced in its dataclass, whose own rules check it: the rules that
-    ``run``, ``tune``, ``train`` and the pipeline's steps apply. Arguments that carry no
-    setting (``source_fingerprint``) change nothing.
-
-    Raises:
-        ConfigError: A value breaks its setting's rule.
-    """
-    config = config or PipelineConfig()
-    for name, value in arguments.items():
-        for setting in SETTINGS.get(name, ()):
-            config = _with(config, setting, setting.read(value))
-    return config
-
-
-def _with(config: PipelineConfig, setting: Setting, value: Any) -> PipelineConfig:
-    if not setting.section:
-        return replace(config, **{setting.field: value})
-    section = replace(getattr(config, setting.section), **{setting.field: value})
-    return replace(config, **{setting.section: section})
-
-
-def parameter_arguments(
-    items: Iterable[str], package_path: str | os.PathLike[str]
-) -> dict[str, Any]:
-    """``--param KEY=VALUE`` items as the compiled pipeline's arguments, each checked.
-
-    A value becomes the type the package declares for its parameter, then meets the rule
-    of the setting it carries (``pipeline_config``). Nothing is contacted.
-
-    Raises:
-        ConfigError: An item is not KEY=VALUE, is given twice, names no parameter of the
-            package, is not of its parameter's type or breaks its setting's rule; the
-            error names the item and the rule. ``source_uri`` carries credentials.
-    """
-    definitions = parameter_definitions(package_path)
-    arguments: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise ConfigError(
-                f"--param {_shown(item)} is not KEY=VALUE",
-                "pass e.g. --param source_uri=gs://bucket/crypto-markets.csv",
-            )
-        if key in arguments:
-            raise ConfigError(
-                f"--param {_shown(item)} gives {key} a second time",
-                f"pass --param {key}=VALUE once",
-            )
-        if key not in definitions:
-            raise _unknown(item, key, definitions, package_path)
-        arguments[key] = _checked(item, key, text, definitions[key])
-    _no_credentials(arguments.get("source_uri"))
-    return arguments
-
-
-def _no_credentials(source_uri: Any) -> None:
-    """Refuses a source URL that may carry credentials: a run's parameters are no secret.
-
-    That is a URL with anything ``mask_credentials`` masks: a user, or a parameter value.
-    """
-    from crypto_pipeline.ingest import mask_credentials
-
-    if isinstance(source_uri, str) and mask_credentials(source_uri) != source_uri:
-        raise ConfigError(
-            f"--param source_uri={mask_credentials(source_uri)} may carry credentials (a "
-            "user, a password or query values): Kubeflow "
-            "Pipelines stores a run's parameters, shows them in its UI and puts them on the "
-            "steps' command lines",
-            "put the data where the pipeline's service account reads it without a secret "
-            "in the URL (a bucket it may read through workload identity, or a URL inside "
-            "the cluster), and pass that URI",
-        )
-
-
-def _checked(item: str, key: str, text: str, definition: dict[str, Any]) -> Any:
-    """TEXT as KEY's type, checked by the rule of the setting KEY carries."""
-    kind = definition.get("parameterType", "STRING")
-    called, read = PARAMETER_TYPES.get(kind, ("text", str))
-    example = _example(key, definition)
-    try:
-        value = read(text)
-    except ValueError:
-        raise ConfigError(
-            f"--param {_shown(item)}: {key} is {called} ({kind} in the compiled pipeline)",
-            f"pass {called}{example}",
-        ) from None
-    try:
-        pipeline_config({key: value})
-    except ConfigError as exc:
-        raise ConfigError(
-            f"--param {_shown(item)} breaks the rule of its setting: {exc.problem}",
-            f"give {key} a value that rule allows{example}; as the rule puts it: {exc.fix}",
-        ) from None
-    return value
-
-
-def _example(key: str, definition: dict[str, Any]) -> str:
-    """``, e.g. --param KEY=<its default>`` when the package gives one."""
-    if definition.get("defaultValue") in (None, ""):
-        return ""
-    default = definition["defaultValue"]
-    if definition.get("parameterType") == "NUMBER_INTEGER":
-        default = int(default)
-    elif isinstance(default, bool):
-        default = str(default).lower()
-    elif isinstance(default, list | dict):
-        default = json.dumps(default)
-    return f", e.g. --param {key}={_shown(str(default))} (its default)"
-
-
-def _unknown(
-    item: str, key: str, definitions: dict[str, Any], package_path: str | os.PathLike[str]
-) -> ConfigError:
-    names = sorted(definitions)
-    if not names:
-        return ConfigError(
-            f"--param {_shown(item)}: the pipeline in {package_path} takes no parameters",
-            "leave --param out",
-        )
-    close = [n for n in names if key and (key in n or n in key)]
-    close = close[:3] or difflib.get_close_matches(key, names, n=3, cutoff=0.7)
-    hint = f"did you mean {' or '.join(close)}? " if close else ""
-    return ConfigError(
-        f"--param {_shown(item)}: the pipeline in {package_path} has no parameter {key!r}",
-        f"{hint}its parameters are: {', '.join(names)}",
-    )
-
-
-def _shown(text: str) -> str:
-    """TEXT as an error shows it: credentials in a URL masked, odd characters escaped."""
-    from crypto_pipeline.ingest import mask_credentials
-
-    text = mask_credentials(text)
-    return text if text.isprintable() else repr(text)
-
-
 def mutable_images(package_path: str | os.PathLike[str], mutable_tag: str) -> list[str]:
     """The images of a compiled pipeline that carry the reused version tag, not a content tag."""
-    spec = _spec(package_path)
+    spec = package_spec(package_path)
     executors = spec.get("deploymentSpec", {}).get("executors", {})
     images = {e.get("container", {}).get("image", "") for e in executors.values()}
     return sorted(i for i in images if i.endswith(f":{mutable_tag}"))

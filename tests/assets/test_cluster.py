@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from crypto_pipeline import workshop
 from crypto_pipeline.config import DATA_PVC, DEFAULT_REGISTRY, DeployConfig
-from crypto_pipeline.deploy import KSERVE_GROUP, KSERVE_PLURAL, MODELS_PVC
+from crypto_pipeline.deploy import MODELS_PVC
+from crypto_pipeline.inference_service import KSERVE_GROUP, KSERVE_PLURAL
+from crypto_workshop import offline
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
@@ -324,7 +325,7 @@ def test_shown_paths_are_relative_to_where_it_runs():
 
 
 def test_the_cluster_manifests_match_the_kubernetes_schema():
-    lines = workshop.validate_manifests(*sorted(CLUSTER.glob("*.yaml")))
+    lines = offline.validate_manifests(*sorted(CLUSTER.glob("*.yaml")))
     assert len(lines) == 6 and all(line.endswith(": valid") for line in lines), lines
 
 

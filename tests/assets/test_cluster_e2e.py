@@ -152,7 +152,7 @@ def test_the_dry_run_prints_the_phases_in_order(dry_runs, tag):
         "> build/cluster-e2e/kfp-port-forward.log 2>&1 &",
         "curl -fsS -o /dev/null http://localhost:8080/apis/v2beta1/healthz",
         f".venv/bin/crypto-pipeline submit --host http://localhost:8080 --package {package} "
-        "--namespace kubeflow --param deploy_target=cluster --wait --timeout 3600",
+        "--namespace kubeflow --param deploy.target=cluster --wait --timeout 3600",
         "kubectl -n kubeflow wait --for=condition=Ready --timeout=600s inferenceservice/crypto",
         f"cluster_answer=$(.venv/bin/crypto-pipeline predict --url http://127.0.0.1:8083 {ask})",
         f"local_answer=$(.venv/bin/crypto-pipeline predict --url http://127.0.0.1:8084 {ask})",

@@ -5,7 +5,7 @@ import yaml
 from crypto_pipeline import tune as tune_module
 from crypto_pipeline.cli import main
 from crypto_pipeline.config import TuneConfig
-from crypto_pipeline.tune import katib_experiment
+from crypto_pipeline.katib import katib_experiment
 
 
 def test_the_manifest_alone_goes_where_the_profile_keeps_its_data(tmp_path, monkeypatch):

@@ -104,6 +104,38 @@ def test_environment_yml_installs_exactly_the_learner_lock(platform):
     )
 
 
+def conda_file(path):
+    """A conda environment file's python line and its pip section."""
+    env = yaml.safe_load(path.read_text())
+    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python="))
+    return python, next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+
+
+def test_top_level_environment_yml_is_current():
+    text = (ROOT / "environment.yml").read_text()
+    learner = {p: (ROOT / "locks" / p / "learner.txt").read_text() for p in lock.PLATFORMS}
+    assert text == lock.render_top_environment(learner), "stale: run `make lock`"
+
+
+@pytest.mark.parametrize("platform", list(MARKERS))
+def test_top_level_environment_yml_installs_the_platform_s_conda_file(platform):
+    """On each platform the markers leave exactly locks/<platform>/environment.yml's pins."""
+    python, top = conda_file(ROOT / "environment.yml")
+    platform_python, own = conda_file(ROOT / "locks" / platform / "environment.yml")
+    assert python == platform_python
+    env = {"python_version": "3.11", "python_full_version": "3.11.9"} | MARKERS[platform]
+    requirements = [Requirement(line) for line in top if not line.startswith("-")]
+    chosen = {
+        str(r.name) + str(r.specifier)
+        for r in requirements
+        if r.marker is None or r.marker.evaluate(env)
+    }
+    assert chosen == {p for p in own if "==" in p}
+    assert chosen, "no pins at all"
+    # conda runs pip in the file's folder: the editable install names the project.
+    assert [line for line in top if line.startswith("-")] == ["-e ."]
+
+
 def test_tensorflow_is_the_platform_s_package():
     assert locked("linux-x86_64", "full.txt")["tensorflow-cpu"] == "2.21.0"
     for platform in ("linux-aarch64", "macos-arm64"):
@@ -152,6 +184,7 @@ def pypi_reachable():
         return False
 
 
+@pytest.mark.network
 @pytest.mark.skipif(not pypi_reachable(), reason="resolving the locks needs PyPI (pypi.org:443)")
 def test_every_platform_s_locks_resolve_with_wheels_and_are_current():
     """uv resolves each platform's sets again, wheels only (SOURCE_BUILDS excepted)."""

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from crypto_pipeline.config import DeployConfig
-from crypto_pipeline.deploy import inference_service, manifest_yaml
+from crypto_pipeline.inference_service import inference_service, manifest_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 HELPER = ROOT / "tests" / "containers" / "isvc_docker.py"

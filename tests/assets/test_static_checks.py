@@ -2,13 +2,16 @@
 
 import json
 import re
+import shlex
+import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import yaml
 
-from crypto_pipeline.workshop import lint_dockerfiles, validate_manifests
+from crypto_workshop.offline import lint_dockerfiles, validate_manifests
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -164,3 +167,85 @@ def test_cluster_script_refuses_what_it_cannot_do():
     assert result.returncode == 1 and "set PROJECT" in result.stderr
     result = cluster("teleport")
     assert result.returncode == 2 and "unknown command" in result.stderr
+
+
+def test_pre_commit_hooks_run_the_project_s_own_tools_offline():
+    """Every hook is local (nothing to download) and its command is in the repo or the venv."""
+    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
+    (repo,) = config["repos"]
+    assert repo["repo"] == "local", "a remote hook repository needs the network"
+    makefile = (ROOT / "Makefile").read_text()
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    for hook in repo["hooks"]:
+        assert hook["language"] == "system", hook["id"]
+        program, *args = shlex.split(hook["entry"])
+        if "/" in program:
+            assert (ROOT / program).is_file(), f"{hook['id']}: no {program} (make setup-dev)"
+        else:
+            assert shutil.which(program), f"{hook['id']}: {program} is not installed"
+        if program == "make":
+            assert re.search(rf"^{re.escape(args[0])}:", makefile, re.M), hook["id"]
+        for arg in args:
+            if re.fullmatch(r"(scripts|tests)/[\w/.-]+", arg):
+                assert (ROOT / arg).is_file(), f"{hook['id']}: no {arg}"
+        if "files" in hook:
+            assert any(re.search(hook["files"], path) for path in tracked), hook["id"]
+
+
+VERSION_SHOWN = (
+    # Generated: the compiled pipeline, the locks (a package pinned at 0.1.0 is not ours)
+    # and the outputs notebook 02's commands printed.
+    "crypto_pipeline.yaml",
+    "locks/",
+    "environment.yml",
+    "notebooks/recorded/",
+    # What the learner reads and types: commands with the images' tags and their output.
+    "README.md",
+    "notebooks/",
+    "docker-intro/",
+    "kubernetes-intro/",
+    "workshop/crypto_workshop/",
+    "tests/",
+)
+"""Where the bare version may be written out: generated files and shown commands."""
+
+
+def test_the_version_has_one_home():
+    """Everything that needs the version reads crypto_pipeline.__version__."""
+    home = "components/crypto_pipeline/__init__.py"
+    (version,) = re.findall(r'^__version__ = "([^"]+)"', (ROOT / home).read_text(), re.M)
+    found = subprocess.run(
+        ["git", "grep", "--untracked", "-n", "-E", rf"(^|[^0-9.]){re.escape(version)}($|[^0-9])"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
+    elsewhere = [
+        line
+        for line in found
+        if not line.startswith((f"{home}:", *VERSION_SHOWN))
+        # a Dockerfile's header comment shows the command that builds it
+        and not (re.match(r"[^:]*Dockerfile:\d+:#", line))
+    ]
+    assert elsewhere == [], f"write crypto_pipeline.__version__ instead of {version}"
+    for reader in ("Makefile", "scripts/build_images.sh", "scripts/test_containers.sh"):
+        assert "crypto_pipeline/__init__.py" in (ROOT / reader).read_text(), reader
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["dynamic"] == ["version"]
+    dynamic = project["tool"]["setuptools"]["dynamic"]["version"]
+    assert dynamic == {"attr": "crypto_pipeline.__version__"}
+
+
+def test_make_reads_the_version_from_its_home():
+    done = subprocess.run(
+        ["make", "-s", "--no-print-directory", "-f", "Makefile", "-f", "-", "show-version"],
+        input="show-version:\n\t@echo $(VERSION)\n",
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    import crypto_pipeline
+
+    assert done.stdout.strip() == crypto_pipeline.__version__, done.stderr

@@ -27,13 +27,21 @@ from conftest import (
     pinned_versions,
     upstream,
 )
-from crypto_pipeline import deploy, submit
+from crypto_pipeline import submit
+from crypto_pipeline.cluster_apply import API_RULES
 from crypto_pipeline.config import DEFAULT_NAMESPACE, DeployConfig
-from crypto_pipeline.tune import katib_experiment
+from crypto_pipeline.inference_service import (
+    KSERVE_GROUP,
+    KSERVE_PLURAL,
+    KSERVE_VERSION,
+    inference_service,
+)
+from crypto_pipeline.katib import katib_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
 SCANNED = ["scripts/*.sh", "cluster/*.yaml", "README.md"]
-SCANNED += ["components/crypto_pipeline/*.py", "notebooks/*.ipynb"]
+SCANNED += ["components/crypto_pipeline/**/*.py", "workshop/crypto_workshop/**/*.py"]
+SCANNED += ["notebooks/*.ipynb"]
 RUNNER = ("pipeline-runner", "kubeflow")
 """The service account KFP standalone runs every step as: (name, namespace)."""
 # Which pin each upstream repository's facts must carry (Argo Workflows is pinned by KFP's
@@ -94,7 +102,7 @@ def known_services() -> dict[tuple[str, str], set[int]]:
             key = (service["namespace"], service["name"])
             found.setdefault(key, set()).update(p["port"] for p in service["ports"])
         # What KServe makes for the project's own InferenceService, in its namespace.
-        isvc = deploy.inference_service("gs://bucket/model")["metadata"]["name"]
+        isvc = inference_service("gs://bucket/model")["metadata"]["name"]
         for service in facts.get("perInferenceService", []):
             key = ("*", service["name"].format(inferenceservice=isvc))
             found.setdefault(key, set()).add(service["port"])
@@ -309,13 +317,13 @@ def schema_errors(validator, manifest) -> list[str]:
 @pytest.mark.parametrize("case", sorted(INFERENCE_SERVICES))
 def test_the_inferenceservice_validates_against_the_pinned_kserve_crd(case):
     storage_uri, config = INFERENCE_SERVICES[case]
-    manifest = deploy.inference_service(storage_uri, config)
-    assert manifest["apiVersion"] == f"{deploy.KSERVE_GROUP}/{deploy.KSERVE_VERSION}"
+    manifest = inference_service(storage_uri, config)
+    assert manifest["apiVersion"] == f"{KSERVE_GROUP}/{KSERVE_VERSION}"
     assert schema_errors(inference_service_validator(), manifest) == []
 
 
 def test_the_inferenceservice_check_refuses_a_misspelt_field():
-    manifest = deploy.inference_service("gs://bucket/models/crypto/1")
+    manifest = inference_service("gs://bucket/models/crypto/1")
     broken = copy.deepcopy(manifest)
     broken["spec"]["predictor"]["minReplica"] = broken["spec"]["predictor"].pop("minReplicas")
     assert any("minReplica" in e for e in schema_errors(inference_service_validator(), broken))
@@ -361,7 +369,7 @@ def grants(rules: list[dict], group: str, resource: str, verb: str) -> bool:
 def missing(rules: list[dict]) -> list[str]:
     return [
         f"{group or 'core'}/{resource}: {verb}"
-        for group, resource, verbs in deploy.API_RULES
+        for group, resource, verbs in API_RULES
         for verb in verbs
         if not grants(rules, group, resource, verb)
     ]
@@ -416,16 +424,16 @@ def aggregated_rules(roles: dict[str, dict], name: str) -> list[dict]:
 
 def test_the_deploy_steps_api_calls_are_listed():
     """API_RULES lists what apply() calls: create, read and replace an InferenceService."""
-    rules = {(g, r): set(v) for g, r, v in deploy.API_RULES}
-    assert {"create", "get", "update"} <= rules[(deploy.KSERVE_GROUP, deploy.KSERVE_PLURAL)]
-    assert all(isinstance(v, tuple) and v for _, _, v in deploy.API_RULES)
+    rules = {(g, r): set(v) for g, r, v in API_RULES}
+    assert {"create", "get", "update"} <= rules[(KSERVE_GROUP, KSERVE_PLURAL)]
+    assert all(isinstance(v, tuple) and v for _, _, v in API_RULES)
 
 
 @pytest.mark.parametrize("namespace", [DeployConfig().namespace, "team-a"])
 def test_pipeline_runner_may_make_every_call_of_the_deploy_step_on_kfp_standalone(namespace):
     assert missing(standalone_rules(namespace)) == []
     # Upstream's own rules do not reach KServe: cluster/kserve-rbac.yaml is what grants it.
-    assert f"{deploy.KSERVE_GROUP}/{deploy.KSERVE_PLURAL}: create" in missing(
+    assert f"{KSERVE_GROUP}/{KSERVE_PLURAL}: create" in missing(
         standalone_rules(namespace, with_project=False)
     )
 
@@ -438,7 +446,7 @@ def test_default_editor_may_make_every_call_of_the_deploy_step_on_multi_user_kub
     assert missing(rules) == []
     # The aggregation is what grants it: without KServe's role, no InferenceService.
     without = {k: v for k, v in roles.items() if k != "kubeflow-kserve-edit"}
-    assert f"{deploy.KSERVE_GROUP}/{deploy.KSERVE_PLURAL}: create" in missing(
+    assert f"{KSERVE_GROUP}/{KSERVE_PLURAL}: create" in missing(
         aggregated_rules(without, "kubeflow-edit")
     )
 

@@ -225,7 +225,8 @@ def docker_run_args(
     """The arguments of ``docker run`` for the manifest's predictor container.
 
     Args:
-        manifest: A KServe InferenceService (``crypto_pipeline.deploy.inference_service``).
+        manifest: A KServe InferenceService
+            (``crypto_pipeline.inference_service.inference_service``).
         model: The folder the storage initializer would have downloaded ``STORAGE_URI`` to.
         image_user: The image's user (``docker image inspect -f '{{.Config.User}}'``).
         name: The container's name; by default the spec's (``kserve-container``).

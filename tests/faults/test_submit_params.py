@@ -1,7 +1,8 @@
 """Pipeline parameters given to ``crypto-pipeline submit --param KEY=VALUE``: each value is
-read as its parameter's type in the compiled pipeline and checked by the rule the other
-commands apply to the same setting, before any host is contacted. Each drill runs the real
-command in a real process against a closed port."""
+read as its parameter's type in the compiled pipeline (or, for one setting of a step,
+``STEP.FIELD=VALUE``, as its field's type) and checked by the rule the other commands apply
+to the same setting, before any host is contacted. Each drill runs the real command in a
+real process against a closed port."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 
 import pytest
 
-from crypto_pipeline.config import DeployConfig, IngestConfig, TransformConfig
+from crypto_pipeline.config import DeployConfig, IngestConfig, TransformConfig, TuneConfig
 from crypto_pipeline.errors import ConfigError
 from crypto_pipeline.sample_data import SAMPLE_PATH
 
@@ -70,15 +71,18 @@ def refused(status: int, output: str, param: str) -> tuple[str, str]:
 @pytest.mark.parametrize(
     "param, flags",
     [
-        ("trials=0", ["--trials", "0"]),
-        ("trials=-2", ["--trials", "-2"]),
-        ("tune_epochs=0", ["--epochs", "0"]),
-        ("train_epochs=-3", ["--epochs", "-3"]),
-        ("seed=-1", ["--seed", "-1"]),
-        ("seed=4294967296", ["--seed", "4294967296"]),
-        ("split=0.5,0.5,0.5", ["--split", "0.5,0.5,0.5"]),
-        ("split=abc", ["--split", "abc"]),
-        ("coin=", ["--coin", ""]),
+        ("tune.trials=0", ["--trials", "0"]),
+        ("tune.trials=-2", ["--tune-trials", "-2"]),
+        ("tune.epochs=0", ["--epochs", "0"]),
+        ("train.epochs=-3", ["--train-epochs", "-3"]),
+        ("tune.patience=0", ["--tune-patience", "0"]),
+        ("train.patience=-1", ["--train-patience", "-1"]),
+        ("tune.seed=-1", ["--seed", "-1"]),
+        ("train.seed=4294967296", ["--train-seed", "4294967296"]),
+        ("transform.split=0.5,0.5,0.5", ["--split", "0.5,0.5,0.5"]),
+        ("transform.split=abc", ["--split", "abc"]),
+        ("transform.coin=", ["--coin", ""]),
+        ("deploy.ready_timeout=0", ["--deploy-ready-timeout", "0"]),
     ],
 )
 def test_a_value_run_refuses_is_refused_by_submit_with_the_same_rule(
@@ -96,14 +100,14 @@ def test_a_value_run_refuses_is_refused_by_submit_with_the_same_rule(
 @pytest.mark.parametrize(
     "param, setting",
     [
-        ("max_source_mb=-5", lambda: IngestConfig(max_mb=-5)),
-        ("max_source_mb=0", lambda: IngestConfig(max_mb=0)),
-        ("max_source_seconds=nan", lambda: IngestConfig(max_seconds=float("nan"))),
-        ("max_source_seconds=inf", lambda: IngestConfig(max_seconds=float("inf"))),
-        ("max_source_seconds=-1", lambda: IngestConfig(max_seconds=-1.0)),
-        ("date_format=yyyy", lambda: TransformConfig(date_format="yyyy")),
-        ("deploy_target=cluster2", lambda: DeployConfig(target="cluster2")),
-        ("ready_timeout=0", lambda: DeployConfig(ready_timeout=0)),
+        ("ingest.max_mb=-5", lambda: IngestConfig(max_mb=-5)),
+        ("ingest.max_mb=0", lambda: IngestConfig(max_mb=0)),
+        ("ingest.max_seconds=nan", lambda: IngestConfig(max_seconds=float("nan"))),
+        ("ingest.max_seconds=inf", lambda: IngestConfig(max_seconds=float("inf"))),
+        ("ingest.max_seconds=-1", lambda: IngestConfig(max_seconds=-1.0)),
+        ("transform.date_format=yyyy", lambda: TransformConfig(date_format="yyyy")),
+        ("deploy.target=cluster2", lambda: DeployConfig(target="cluster2")),
+        ("deploy.ready_timeout=0", lambda: DeployConfig(ready_timeout=0)),
     ],
 )
 def test_a_value_its_settings_dataclass_refuses_is_refused_with_that_rule(submit, param, setting):
@@ -118,37 +122,39 @@ def test_a_value_its_settings_dataclass_refuses_is_refused_with_that_rule(submit
 @pytest.mark.parametrize(
     "param, kind",
     [
-        ("trials=abc", "a whole number (NUMBER_INTEGER"),
-        ("seed=1.5", "a whole number (NUMBER_INTEGER"),
-        ("max_source_mb=1e3", "a whole number (NUMBER_INTEGER"),
-        ("ready_timeout=", "a whole number (NUMBER_INTEGER"),
-        ("max_source_seconds=abc", "a number (NUMBER_DOUBLE"),
+        ("tune.trials=abc", "a whole number"),
+        ("train.seed=1.5", "a whole number"),
+        ("ingest.max_mb=1e3", "a whole number"),
+        ("deploy.ready_timeout=", "a whole number"),
+        ("ingest.max_seconds=abc", "a number"),
     ],
 )
-def test_a_value_not_of_its_parameter_s_type_is_refused(submit, param, kind):
-    key = param.partition("=")[0]
+def test_a_value_not_of_its_field_s_type_is_refused(submit, param, kind):
+    key, _, value = param.partition("=")
     error, fix = refused(*submit(param), param)
-    assert f"{key} is {kind}" in error, error
+    assert f"{key}={value!r} is not {kind}" in error, error
     assert f"e.g. --param {key}=" in fix, fix
 
 
 @pytest.mark.parametrize(
     "param, suggested",
     [
-        ("epochs=0", "did you mean train_epochs or tune_epochs?"),
-        ("learning_rate=nan", "its parameters are: beam_args, coin,"),
-        ("seeds=7", "did you mean seed?"),
+        ("epochs=0", "did you mean train.epochs or tune.epochs?"),
+        ("learning_rate=nan", "its parameters are: deploy.image, deploy.namespace,"),
+        ("tune.seeds=7", "did you mean tune.seed?"),
+        ("tune={}", "did you mean tune.epochs or tune.patience or tune.seed?"),
+        ("tune_epochs=3", "did you mean tune.epochs?"),
     ],
 )
 def test_an_unknown_key_names_the_pipeline_s_parameters(submit, param, suggested):
     error, fix = refused(*submit(param), param)
     assert f"has no parameter '{param.partition('=')[0]}'" in error, error
-    assert suggested in fix and "tune_epochs" in fix and "max_source_mb" in fix, fix
+    assert suggested in fix and "tune.patience" in fix and "ingest.max_mb" in fix, fix
 
 
 def test_a_key_given_twice_is_refused_not_overwritten(submit):
-    error, fix = refused(*submit("trials=3", "trials=30"), "trials=30")
-    assert "gives trials a second time" in error and "once" in fix, error
+    error, fix = refused(*submit("tune.trials=3", "tune.trials=30"), "tune.trials=30")
+    assert "gives tune.trials a second time" in error and "once" in fix, error
 
 
 SECRET = "s3cret-pw"  # pragma: allowlist secret
@@ -158,7 +164,7 @@ SECRET = "s3cret-pw"  # pragma: allowlist secret
     "param, problem",
     [
         ("sourc_uri=https://alice:{}@host/x.csv", "has no parameter 'sourc_uri'"),
-        ("beam_args=--temp_location=gs://alice:{}@b/tmp '--x", "are not shell words"),
+        ("transform.beam_args=--temp_location=gs://alice:{}@b/tmp '--x", "are not shell words"),
     ],
 )
 def test_a_refused_value_never_shows_a_password(submit, param, problem):
@@ -194,20 +200,20 @@ def test_a_source_url_with_credentials_is_refused_masked(submit, source):
 
 @pytest.mark.parametrize(
     "params, refused_for_size",
-    [(("max_source_mb=1",), True), ((), False)],
-    ids=["max_source_mb=1", "default"],
+    [(("ingest.max_mb=1",), True), ((), False)],
+    ids=["ingest.max_mb=1", "default"],
 )
 def test_submit_reads_a_local_source_within_the_runs_own_size_limit(
     submit, closed_port, tmp_path, params, refused_for_size
 ):
-    """The source is fingerprinted within ``--param max_source_mb``, as its ingest step reads it."""
+    """The source is fingerprinted within ``--param ingest.max_mb``, as its ingest step reads it."""
     source = tmp_path / "crypto-markets.csv"
     lines = SAMPLE_PATH.read_text(encoding="utf-8").splitlines(keepends=True)
     with source.open("w", encoding="utf-8") as f:
         f.write(lines[0])
         while f.tell() < 3 << 20:  # 3 MB: over a limit of 1 MB, far below the default
             f.writelines(lines[1:])
-    status, output = submit(f"source_uri={source}", "coin=bitcoin", *params)
+    status, output = submit(f"source_uri={source}", "transform.coin=bitcoin", *params)
     error, fix = error_lines(output)
     assert status == 1, output
     if refused_for_size:
@@ -220,7 +226,7 @@ def test_submit_reads_a_local_source_within_the_runs_own_size_limit(
 def test_the_value_is_refused_before_the_source_is_read(submit, closed_port):
     """The source (an unreachable URL) is read for its header and fingerprint after the check."""
     source = f"source_uri=http://127.0.0.1:{closed_port}/crypto-markets.csv"
-    error, _ = refused(*submit(source, "trials=0"), "trials=0")
+    error, _ = refused(*submit(source, "tune.trials=0"), "tune.trials=0")
     assert "trials=0 must be a whole number of at least 1" in error, error
 
 
@@ -228,20 +234,27 @@ def test_the_value_is_refused_before_the_source_is_read(submit, closed_port):
     "params",
     [
         (
-            "trials=1",
-            "tune_epochs=1",
-            "train_epochs=1",
-            "seed=0",
-            "max_source_mb=1",
-            "max_source_seconds=0.5",
-            "split=0.6,0.2,0.2",
-            "date_format=iso",
-            "coin=bitcoin",
-            "beam_args=--runner=DirectRunner --direct_num_workers=1",
-            "deploy_target=cluster",
-            "ready_timeout=1",
+            "tune.trials=1",
+            "tune.epochs=1",
+            "tune.patience=1",
+            "train.epochs=1",
+            "train.patience=1",
+            "tune.seed=0",
+            "ingest.max_mb=1",
+            "ingest.max_seconds=0.5",
+            "transform.split=0.6,0.2,0.2",
+            "transform.date_format=iso",
+            "transform.coin=bitcoin",
+            "transform.beam_args=--runner=DirectRunner --direct_num_workers=1",
+            "deploy.target=cluster",
+            "deploy.ready_timeout=1",
         ),
-        ("seed=4294967295", "max_source_seconds=7", "namespace=kubeflow", "source_uri=sample"),
+        (
+            "train.seed=4294967295",
+            "ingest.max_seconds=7",
+            "deploy.namespace=kubeflow",
+            "source_uri=sample",
+        ),
     ],
 )
 def test_good_values_pass_the_check_and_meet_the_closed_host(submit, closed_port, params):
@@ -265,45 +278,35 @@ def test_values_reach_the_kfp_api_as_their_parameters_types(httpserver, cluster_
         {"run_id": "run-1", "display_name": "x"}
     )
     host = httpserver.url_for("").rstrip("/")
-    params = ["coin=2049", "max_source_seconds=60", "trials=3", "split=0.6,0.2,0.2"]
+    params = [
+        "transform.coin=2049",
+        "ingest.max_seconds=60",
+        "tune.trials=3",
+        "transform.split=0.6,0.2,0.2",
+    ]
     flags = [f for p in params for f in ("--param", p)]
     status, output = cli("submit", "--package", str(cluster_package), "--host", host, *flags)
     assert status == 0, output
     (run,) = [r for r, _ in httpserver.log if (r.method, r.path) == ("POST", "/apis/v2beta1/runs")]
     sent = json.loads(run.data)["runtime_config"]["parameters"]
-    assert sent["coin"] == "2049" and sent["split"] == "0.6,0.2,0.2", sent
-    assert sent["max_source_seconds"] == 60.0 and isinstance(sent["max_source_seconds"], float)
-    assert sent["trials"] == 3 and isinstance(sent["trials"], int), sent
+    transform, ingest, tune = sent["transform"], sent["ingest"], sent["tune"]
+    assert transform["coin"] == "2049" and transform["split"] == "0.6,0.2,0.2", sent
+    assert ingest["max_seconds"] == 60.0 and isinstance(ingest["max_seconds"], float), sent
+    assert tune["trials"] == 3 and isinstance(tune["trials"], int), sent
+    assert tune["epochs"] == TuneConfig().epochs, sent  # the settings not given: defaults
 
 
-def test_each_parameter_maps_to_the_setting_it_carries(cluster_package):
-    """``submit.SETTINGS`` is ``pipeline_arguments`` backwards, for every setting it carries."""
-    from crypto_pipeline.config import PipelineConfig
-    from crypto_pipeline.pipeline import pipeline_arguments
-    from crypto_pipeline.submit import SETTINGS, pipeline_config, pipeline_parameters
+def test_param_takes_each_field_of_each_step_s_settings(cluster_package, tmp_path):
+    """``STEP.FIELD`` for every field (``dataclasses.fields``), and the parameters of their own."""
+    import dataclasses
 
-    assert set(SETTINGS) == set(pipeline_arguments(PipelineConfig()))
-    assert set(SETTINGS) | {"source_fingerprint"} == pipeline_parameters(cluster_package)
-    arguments = {
-        "source_uri": "gs://bucket/crypto-markets.csv",
-        "max_source_mb": 7,
-        "max_source_seconds": 9.5,
-        "coin": "ethereum",
-        "date_format": "iso",
-        "split": "0.6,0.2,0.2",
-        "beam_args": "--runner=DataflowRunner '--labels=a b'",
-        "trials": 3,
-        "tune_epochs": 4,
-        "train_epochs": 5,
-        "seed": 6,
-        "registry_uri": "gs://bucket/models",
-        "storage_uri": "gs://bucket/models/crypto/1",
-        "namespace": "team-a",
-        "service_account": "reader",
-        "serving_image": "registry.example/serve:1",
-        "deploy_target": "cluster",
-        "ready_timeout": 60,
-    }
-    config = pipeline_config(arguments)
-    assert pipeline_arguments(config) == arguments
-    assert config.train.seed == config.tune.seed == 6
+    from crypto_pipeline.config import STEP_SETTINGS
+    from crypto_pipeline.package_params import parameter_arguments
+
+    fields = [
+        f"{step}.{f.name}" for step, s in STEP_SETTINGS.items() for f in dataclasses.fields(s)
+    ]
+    with pytest.raises(ConfigError) as unknown:
+        parameter_arguments(["nothing=1"], cluster_package)
+    listed = unknown.value.fix.partition("its parameters are: ")[2].partition(" (")[0]
+    assert sorted(listed.split(", ")) == sorted([*fields, "source_fingerprint", "source_uri"])

@@ -310,7 +310,9 @@ def test_submitting_a_single_asset_source_needs_the_coin_named(tmp_path, capsys,
     submit = ["submit", "--package", str(cluster_package), "--host", "http://127.0.0.1:9"]
     assert main([*submit, "--param", f"source_uri={path}"]) == 1
     err = capsys.readouterr().err
-    assert "no coin column" in err and "--param coin=bitcoin" in err
+    assert "no coin column" in err and "--param transform.coin=bitcoin" in err
     # Named, it gets as far as the (absent) cluster.
-    assert main([*submit, "--param", f"source_uri={path}", "--param", "coin=bitcoin"]) == 1
+    assert (
+        main([*submit, "--param", f"source_uri={path}", "--param", "transform.coin=bitcoin"]) == 1
+    )
     assert "could not submit to http://127.0.0.1:9" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """The Kubeflow pipeline: compiled YAML, submission to a KFP API (on loopback)."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,7 @@ import yaml
 from kfp import components
 
 from crypto_pipeline.compiled import COMPILED_HEADER, compile_pipeline
-from crypto_pipeline.config import PipelineConfig
+from crypto_pipeline.config import STEP_SETTINGS, DeployConfig, PipelineConfig, TuneConfig
 from crypto_pipeline.errors import ConfigError
 from crypto_pipeline.local_run import run_root
 from crypto_pipeline.pipeline import PIPELINE_NAME, STEP_IMAGES, pipeline_arguments
@@ -43,7 +44,7 @@ def test_compiled_pipeline_loads_back_with_kfp():
     pipeline = components.load_component_from_file(str(COMMITTED))
     assert pipeline.name == PIPELINE_NAME
     inputs = set(pipeline.component_spec.inputs)
-    assert {"source_uri", "coin", "split", "trials", "seed", "beam_args"} <= inputs
+    assert inputs == {"source_uri", "source_fingerprint", *STEP_SETTINGS}
 
 
 def test_images_are_set_at_compile_time(tmp_path):
@@ -61,14 +62,21 @@ def test_images_are_set_at_compile_time(tmp_path):
 
 def test_submit_sends_the_pipeline_to_the_kfp_api(httpserver, cluster_package):
     kfp_api(httpserver)
-    result = submit(cluster_package, httpserver.url_for("").rstrip("/"), "poets", {"trials": 3})
+    arguments = {"tune": {"trials": 3}}
+    result = submit(cluster_package, httpserver.url_for("").rstrip("/"), "poets", arguments)
     assert result.run_id == "run-1"
     requests = {(r.method, r.path): r for r, _ in httpserver.log}
     assert json.loads(requests["POST", "/apis/v2beta1/experiments"].data)["display_name"] == "poets"
     run = json.loads(requests["POST", "/apis/v2beta1/runs"].data)
     assert run["experiment_id"] == "exp-1"
     assert run["pipeline_spec"]["pipelineInfo"]["name"] == PIPELINE_NAME
-    assert run["runtime_config"]["parameters"] == {"trials": 3, "namespace": "kubeflow"}
+    # Each step's settings go whole: those not given keep the package's defaults.
+    defaults = yaml.safe_load(cluster_package.read_text())["root"]["inputDefinitions"]
+    deploy = DeployConfig.from_dict(defaults["parameters"]["deploy"]["defaultValue"])
+    assert run["runtime_config"]["parameters"] == {
+        "tune": TuneConfig(trials=3).to_dict(),
+        "deploy": replace(deploy, namespace="kubeflow").to_dict(),
+    }
 
 
 def test_submit_from_the_command_line_sends_the_sources_fingerprint(
@@ -99,11 +107,14 @@ def test_the_pipelines_defaults_are_the_configs():
         for name, p in spec["root"]["inputDefinitions"]["parameters"].items()
     }
     expected = pipeline_arguments(PipelineConfig())
-    expected["serving_image"] = f"{PipelineConfig().registry}/serve:{PipelineConfig().tag}"
+    expected["deploy"]["image"] = f"{PipelineConfig().registry}/serve:{PipelineConfig().tag}"
     expected["source_fingerprint"] = ""  # set per run by `run` and `submit`
+    # A struct's numbers are floats in the IR: each step reads them back as its fields' types.
+    for step, settings in STEP_SETTINGS.items():
+        defaults[step] = settings.from_dict(defaults[step], step).to_dict()
     assert defaults == expected
     # Works inside a step's image: no folder relative to the image's root-owned WORKDIR.
-    assert defaults["registry_uri"] == ""
+    assert defaults["deploy"]["registry_uri"] == ""
 
 
 def test_docker_runs_keep_their_own_cache(tmp_path):

@@ -31,13 +31,13 @@ def test_the_namespace_given_once_reaches_the_run_and_the_deploy(
     )
     experiment, run = submitted(httpserver)
     assert experiment["namespace"] == "team-a"
-    assert run["runtime_config"]["parameters"]["namespace"] == "team-a"
+    assert run["runtime_config"]["parameters"]["deploy"]["namespace"] == "team-a"
     assert "namespace team-a" in capsys.readouterr().out
 
 
 def test_a_second_different_namespace_is_refused(capsys, cluster_package):
     argv = ["submit", "--host", "http://127.0.0.1:9", "--package", str(cluster_package)]
-    assert main([*argv, "--namespace", "team-a", "--param", "namespace=team-b"]) == 1
+    assert main([*argv, "--namespace", "team-a", "--param", "deploy.namespace=team-b"]) == 1
     assert "give the namespace once" in capsys.readouterr().err
 
 
@@ -45,7 +45,8 @@ def test_without_namespace_the_standalone_default_is_sent(httpserver, cluster_pa
     kfp_api(httpserver)
     host = httpserver.url_for("").rstrip("/")
     assert main(["submit", "--host", host, "--package", str(cluster_package)]) == 0
-    assert submitted(httpserver)[1]["runtime_config"]["parameters"]["namespace"] == "kubeflow"
+    parameters = submitted(httpserver)[1]["runtime_config"]["parameters"]
+    assert parameters["deploy"]["namespace"] == "kubeflow"
 
 
 def test_the_ingress_route_sends_the_session_cookie(httpserver, monkeypatch, cluster_package):
@@ -133,7 +134,7 @@ def test_the_readme_shows_each_route(route):
 
 def test_a_pipeline_without_a_namespace_parameter_gets_none(httpserver, tmp_path):
     """The namespace reaches the run always, the parameter only where the pipeline has one."""
-    from crypto_pipeline import coin_flip
+    from crypto_workshop import coin_flip
 
     kfp_api(httpserver)
     package = coin_flip.compile_pipeline(tmp_path / "condition.yaml")

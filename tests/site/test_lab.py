@@ -32,6 +32,8 @@ import pytest
 
 from conftest import page_problems
 
+pytestmark = pytest.mark.browser
+
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "build" / "screenshots"
 NOTEBOOK = "01-introduction.ipynb"

@@ -20,6 +20,8 @@ import pytest
 
 from conftest import page_problems
 
+pytestmark = pytest.mark.browser
+
 ROOT = Path(__file__).resolve().parents[2]
 SITE = ROOT / "build" / "site"
 SHOTS = ROOT / "build" / "screenshots"

@@ -1,7 +1,11 @@
+import json
+
 import pytest
 
 from crypto_pipeline.config import (
+    DEFAULT_TAG,
     SEED_MAX,
+    STEP_SETTINGS,
     IngestConfig,
     PipelineConfig,
     Split,
@@ -64,15 +68,43 @@ def test_every_seed_the_libraries_take_is_accepted(seed):
     assert TuneConfig(seed=seed).seed == TrainConfig(seed=seed).seed == seed
 
 
-def test_the_ingest_steps_defaults_are_the_ingest_configs():
-    """The step's source is shipped to its container on its own: its defaults are literals."""
-    import inspect
+@pytest.mark.parametrize("step", sorted(STEP_SETTINGS))
+def test_each_steps_settings_go_to_a_dict_and_back(step):
+    settings = STEP_SETTINGS[step]()
+    assert STEP_SETTINGS[step].from_dict(settings.to_dict(), step) == settings
+    assert json.loads(json.dumps(settings.to_dict())) == settings.to_dict()
 
-    from crypto_pipeline import steps
 
-    parameters = inspect.signature(steps.ingest_step).parameters
-    assert parameters["max_source_mb"].default == IngestConfig().max_mb
-    assert parameters["max_source_seconds"].default == IngestConfig().max_seconds
+def test_settings_take_numbers_as_a_backend_hands_them_and_text():
+    """A Kubeflow Pipelines backend holds every number of a struct as a float."""
+    assert TuneConfig.from_dict({"trials": 3.0, "patience": "4"}) == TuneConfig(
+        trials=3, patience=4
+    )
+    assert IngestConfig.from_dict({"max_seconds": 60}).max_seconds == 60.0
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        ({"trials": 2.5}, "tune.trials=2.5 is not a whole number"),
+        ({"trials": True}, "tune.trials=True is not a whole number"),
+        ({"patiense": 3}, "tune has no setting 'patiense'"),
+        ({"trials": 0}, "trials=0 must be a whole number of at least 1"),
+        ([1, 2], "tune is list, not an object of settings"),
+    ],
+)
+def test_settings_from_a_dict_are_checked(data, problem):
+    with pytest.raises(ConfigError) as raised:
+        TuneConfig.from_dict(data, "tune")
+    assert raised.value.problem.startswith(problem), raised.value.problem
+    if "patiense" in problem:
+        assert raised.value.fix.startswith("did you mean patience?")
+
+
+def test_the_image_tag_is_the_packages_version():
+    from crypto_pipeline import __version__
+
+    assert __version__ == DEFAULT_TAG
 
 
 @pytest.mark.parametrize(

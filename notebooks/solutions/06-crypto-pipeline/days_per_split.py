@@ -37,16 +37,13 @@ def count_days(data: Input[Dataset], days: Output[Artifact]):
 
 
 @dsl.pipeline(name="days-per-split")
-def days_per_split(source_uri: str = "sample", coin: str = "bitcoin"):
-    """Ingest and transform, as the crypto pipeline does; then count the days per split."""
+def days_per_split(source_uri: str = "sample"):
+    """Ingest and transform, as the crypto pipeline does; then count the days per split.
+
+    Without ``config``, each step runs with its settings' defaults (the transform: bitcoin).
+    """
     ingest_task = ingest_op(source_uri=source_uri, source_fingerprint="")
-    transform_task = transform_op(
-        raw=ingest_task.outputs["raw"],
-        coin=coin,
-        date_format="auto",
-        split="0.7,0.15,0.15",
-        beam_args="",
-    )
+    transform_task = transform_op(raw=ingest_task.outputs["raw"])
     count_days(data=transform_task.outputs["data"])
 
 
