@@ -74,17 +74,8 @@ def render_environment(platform: str, lock_text: str) -> str:
         "# Usage, from the repository's root:",
         f"#   conda env create -f locks/{platform}/environment.yml",
         "#   conda activate kubeflow-for-poets",
-        "name: kubeflow-for-poets",
-        "channels:",
-        "  - conda-forge",
-        "dependencies:",
-        f"  - python={PYTHON}",
-        "  - pip",
-        "  - pip:",
-        *(f"      - {pin}" for pin in pins(lock_text)),
-        "      - -e ../..",
     ]
-    return "\n".join(lines) + "\n"
+    return conda_environment(lines, list(pins(lock_text)), "../..")
 
 
 def marked_pins(learner_locks: dict[str, str]) -> list[str]:
@@ -114,6 +105,14 @@ def render_top_environment(learner_locks: dict[str, str]) -> str:
         "#   conda activate kubeflow-for-poets",
         "# pip installs exactly your platform's pins (the markers pick them): the same set",
         "# as locks/<platform>/environment.yml and `make setup`.",
+    ]
+    return conda_environment(lines, [f'"{pin}"' for pin in marked_pins(learner_locks)], ".")
+
+
+def conda_environment(comments: list[str], pin_lines: list[str], project: str) -> str:
+    """An environment.yml: its comments, Python, then pip with PIN_LINES and the project."""
+    lines = [
+        *comments,
         "name: kubeflow-for-poets",
         "channels:",
         "  - conda-forge",
@@ -121,8 +120,8 @@ def render_top_environment(learner_locks: dict[str, str]) -> str:
         f"  - python={PYTHON}",
         "  - pip",
         "  - pip:",
-        *(f'      - "{pin}"' for pin in marked_pins(learner_locks)),
-        "      - -e .",
+        *(f"      - {pin}" for pin in pin_lines),
+        f"      - -e {project}",
     ]
     return "\n".join(lines) + "\n"
 
