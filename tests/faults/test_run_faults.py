@@ -67,6 +67,16 @@ def wait_for_line(process: subprocess.Popen, text: str, log: Path, timeout_s: fl
         time.sleep(0.2)
 
 
+def running_tune(root: Path, log: Path, **popen) -> subprocess.Popen:
+    """A quick run started in the background, its output in LOG, once its tune step runs."""
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command(root, *QUICK), stdout=out, stderr=subprocess.STDOUT, text=True, **popen
+        )
+    wait_for_line(process, "tune      running", log)
+    return process
+
+
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory) -> dict:
     """The summary of an undisturbed run, which a disturbed one must end up equal to."""
@@ -92,11 +102,7 @@ def cpu_load():
 def test_a_run_killed_during_tune_leaves_no_step_behind_and_resumes(tmp_path, how, fresh):
     root = tmp_path / "runs"
     log = tmp_path / "out.txt"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            command(root, *QUICK), stdout=out, stderr=subprocess.STDOUT, text=True
-        )
-    wait_for_line(process, "tune      running", log)
+    process = running_tune(root, log)
     time.sleep(1)
     (run_dir,) = [p for p in root.glob("crypto-pipeline-*") if p.is_dir()]
     assert steps_of(run_dir), "the tune step should be running"
@@ -122,15 +128,8 @@ def test_a_run_paused_for_30_s_goes_on_and_ends_as_a_fresh_run(tmp_path, fresh):
     """Ctrl-Z and `fg` (the whole job stops), a closed laptop lid, a suspended VM."""
     root = tmp_path / "runs"
     log = tmp_path / "out.txt"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            command(root, *QUICK),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,  # its own process group, as a shell's job is
-        )
-    wait_for_line(process, "tune      running", log)
+    # Its own process group, as a shell's job is.
+    process = running_tune(root, log, start_new_session=True)
     time.sleep(1)
     os.killpg(process.pid, signal.SIGSTOP)
     time.sleep(30)
@@ -213,11 +212,7 @@ def test_a_step_killed_midway_is_named_and_its_output_pointed_at(tmp_path):
     """The kernel's out-of-memory killer, or a user's `kill -9` of one step: no error left."""
     root = tmp_path / "runs"
     out = tmp_path / "out.txt"
-    with out.open("w") as sink:
-        process = subprocess.Popen(
-            command(root, *QUICK), stdout=sink, stderr=subprocess.STDOUT, text=True
-        )
-    wait_for_line(process, "tune      running", out)
+    process = running_tune(root, out)
     (run_dir,) = [p for p in root.glob("crypto-pipeline-*") if p.is_dir()]
     deadline = time.monotonic() + 60
     while not (steps := marked(run_dir.name)):
