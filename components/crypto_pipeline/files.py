@@ -86,12 +86,15 @@ def swap_in(staging: str | os.PathLike[str], target: str | os.PathLike[str]) -> 
 
 @contextlib.contextmanager
 def staged_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
-    """A folder beside TARGET to write in, swapped in for TARGET when the block succeeds.
+    """A fresh path beside TARGET to write a folder at, swapped in when the block succeeds.
 
-    A failure removes the staging folder and leaves TARGET as it was.
+    The parent is made here, the folder itself by whoever writes it, as the user it runs
+    as: Beam's workers on a portable runner may be another user than this process,
+    writing through a shared mount, and could not write into a folder made here. A
+    failure removes whatever was written there and leaves TARGET as it was.
     """
     staging = staging_beside(target)
-    staging.mkdir(parents=True)
+    staging.parent.mkdir(parents=True, exist_ok=True)
     try:
         yield staging
         swap_in(staging, target)
