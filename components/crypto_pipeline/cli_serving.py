@@ -47,7 +47,8 @@ def latest_model(pipeline_root: str) -> Path:
         ConfigError: No finished run, a broken summary.json, or both copies gone.
     """
     summary = latest_summary(pipeline_root)
-    deployment = summary.get("deployment") if isinstance(summary.get("deployment"), dict) else {}
+    found = summary.get("deployment")
+    deployment = found if isinstance(found, dict) else {}
     version_uri = deployment.get("version_uri") if deployment.get("version") else None
     candidates = [summary["model_dir"]]
     if isinstance(version_uri, str) and "://" not in version_uri.removeprefix("file://"):

@@ -17,9 +17,14 @@ import resource
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crypto_pipeline.serving.logs import _repeated
+
+if TYPE_CHECKING:  # imported where a server starts (``bounded_http``)
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _Protocol
+else:
+    _Protocol = object
 
 MAX_CONNECTIONS = 1000
 """Most connections open at once; fewer where the process may open fewer files
@@ -74,7 +79,7 @@ def raise_open_file_limit() -> int:
     return 65536 if soft == resource.RLIM_INFINITY else soft
 
 
-class _Bounded:
+class _Bounded(_Protocol):
     """One connection: closed when over the limit or too slow to send its request.
 
     Mixed into uvicorn's ``HttpToolsProtocol`` by ``bounded_http``, which sets ``limits``
@@ -83,13 +88,15 @@ class _Bounded:
     """
 
     limits: Limits
-    waiting: dict[Any, None]
+    waiting: dict[_Bounded, None]
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._timer: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport) -> None:
+    def connection_made(  # type: ignore[override]  # as uvicorn: servers get a Transport
+        self, transport: asyncio.Transport
+    ) -> None:
         super().connection_made(transport)
         self._wait()
         self._start_timer(self.limits.header_timeout_s, self._headers_late)
@@ -134,7 +141,7 @@ class _Bounded:
         if self not in self.waiting and not self.transport.is_closing():
             self._wait()
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
         self.waiting.pop(self, None)
         super().connection_lost(exc)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from typing import Any
 
 from crypto_pipeline.serving.logs import _log_refusal, logged_path
 from crypto_pipeline.serving.model import MODEL_NAME
@@ -94,14 +95,14 @@ not read as JSON to the model as bytes, so the model parses it once, in a worker
 class _Held:
     """What the server holds of one request's body (``_Guard._hold``).
 
-    Its bytes; past ``DRAINED_BYTES``, since when and the task reading it, which an
-    eviction cancels while it waits for more of the body.
+    Its bytes; the task reading it, which an eviction cancels while it waits for more of
+    the body; past ``DRAINED_BYTES``, since when.
     """
 
-    def __init__(self):
+    def __init__(self, task: asyncio.Task[Any]) -> None:
         self.bytes = 0
         self.since = 0.0
-        self.task: asyncio.Task | None = None
+        self.task = task
         self.evicted = False
 
 
@@ -195,7 +196,7 @@ class _Guard:
         return 404, f"{method} {logged_path(path)} is not served: this server answers {served}"
 
     async def _predict(self, scope, receive, send):
-        held = _Held()
+        held = _Held(_running_task())
         try:
             return await self._hand_on(scope, receive, send, held)
         finally:
@@ -254,7 +255,8 @@ class _Guard:
             self.holders.pop(held, None)
 
     async def _read_counted(self, receive, held: _Held) -> bytes | None:
-        chunks, size = [], 0
+        chunks: list[bytes] = []
+        size = 0
         counts: list[int | None] = [None] * len(self.counted)  # None: not counted yet
         while True:
             message = await self._receive(receive, held)
@@ -269,14 +271,16 @@ class _Guard:
             held.bytes += len(chunk)
             self.held += len(chunk)
             for i, (marks, limit, refusal) in enumerate(self.counted):
-                if counts[i] is None:
+                count = counts[i]
+                if count is None:
                     if size <= limit:  # fewer bytes than the limit: nothing to count yet
                         continue
-                    counts[i] = sum(c.count(mark) for c in chunks for mark in marks)
+                    count = sum(c.count(mark) for c in chunks for mark in marks)
                 for mark in marks:
-                    counts[i] += chunk.count(mark)
-                    if counts[i] > limit:
+                    count += chunk.count(mark)
+                    if count > limit:
                         raise _Refused(400, refusal, more)
+                counts[i] = count
             chunks.append(chunk)
             if not more:
                 return b"".join(chunks)
@@ -288,7 +292,7 @@ class _Guard:
         except asyncio.CancelledError:
             if not held.evicted:
                 raise
-            asyncio.current_task().uncancel()
+            _running_task().uncancel()
             raise _Refused(503, self._evicted(), True) from None
 
     def _hold(self, held: _Held, size: int, more: bool) -> None:
@@ -299,7 +303,7 @@ class _Guard:
         and stalls holds the server's room only so long. Otherwise this body gets the 503.
         """
         if held not in self.holders:
-            held.task, held.since = asyncio.current_task(), time.monotonic()
+            held.since = time.monotonic()
             self.holders[held] = None
         if self.held + size <= MAX_HELD_BYTES:
             return
@@ -331,6 +335,13 @@ class _Guard:
             f"({self.max_body / 2**20:g} MiB): send at most {MAX_INSTANCES:,} instances "
             "a request, and larger batches in several requests"
         )
+
+
+def _running_task() -> asyncio.Task[Any]:
+    """The task running the caller: the server runs each request in one."""
+    task = asyncio.current_task()
+    assert task is not None, "called outside a task"
+    return task
 
 
 def _replayed(body: bytes, receive):

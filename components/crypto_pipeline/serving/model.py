@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,7 @@ health answers never wait for prediction work."""
 
 def make_model(model_dir: str | os.PathLike[str], name: str = MODEL_NAME):
     """A loaded KServe model that serves the SavedModel in ``model_dir``."""
-    kserve = import_kserve()
+    kserve: Any = import_kserve()  # no type information: its Model is a base of Any
     import tensorflow as tf
 
     class CryptoModel(kserve.Model):
