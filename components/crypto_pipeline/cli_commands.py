@@ -18,9 +18,11 @@ from crypto_pipeline.cli_settings import (
     transform_settings,
 )
 from crypto_pipeline.config import (
-    STEP_SETTINGS,
+    DEFAULT_NAMESPACE,
+    DeployConfig,
     IngestConfig,
     PipelineConfig,
+    TrainConfig,
     TuneConfig,
 )
 from crypto_pipeline.errors import ConfigError, PipelineError
@@ -53,7 +55,7 @@ def ingest(args: argparse.Namespace) -> None:
     """``ingest``: step 1 alone."""
     from crypto_pipeline.ingest import ingest as ingest_source
 
-    limits = step_settings(args, "ingest")
+    limits = step_settings(args, IngestConfig)
     result = ingest_source(args.source, args.output_dir, limits.max_mb, limits.max_seconds)
     print(result.describe())
 
@@ -88,7 +90,7 @@ def _print_transform(stats: dict, output_dir: str) -> None:
 
 def tune(args: argparse.Namespace) -> None:
     """``tune``: step 3 alone, or its search as a Katib Experiment (``--katib-manifest``)."""
-    config = step_settings(args, "tune")  # flags first: they fail before TensorFlow loads
+    config = step_settings(args, TuneConfig)  # flags first: they fail before TensorFlow loads
     if args.katib_manifest:  # the cluster's search: the manifest alone, no local search
         _write_katib(args, config)
         return
@@ -142,7 +144,7 @@ def _print_tune(result, output_dir: str) -> None:
 
 def train(args: argparse.Namespace) -> None:
     """``train``: step 4 alone."""
-    config = step_settings(args, "train")
+    config = step_settings(args, TrainConfig)
     from crypto_pipeline.hyperparameters import read_params
     from crypto_pipeline.train import train as fit
 
@@ -175,7 +177,7 @@ def trial(args: argparse.Namespace) -> None:
     from crypto_pipeline.hyperparameters import Params
 
     params = Params.from_dict({h.name: getattr(args, h.name) for h in SEARCH_SPACE})
-    config = step_settings(args, "tune", trials=1)
+    config = step_settings(args, TuneConfig, trials=1)
     from crypto_pipeline.hyperparameters import OBJECTIVE_METRIC
     from crypto_pipeline.tune import trial as one_trial
 
@@ -187,7 +189,7 @@ def deploy(args: argparse.Namespace) -> None:
     """``deploy``: step 5 alone."""
     from crypto_pipeline.deploy import deploy as deploy_model
 
-    result = deploy_model(args.model, args.output_dir, step_settings(args, "deploy"))
+    result = deploy_model(args.model, args.output_dir, step_settings(args, DeployConfig))
     registered = (
         f"registered version {result.version} at {result.version_uri}"
         if result.version
@@ -254,7 +256,7 @@ def submit(args: argparse.Namespace) -> None:
         )
     arguments = _submit_arguments(args, package)
     given_namespace = arguments.get("deploy", {}).get("namespace")
-    namespace = args.namespace or given_namespace or STEP_SETTINGS["deploy"]().namespace
+    namespace = args.namespace or given_namespace or DEFAULT_NAMESPACE
     try:
         result = start_run(
             package,

@@ -22,6 +22,7 @@ from crypto_pipeline.config import (
     CHOICES,
     DATA_MOUNT,
     DATA_PVC,
+    DEFAULT_NAMESPACE,
     DEFAULT_REGISTRY,
     DEFAULT_TAG,
     RUNNERS,
@@ -220,7 +221,7 @@ def _tune(sub) -> None:
     )
     p.add_argument(
         "--katib-namespace",
-        default=STEP_SETTINGS["deploy"]().namespace,
+        default=DEFAULT_NAMESPACE,
         help="the Experiment's namespace: your profile's on a multi-user Kubeflow "
         "(default: %(default)s)",
     )
@@ -312,7 +313,7 @@ def _submit(sub) -> None:
     p.add_argument(
         "--namespace",
         help="your profile namespace on a multi-user Kubeflow: the run and the "
-        f"InferenceService go there (default: {STEP_SETTINGS['deploy']().namespace}, "
+        f"InferenceService go there (default: {DEFAULT_NAMESPACE}, "
         "KFP standalone's)",
     )
     p.add_argument(

@@ -11,13 +11,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from crypto_pipeline.config import (
     STEP_SETTINGS,
+    DeployConfig,
     IngestConfig,
     PipelineConfig,
+    TrainConfig,
     TransformConfig,
+    TuneConfig,
 )
 from crypto_pipeline.errors import ConfigError, PipelineError
 from crypto_pipeline.schema import Header
@@ -26,6 +29,8 @@ from crypto_pipeline.settings import Settings
 SHARED_RUN_FLAGS = {"epochs": ("tune", "train"), "seed": ("tune", "train")}
 """``run``'s flags that set a field of several steps (``--epochs``), unless a step's own
 flag (``--tune-epochs``) sets it."""
+S = TypeVar("S", bound=Settings)
+"""One step's settings class (``config.STEP_SETTINGS``)."""
 
 
 def beam_args(extra: Sequence[str]) -> tuple[str, ...]:
@@ -63,9 +68,15 @@ def given(args: argparse.Namespace, step: str) -> dict[str, Any]:
     return values
 
 
-def step_settings(args: argparse.Namespace, step: str, **values: Any) -> Settings:
-    """STEP's settings from its flags (and VALUES), checked by their rules."""
-    return STEP_SETTINGS[step].from_dict({**given(args, step), **values}, step)
+def _step_of(kind: type[Settings]) -> str:
+    """The step whose settings KIND holds (``ingest`` for ``IngestConfig``)."""
+    return next(step for step, settings in STEP_SETTINGS.items() if settings is kind)
+
+
+def step_settings(args: argparse.Namespace, kind: type[S], **values: Any) -> S:
+    """The settings KIND of a step from its flags (and VALUES), checked by their rules."""
+    step = _step_of(kind)
+    return kind.from_dict({**given(args, step), **values}, step)
 
 
 def coin(given: str | None, header: Callable[[], Header | None], source: str, how: str) -> str:
@@ -117,26 +128,33 @@ def run_settings(args: argparse.Namespace) -> PipelineConfig:
 
     The flags are checked first, by the rules the steps apply, before the source is read.
     """
-    shared = {name: getattr(args, name) for name in SHARED_RUN_FLAGS}
-    steps = {}
-    for step in ("ingest", "tune", "train", "deploy"):
-        inherited = {
-            name: value
-            for name, value in shared.items()
-            if value is not None and step in SHARED_RUN_FLAGS[name]
-        }
-        steps[step] = STEP_SETTINGS[step].from_dict({**inherited, **given(args, step)}, step)
+    ingest = _run_step_settings(args, IngestConfig)
+    tune = _run_step_settings(args, TuneConfig)
+    train = _run_step_settings(args, TrainConfig)
+    deploy = _run_step_settings(args, DeployConfig)
     transform = transform_settings(
-        args,
-        args.source,
-        lambda: readable_header(args.source, steps["ingest"].max_seconds),
+        args, args.source, lambda: readable_header(args.source, ingest.max_seconds)
     )
     return PipelineConfig(
         source_uri=args.source,
         pipeline_root=args.pipeline_root,
+        ingest=ingest,
         transform=transform,
+        tune=tune,
+        train=train,
+        deploy=deploy,
         runner=args.runner,
         registry=args.registry,
         tag=args.tag,
-        **steps,
     )
+
+
+def _run_step_settings(args: argparse.Namespace, kind: type[S]) -> S:
+    """``run``'s settings KIND of a step: its own flags, else the shared ones (``--epochs``)."""
+    step = _step_of(kind)
+    inherited = {
+        name: getattr(args, name)
+        for name, steps in SHARED_RUN_FLAGS.items()
+        if step in steps and getattr(args, name) is not None
+    }
+    return kind.from_dict({**inherited, **given(args, step)}, step)

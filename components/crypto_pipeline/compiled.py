@@ -69,7 +69,8 @@ def compiled_tasks(path: str | os.PathLike[str]) -> list[dict[str, str]]:
 
     def in_order(tasks: dict[str, Any]) -> list[str]:
         """Each task after the tasks it waits for (the IR lists them by name)."""
-        pending, done = dict(sorted(tasks.items())), []
+        pending = dict(sorted(tasks.items()))
+        done: list[str] = []
         while pending:
             ready = (n for n, t in pending.items() if set(t.get("dependentTasks", [])) <= {*done})
             done.append(next(ready, next(iter(pending))))

@@ -15,12 +15,14 @@ import shlex
 import typing
 from collections.abc import Mapping
 from dataclasses import field
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from crypto_pipeline.errors import ConfigError
 
 
-def setting(default: Any = dataclasses.MISSING, *, help: str, flag: str = "", **kw: Any) -> Any:
+def setting(
+    default: Any = dataclasses.MISSING, *, help: str, flag: str | None = "", **kw: Any
+) -> Any:
     """A settings field whose ``help`` (and ``flag``, when not the field's name) the CLI shows.
 
     ``flag`` names the field's option of the step's command (``--max-source-mb``); ``""``
@@ -37,12 +39,15 @@ class Settings:
     struct parameter (every number a float) or what a command line gives (text).
     """
 
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+    """Each subclass is a dataclass: its fields are the settings."""
+
     def to_dict(self) -> dict[str, Any]:
         """The settings, field by field, as JSON values."""
         return {f.name: plain_value(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str = "") -> Any:
+    def from_dict(cls, data: Mapping[str, Any], where: str = "") -> Self:
         """The settings that ``data`` gives, the defaults for the rest, checked by their rules.
 
         Args:

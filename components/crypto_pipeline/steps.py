@@ -37,8 +37,8 @@ def ingest_step(
         from crypto_pipeline.ingest import ingest
 
         started = time.perf_counter()
-        config = IngestConfig.from_dict(config or {}, "ingest")
-        result = ingest(source_uri, raw.path, config.max_mb, config.max_seconds)
+        settings = IngestConfig.from_dict(config or {}, "ingest")
+        result = ingest(source_uri, raw.path, settings.max_mb, settings.max_seconds)
         print(result.describe())
         raw.metadata.update(
             {
@@ -49,7 +49,7 @@ def ingest_step(
                 "rows": result.rows,
                 "format": result.format,
                 "synthetic": result.synthetic,
-                "config": config.to_dict(),
+                "config": settings.to_dict(),
                 "seconds": round(time.perf_counter() - started, 3),
             }
         )
@@ -73,10 +73,10 @@ def transform_step(
         from crypto_pipeline.transform import beam_io, transform
 
         started = time.perf_counter()
-        config = TransformConfig.from_dict(config or {}, "transform")
+        settings = TransformConfig.from_dict(config or {}, "transform")
         # DirectRunner: the pod's paths; Dataflow and the like: the artifacts' bucket URIs.
-        source, target = beam_io(raw.path, raw.uri, data.path, data.uri, config.beam_args)
-        result = transform(f"{source.rstrip('/')}/{RAW_FILE_NAME}", target, config)
+        source, target = beam_io(raw.path, raw.uri, data.path, data.uri, settings.beam_args)
+        result = transform(f"{source.rstrip('/')}/{RAW_FILE_NAME}", target, settings)
         for key in ("rows_read", "rows_valid", "rows_rejected", "duplicates", "other_coins"):
             stats.log_metric(key, result[key])
         for name, part in result["splits"].items():
@@ -85,8 +85,8 @@ def transform_step(
             json.dump(result, f, indent=2)
         data.metadata.update(
             {
-                "coin": config.coin,
-                "config": config.to_dict(),
+                "coin": settings.coin,
+                "config": settings.to_dict(),
                 "splits": result["splits"],
                 "seconds": round(time.perf_counter() - started, 3),
             }
@@ -104,11 +104,11 @@ def tune_step(data: Input[Dataset], best_params: Output[Artifact], config: Optio
         from crypto_pipeline.tune import tune
 
         started = time.perf_counter()
-        config = TuneConfig.from_dict(config or {}, "tune")
+        settings = TuneConfig.from_dict(config or {}, "tune")
         result = tune(
             data.path,
             best_params.path,
-            config,
+            settings,
             progress_bar=False,
         )
         best_params.metadata.update(
@@ -117,7 +117,7 @@ def tune_step(data: Input[Dataset], best_params: Output[Artifact], config: Optio
                 "best_eval_loss": result.best_value,
                 "trials": len(result.trials),
                 "plots": result.plots,
-                "config": config.to_dict(),
+                "config": settings.to_dict(),
                 "seconds": round(time.perf_counter() - started, 3),
             }
         )
@@ -148,8 +148,8 @@ def train_step(
 
         started = time.perf_counter()
         params = read_params(os.path.join(best_params.path, BEST_PARAMS_NAME))
-        config = TrainConfig.from_dict(config or {}, "train")
-        result = train(data.path, params, model.path, config)
+        settings = TrainConfig.from_dict(config or {}, "train")
+        result = train(data.path, params, model.path, settings)
         for key in ("test_rmse", "test_mae", "test_mape"):
             metrics.log_metric(key, result[key])
         for name, values in result["baselines"].items():
@@ -172,7 +172,7 @@ def train_step(
             {
                 "saved_model": "model",
                 "params": params.to_dict(),
-                "config": config.to_dict(),
+                "config": settings.to_dict(),
                 "seconds": round(time.perf_counter() - started, 3),
             }
         )
@@ -194,8 +194,8 @@ def deploy_step(
         from crypto_pipeline.deploy import deploy
 
         started = time.perf_counter()
-        config = DeployConfig.from_dict(config or {}, "deploy")
-        result = deploy(os.path.join(model.path, "model"), deployment.path, config, model.uri)
+        settings = DeployConfig.from_dict(config or {}, "deploy")
+        result = deploy(os.path.join(model.path, "model"), deployment.path, settings, model.uri)
         print(f"deployed {result.version_uri}; smoke answer: {result.smoke_response}")
         deployment.metadata.update(
             {
@@ -204,7 +204,7 @@ def deploy_step(
                 "storage_uri": result.storage_uri,
                 "smoke_response": result.smoke_response,
                 "applied": result.applied,
-                "config": config.to_dict(),
+                "config": settings.to_dict(),
                 "seconds": round(time.perf_counter() - started, 3),
             }
         )

@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from crypto_pipeline.config import DEFAULT_NAMESPACE, DEFAULT_TAG
@@ -67,7 +68,9 @@ MAX_TOKEN_BYTES = 64 << 10
 """The most a token file may hold: a service-account token is a few kB."""
 
 
-def read_token(token_file: str | None = None, environ: dict[str, str] | None = None) -> str | None:
+def read_token(
+    token_file: str | None = None, environ: Mapping[str, str] | None = None
+) -> str | None:
     """The bearer token for the KFP API: from ``token_file``, else the environment.
 
     The file must be a regular file of at most ``MAX_TOKEN_BYTES``: a FIFO or a device
@@ -211,8 +214,8 @@ def wait(result, timeout: int) -> str:
         ) from None
     state = str(getattr(run, "state", "") or "UNKNOWN")
     if state != "SUCCEEDED":
-        error = getattr(run, "error", None)
-        detail = f": {error.message}" if getattr(error, "message", None) else ""
+        message = getattr(getattr(run, "error", None), "message", None)
+        detail = f": {message}" if message else ""
         raise PipelineError(
             f"run {result.run_id} ended {state}{detail}",
             "open the run in the KFP UI: each failed step's log ends with its error and fix",
