@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from crypto_pipeline.errors import ConfigError
+from crypto_pipeline.files import is_remote, local_path
 from crypto_pipeline.sample_data import write_sample
 
 
@@ -51,8 +52,8 @@ def latest_model(pipeline_root: str) -> Path:
     deployment = found if isinstance(found, dict) else {}
     version_uri = deployment.get("version_uri") if deployment.get("version") else None
     candidates = [summary["model_dir"]]
-    if isinstance(version_uri, str) and "://" not in version_uri.removeprefix("file://"):
-        candidates.append(version_uri.removeprefix("file://"))
+    if isinstance(version_uri, str) and not is_remote(version_uri):
+        candidates.append(local_path(version_uri))
     from crypto_pipeline.registry import version_complete
 
     for candidate in candidates:

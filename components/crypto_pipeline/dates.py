@@ -166,11 +166,11 @@ def _parse_day(text: str, style: DateStyle) -> dt.date | None:
         day, month = (first, second) if style == "dayfirst" else (second, first)
         return dt.date(year, month, day)
     m = _MONTH_DAY_YEAR.match(text)
-    if m and (month := _month(m.group(1))):
-        return dt.date(int(m.group(3)), month, int(m.group(2)))
+    if m and (named := _month(m.group(1))):
+        return dt.date(int(m.group(3)), named, int(m.group(2)))
     m = _DAY_MONTH_YEAR.match(text)
-    if m and (month := _month(m.group(2))):
-        return dt.date(int(m.group(3)), month, int(m.group(1)))
+    if m and (named := _month(m.group(2))):
+        return dt.date(int(m.group(3)), named, int(m.group(1)))
     return None
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from types import TracebackType
 
 
 class PipelineError(Exception):
@@ -186,7 +190,12 @@ class step_errors:  # noqa: N801 (a context manager, used as `with step_errors(.
             os.remove(self.path)
         return self
 
-    def __exit__(self, kind, exc, traceback) -> bool:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         if exc is not None:
             import json
 
@@ -196,7 +205,6 @@ class step_errors:  # noqa: N801 (a context manager, used as `with step_errors(.
                     json.dump(step_error_record(self.step, exc), f, indent=1)
             except OSError:
                 pass  # a folder that cannot be written: the log still holds the error
-        return False
 
 
 def read_step_error(folder: str | os.PathLike[str]) -> dict[str, str] | None:

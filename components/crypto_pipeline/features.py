@@ -18,12 +18,22 @@ pandas Series and TensorFlow tensors: the exported model computes exactly these 
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
 
-T = TypeVar("T")
+T = TypeVar("T", bound="Quantity")
+
+
+class Quantity(Protocol):
+    """What the lines below compute on: floats, NumPy arrays, pandas Series, TF tensors."""
+
+    def __truediv__(self: T, other: T, /) -> T: ...
+    def __mul__(self: T, other: T, /) -> T: ...
+    def __sub__(self: T, other: int, /) -> T: ...
+    def __radd__(self: T, other: int, /) -> T: ...
+
 
 INPUTS: tuple[str, ...] = ("open", "high", "low")
 """Raw inputs, in this order, of the served model."""

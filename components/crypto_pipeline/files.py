@@ -50,9 +50,9 @@ def staged_files(*paths: str | os.PathLike[str], mode: int = 0o644) -> Iterator[
     temps: list[Path] = []
     try:
         for path in targets:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+            fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
             os.close(fd)
-            temps.append(Path(tmp))
+            temps.append(Path(name))
         yield temps
         for tmp, path in zip(temps, targets, strict=True):
             os.chmod(tmp, mode)

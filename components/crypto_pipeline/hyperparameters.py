@@ -49,6 +49,13 @@ class Hyperparameter:
         """The command-line flag without dashes in front, e.g. ``num-layers``."""
         return self.name.replace("_", "-")
 
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """``(low, high)`` of an int or float dimension."""
+        if self.low is None or self.high is None:
+            raise TypeError(f"hyperparameter {self.name} ({self.kind}) needs a low and a high")
+        return self.low, self.high
+
     def check(self, value: Any) -> Any:
         """Returns the value if it lies in this dimension, else raises ConfigError."""
         number = isinstance(value, int | float) and not isinstance(value, bool)
@@ -57,13 +64,15 @@ class Hyperparameter:
                 return value
             allowed = "one of " + ", ".join(map(str, self.choices))
         elif self.kind == "int":
-            if number and isinstance(value, int) and self.low <= value <= self.high:
+            low, high = self.bounds
+            if number and isinstance(value, int) and low <= value <= high:
                 return value
-            allowed = f"an integer from {self.low:g} to {self.high:g}"
+            allowed = f"an integer from {low:g} to {high:g}"
         else:
-            if number and math.isfinite(value) and self.low <= value <= self.high:
+            low, high = self.bounds
+            if number and math.isfinite(value) and low <= value <= high:
                 return float(value)
-            allowed = f"a number from {self.low:g} to {self.high:g}"
+            allowed = f"a number from {low:g} to {high:g}"
         raise ConfigError(
             f"hyperparameter {self.name}={value!r} is out of range",
             f"{self.name} must be {allowed}",

@@ -17,6 +17,7 @@ from crypto_pipeline.config import (
     DEFAULT_TRAINING_IMAGE,
     TuneConfig,
 )
+from crypto_pipeline.files import is_remote, local_path
 from crypto_pipeline.hyperparameters import (
     OBJECTIVE_METRIC,
     PRUNER_MIN_TRIALS,
@@ -122,8 +123,9 @@ def _trial_template(config: TuneConfig, data_dir: str, image: str, data_pvc: str
     command += [f"--{h.flag}=${{trialParameters.{_camel(h.name)}}}" for h in SEARCH_SPACE]
     training: dict[str, Any] = {"name": "training", "image": image}
     pod_volumes: dict[str, Any] = {}
-    if "://" not in data_dir:  # a path: the trial's pod mounts the data there
-        training["volumeMounts"] = [{"name": "data", "mountPath": data_dir, "readOnly": True}]
+    if not is_remote(data_dir):  # a path: the trial's pod mounts the data there
+        mount = {"name": "data", "mountPath": local_path(data_dir), "readOnly": True}
+        training["volumeMounts"] = [mount]
         pod_volumes["volumes"] = [
             {"name": "data", "persistentVolumeClaim": {"claimName": data_pvc, "readOnly": True}}
         ]

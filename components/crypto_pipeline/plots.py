@@ -129,7 +129,7 @@ def plot_importances(importances: dict[str, float], complete: int, path: Path) -
 
     fig = Figure(figsize=(8, 4))
     ax = fig.add_subplot()
-    names = sorted(importances, key=importances.get)
+    names = sorted(importances, key=importances.__getitem__)
     ax.barh(names, [importances[n] for n in names], color="tab:blue")
     ax.set_xlabel(f"importance for {OBJECTIVE_METRIC} (sums to 1)")
     ax.set_title(

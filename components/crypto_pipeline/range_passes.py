@@ -251,7 +251,9 @@ class ValidateRange(_RangeFn):
     and ``counts`` (rows rejected, by reason).
     """
 
-    def process(self, byte_range: tuple[int, int, int], style: str | None) -> Iterator[Any]:
+    def process(
+        self, byte_range: tuple[int, int, int], style: dates.DateStyle | None
+    ) -> Iterator[Any]:
         rejected: Counter[str] = Counter()
         rejects = []
         # One element per date and range: a file of one coin whose dates repeat would
@@ -288,7 +290,10 @@ class FindDuplicates(_RangeFn):
     """
 
     def process(
-        self, byte_range: tuple[int, int, int], style: str | None, first_lines: dict[str, int]
+        self,
+        byte_range: tuple[int, int, int],
+        style: dates.DateStyle | None,
+        first_lines: dict[str, int],
     ) -> Iterator[tuple[int, str]]:
         if not first_lines or style is None:
             return
@@ -313,7 +318,7 @@ def evidence(counts: dict[str, int]) -> dict[str, int]:
     return {k[len(EVIDENCE_KEY) :]: v for k, v in counts.items() if k.startswith(EVIDENCE_KEY)}
 
 
-def style_or_none(counts: dict[str, int], requested: str) -> str | None:
+def style_or_none(counts: dict[str, int], requested: dates.DateFormat) -> dates.DateStyle | None:
     """The date style for the side input; ``None`` when the file cannot decide."""
     try:
         return dates.resolve_date_style(requested, evidence(counts))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from crypto_pipeline.dates import DateStyle, date_problem, last_day, parse_date
@@ -251,41 +251,79 @@ def validate_row(
     if out_of_range := date_problem(date, last or last_day()):
         return Rejection(DATE_OUT_OF_RANGE, out_of_range)
 
-    values: dict[str, float | None] = {}
-    for column in PRICE_COLUMNS + OPTIONAL_NUMBER_COLUMNS:
-        text = cell(column)
-        try:
-            value = parse_number(text)
-        except ValueError:
-            hint = (
-                " (a decimal comma? write the file with a decimal point)"
-                if _DECIMAL_COMMA.match(text.strip())
-                else ""
-            )
-            return Rejection(NON_NUMERIC, f"{column}={quote(text)} is not a number{hint}")
-        if value is None:
-            if column in PRICE_COLUMNS:
-                return Rejection(MISSING_PRICE, f"{column} is missing")
-        elif column in PRICE_COLUMNS and (problem := price_problem(value)):
-            return Rejection(problem, f"{column}={_number(text)} is {_PRICE_PROBLEM_TEXT[problem]}")
-        elif not math.isfinite(value):
-            return Rejection(NON_FINITE, f"{column}={_number(text)} is not finite")
-        elif column in NON_NEGATIVE_COLUMNS and value < 0:
-            return Rejection(NEGATIVE_VALUE, f"{column}={_number(text)} is negative")
-        values[column] = value
+    prices = _parsed_prices(cell)
+    if isinstance(prices, Rejection):
+        return prices
+    others: dict[str, float | None] = {}
+    for column in OPTIONAL_NUMBER_COLUMNS:
+        value = _checked_number(column, cell(column))
+        if isinstance(value, Rejection):
+            return value
+        others[column] = value
 
-    if (out_of_order := _price_range_rejection(values)) is not None:
+    if (out_of_order := _price_range_rejection(prices)) is not None:
         return out_of_order
     return MarketRow(
         slug=asset if header.single_asset else cell("slug").strip(),
         symbol=cell("symbol").strip(),
         name=cell("name").strip(),
         date=date,
-        **values,
+        open=prices["open"],
+        high=prices["high"],
+        low=prices["low"],
+        close=prices["close"],
+        **others,
     )
 
 
-def _price_range_rejection(values: dict[str, float | None]) -> Rejection | None:
+def price_rejection(cell: Callable[[str], str]) -> Rejection | None:
+    """Why a row's open, high, low and close break ``validate_row``'s price rules, or ``None``.
+
+    For rows already written by those rules (a transform's splits), read again: CELL gives
+    a column's text.
+    """
+    prices = _parsed_prices(cell)
+    if isinstance(prices, Rejection):
+        return prices
+    return _price_range_rejection(prices)
+
+
+def _parsed_prices(cell: Callable[[str], str]) -> dict[str, float] | Rejection:
+    """A row's open, high, low and close as numbers, each by ``price_problem``'s rule."""
+    prices: dict[str, float] = {}
+    for column in PRICE_COLUMNS:
+        price = _checked_number(column, cell(column))
+        if price is None:
+            return Rejection(MISSING_PRICE, f"{column} is missing")
+        if isinstance(price, Rejection):
+            return price
+        prices[column] = price
+    return prices
+
+
+def _checked_number(column: str, text: str) -> float | Rejection | None:
+    """One number cell of a row: its value, ``None`` when missing, or why it is refused."""
+    try:
+        value = parse_number(text)
+    except ValueError:
+        hint = (
+            " (a decimal comma? write the file with a decimal point)"
+            if _DECIMAL_COMMA.match(text.strip())
+            else ""
+        )
+        return Rejection(NON_NUMERIC, f"{column}={quote(text)} is not a number{hint}")
+    if value is None:
+        return None
+    if column in PRICE_COLUMNS and (problem := price_problem(value)):
+        return Rejection(problem, f"{column}={_number(text)} is {_PRICE_PROBLEM_TEXT[problem]}")
+    if not math.isfinite(value):
+        return Rejection(NON_FINITE, f"{column}={_number(text)} is not finite")
+    if column in NON_NEGATIVE_COLUMNS and value < 0:
+        return Rejection(NEGATIVE_VALUE, f"{column}={_number(text)} is negative")
+    return value
+
+
+def _price_range_rejection(values: dict[str, float]) -> Rejection | None:
     """The rejection of a row whose prices do not fit together (``price_range_problem``)."""
     o, h, lo, c = values["open"], values["high"], values["low"], values["close"]
     problem = price_range_problem(o, h, lo, c)

@@ -190,9 +190,8 @@ def generate_sample(seed: int = SAMPLE_SEED) -> str:
     rng = np.random.default_rng(seed)
     simulated = [(coin, _simulate(coin, rng)) for coin in _COINS]
     final_caps = {coin.slug: sim["market"][-1] for coin, sim in simulated}
-    rank = {
-        slug: i + 1 for i, slug in enumerate(sorted(final_caps, key=final_caps.get, reverse=True))
-    }
+    by_cap = sorted(final_caps, key=final_caps.__getitem__, reverse=True)
+    rank = {slug: i + 1 for i, slug in enumerate(by_cap)}
     lines = [",".join(COLUMNS)]
     for coin, sim in simulated:
         name = f"{coin.name} (synthetic)"

@@ -21,6 +21,8 @@ import pandas as pd
 
 from crypto_pipeline import features
 from crypto_pipeline.errors import DataError, SourceError
+from crypto_pipeline.files import is_remote
+from crypto_pipeline.rows import PRICE_COLUMNS, price_rejection
 
 SPLITS: tuple[str, ...] = ("train", "eval", "test")
 """The splits, in date order."""
@@ -46,7 +48,7 @@ def split_path(data_dir: str | os.PathLike[str], split: str) -> Path | str:
             "pass the output folder of the transform step (it holds train-*.csv, "
             "eval-*.csv and test-*.csv)",
         )
-    return Path(matches[0]) if "://" not in os.fspath(data_dir) else fs.unstrip_protocol(matches[0])
+    return fs.unstrip_protocol(matches[0]) if is_remote(data_dir) else Path(matches[0])
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,8 @@ def load_splits(data_dir: str | os.PathLike[str]) -> Splits:
 
     Raises:
         SourceError: The folder is not a transform output.
-        DataError: A split has fewer rows than ``MIN_ROWS`` asks.
+        DataError: A split has fewer rows than ``MIN_ROWS`` asks, or a row whose prices
+            break the transform's rules (``check_prices``).
     """
     frames, checksums = {}, {}
     for name in SPLITS:
@@ -85,6 +88,44 @@ def load_splits(data_dir: str | os.PathLike[str]) -> Splits:
                 "use a source with more days of the coin, or give that split a larger "
                 "fraction with --split",
             )
+        check_prices(raw, f"the {name} split in {data_dir}")
         frames[name] = frame
         checksums[posixpath.basename(str(path))] = hashlib.sha256(raw).hexdigest()
     return Splits(frames["train"], frames["eval"], frames["test"], checksums)
+
+
+def check_prices(raw: bytes, what: str) -> None:
+    """Holds a split's rows to the price rules the transform wrote them by.
+
+    A split changed after the transform (by hand, or by another tool) is refused here,
+    before any model sees a row of it: each row's prices must pass
+    ``rows.price_rejection``, as each source row did.
+
+    Args:
+        raw: The split's CSV file.
+        what: The split, as the message names it.
+
+    Raises:
+        SourceError: A price column is missing.
+        DataError: Rows break the rules; the message counts them and shows the first.
+    """
+    cells = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False)
+    missing = [column for column in PRICE_COLUMNS if column not in cells.columns]
+    if missing:
+        raise SourceError(
+            f"{what} has no {', '.join(missing)} column",
+            "pass the output folder of the transform step (its splits have date, open, "
+            "high, low and close columns)",
+        )
+    broken = []
+    for line, row in enumerate(cells[list(PRICE_COLUMNS)].to_dict("records"), start=2):
+        if (rejection := price_rejection(row.__getitem__)) is not None:
+            broken.append((line, rejection))
+    if broken:
+        line, rejection = broken[0]
+        raise DataError(
+            f"{what} holds {len(broken)} row(s) whose prices break the transform's rules; "
+            f"the first, line {line}: {rejection.reason} ({rejection.detail})",
+            "run the transform step again to rewrite the splits from the source (it "
+            "keeps only rows with valid prices, and counts the others in its rejects)",
+        )

@@ -72,10 +72,24 @@ def regression_metrics(predicted: np.ndarray, actual: np.ndarray) -> dict[str, f
     }
 
 
-def baseline_predictions(splits: Splits) -> dict[str, np.ndarray]:
-    """The close predicted by each baseline on the test rows."""
+def baseline_predictions(splits: Splits, data_dir: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """The close predicted by each baseline on the test rows.
+
+    Raises:
+        DataError: The train split's features or target are not finite, which
+            ``splits.load_splits``'s price rules leave no way to (kept for Splits made
+            otherwise).
+    """
     test = splits.test
-    weights, bias = least_squares(*splits.xy("train"))
+    line = least_squares(*splits.xy("train"))
+    if line is None:
+        raise DataError(
+            f"the train split in {data_dir} gives no least-squares line: its features "
+            "(high / open - 1, low / open - 1) or its target are not finite",
+            "read the splits with splits.load_splits, which holds them to the "
+            "transform's price rules, or run the transform step again",
+        )
+    weights, bias = line
     ret = features.feature_matrix(test) @ weights.ravel() + bias
     return {
         "open": test["open"].to_numpy(np.float64),
@@ -162,8 +176,9 @@ def train(
         The contents of ``metrics.json``.
 
     Raises:
-        SourceError, DataError: The splits are missing or too small, or a baseline
-            predicts the test split exactly (prices that never move).
+        SourceError, DataError: The splits are missing, too small or changed after the
+            transform (``splits.load_splits``), or a baseline predicts the test split
+            exactly (prices that never move).
         TrainingError: The loss diverged; nothing is exported.
     """
     config = config or TrainConfig()
@@ -171,7 +186,7 @@ def train(
     actual = splits.test["close"].to_numpy(np.float64)
     baselines = {
         name: regression_metrics(values, actual)
-        for name, values in baseline_predictions(splits).items()
+        for name, values in baseline_predictions(splits, data_dir).items()
     }
     _check_comparable(baselines, data_dir)
     x_train, y_train = splits.xy("train")

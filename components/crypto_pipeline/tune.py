@@ -166,9 +166,11 @@ def suggest(trial) -> Params:
     values: dict[str, Any] = {}
     for h in SEARCH_SPACE:
         if h.kind == "int":
-            values[h.name] = trial.suggest_int(h.name, int(h.low), int(h.high), log=h.log)
+            low, high = h.bounds
+            values[h.name] = trial.suggest_int(h.name, int(low), int(high), log=h.log)
         elif h.kind == "float":
-            values[h.name] = trial.suggest_float(h.name, h.low, h.high, log=h.log)
+            low, high = h.bounds
+            values[h.name] = trial.suggest_float(h.name, low, high, log=h.log)
         else:
             values[h.name] = trial.suggest_categorical(h.name, list(h.choices))
     return Params(**values)

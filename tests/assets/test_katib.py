@@ -99,6 +99,10 @@ def test_every_trial_gets_its_data():
     assert "volumes" not in pod and "volumeMounts" not in pod["containers"][0]
     assert "gs://bucket/runs/transform" in pod["containers"][0]["command"]
     assert errors(bucket) == []
+    local = katib_experiment(data_dir="file:///data/transform")
+    pod = local["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]
+    (mount,) = pod["containers"][0]["volumeMounts"]
+    assert mount["mountPath"] == "/data/transform", "a file:// URI is a path in the pod"
 
 
 def test_early_stopping_uses_the_local_pruners_settings():
