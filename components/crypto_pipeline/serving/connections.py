@@ -17,14 +17,17 @@ import resource
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from crypto_pipeline.serving.logs import _repeated
-
-if TYPE_CHECKING:  # imported where a server starts (``bounded_http``)
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _Protocol
-else:
-    _Protocol = object
+from crypto_pipeline.workarounds.uvicorn import (
+    ProtocolBase,
+    after_startup,
+    http_protocol,
+    listening_sockets,
+    open_connections,
+    response_pending,
+)
 
 MAX_CONNECTIONS = 1000
 """Most connections open at once; fewer where the process may open fewer files
@@ -79,12 +82,13 @@ def raise_open_file_limit() -> int:
     return 65536 if soft == resource.RLIM_INFINITY else soft
 
 
-class _Bounded(_Protocol):
+class _Bounded(ProtocolBase):
     """One connection: closed when over the limit or too slow to send its request.
 
     Mixed into uvicorn's ``HttpToolsProtocol`` by ``bounded_http``, which sets ``limits``
     and ``waiting`` (the connections waiting for, or still receiving, a request,
-    longest-waiting first).
+    longest-waiting first). The details of uvicorn's protocol it relies on are listed in
+    ``crypto_pipeline.workarounds.uvicorn``.
     """
 
     limits: Limits
@@ -108,7 +112,7 @@ class _Bounded(_Protocol):
 
     def _make_room(self) -> None:
         """Closes the connection waiting longest for its request when over the limit."""
-        if len(self.connections) <= self.limits.max_connections:
+        if len(open_connections(self)) <= self.limits.max_connections:
             return
         oldest = next(iter(self.waiting), self)
         self.waiting.pop(oldest, None)
@@ -133,7 +137,7 @@ class _Bounded(_Protocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._stop_timer()
-        if self.cycle is not None and not self.cycle.response_complete:
+        if response_pending(self):
             self.waiting.pop(self, None)  # being answered
 
     def on_response_complete(self) -> None:
@@ -159,7 +163,7 @@ class _Bounded(_Protocol):
         self._timer = None
         if self.transport.is_closing():
             return
-        if self.cycle is None or self.cycle.response_complete:
+        if not response_pending(self):
             self.transport.write(_late_answer(self.limits.header_timeout_s))
         self.transport.close()
         _repeated(
@@ -181,9 +185,7 @@ class _Bounded(_Protocol):
 
 def bounded_http(limits: Limits):
     """The HTTP protocol of uvicorn (httptools) with ``limits`` on connections and read times."""
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-    return type("BoundedHttp", (_Bounded, HttpToolsProtocol), {"limits": limits, "waiting": {}})
+    return type("BoundedHttp", (_Bounded, http_protocol()), {"limits": limits, "waiting": {}})
 
 
 def _late_answer(seconds: float) -> bytes:
@@ -206,13 +208,10 @@ def queue_connections(server, depth: int) -> None:
     one turn. A short queue drops a burst of connections (each client then waits a second
     to try again); a long turn accepts more connections than there are files for.
     """
-    startup = server.startup
 
-    async def startup_then_deepen(sockets=None):
-        await startup(sockets=sockets)
-        for listener in server.servers:
-            for sock in listener.sockets:
-                with socket.socket(fileno=os.dup(sock.fileno())) as same:
-                    same.listen(depth)
+    def deepen() -> None:
+        for sock in listening_sockets(server):
+            with socket.socket(fileno=os.dup(sock.fileno())) as same:
+                same.listen(depth)
 
-    server.startup = startup_then_deepen
+    after_startup(server, deepen)

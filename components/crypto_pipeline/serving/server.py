@@ -30,6 +30,7 @@ from crypto_pipeline.workarounds.kserve import (
     loop_exception_handler,
     served_app,
 )
+from crypto_pipeline.workarounds.uvicorn import serve_with
 
 DEFAULT_HOST = "127.0.0.1"
 """Where the server listens unless told otherwise: this machine only."""
@@ -69,8 +70,7 @@ def _model_server(kserve, host: str, port: int, limits: Limits):
 
     def configure(config, uvicorn_server) -> None:
         config.host = host
-        config.http = bounded_http(limits)
-        config.backlog = limits.accept_at_once
+        serve_with(config, bounded_http(limits), limits.accept_at_once)
         queue_connections(uvicorn_server, limits.queue)
 
     configure_rest_server(server, configure)
