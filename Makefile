@@ -70,25 +70,22 @@ lab: setup  ## open JupyterLab on the notebooks, with the project's environment 
 	JUPYTER_CONFIG_PATH="$(CURDIR)/jupyter$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}" \
 	  $(BIN)/jupyter lab --ServerApp.root_dir=. notebooks/01-introduction.ipynb
 
-test: lint security-scan  ## lint, scan, then run every test and validate the notebooks (nbval) (~15 to 23 min)
-	$(BIN)/pytest
+# pytest-xdist: the tests in several processes, each test file whole in one of them (its
+# module fixtures made once).
+# make test: three on two cores, as many of its tests wait; test-fast: one per core, as its
+# tests compute.
+PARALLEL = -n $(or $(TEST_PROCESSES),$(1)) --dist loadfile
+
+test: lint security-scan  ## lint, scan, then run every test and validate the notebooks (nbval), in 3 processes (TEST_PROCESSES=N) (~15 min)
+	$(BIN)/pytest $(call PARALLEL,3)
 
 # The slow kinds are pyproject.toml's markers; tests/conftest.py marks the notebooks (nbval)
 # and the tests named there. test-fast lists the slowest tests: mark what grows slow.
 FAST := not pipeline_run and not notebook and not browser and not docker and not network and not slow and not drill
-# Two pytest processes, one per core, of about the same time: tests/pipeline but its server
-# tests, beside the rest.
-FAST_REST := tests/assets tests/faults tests/notebooks tests/site tests/unit tests/pipeline/test_serve.py
 
-test-fast: setup-dev  ## the unit, pipeline and asset tests, none of the slow kinds (runs, notebooks, browser, Docker, servers, drills), two processes; prints its time (~3.5 min)
-	@SECONDS=0; logs=$$(mktemp -d); trap 'rm -rf "$$logs"' EXIT; \
-	$(BIN)/pytest -q -p no:cacheprovider --durations=8 -m "$(FAST)" tests/pipeline \
-	  --ignore=tests/pipeline/test_serve.py \
-	  > "$$logs/pipeline" 2>&1 & first=$$!; \
-	$(BIN)/pytest -q -p no:cacheprovider --durations=8 -m "$(FAST)" $(FAST_REST) \
-	  > "$$logs/rest" 2>&1; rest=$$?; wait $$first; first=$$?; \
-	cat "$$logs/pipeline" "$$logs/rest"; \
-	echo "make test-fast: $$SECONDS s (make test runs the slow kinds too)"; exit $$((first || rest))
+test-fast: setup-dev  ## the unit, pipeline and asset tests, none of the slow kinds (runs, notebooks, browser, Docker, servers, drills), a process per core; prints its time (~3 min)
+	@SECONDS=0; $(BIN)/pytest $(call PARALLEL,auto) -q -p no:cacheprovider --durations=8 -m "$(FAST)"; \
+	status=$$?; echo "make test-fast: $$SECONDS s (make test runs the slow kinds too)"; exit $$status
 
 test-containers: setup  ## build every image, push and pull it through a local registry, run the pipeline in them, the workshop image and its dev container (root) (~20 min)
 	bash scripts/test_containers.sh

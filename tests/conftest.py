@@ -107,6 +107,9 @@ def pytest_configure(config):
 KIND_OF_FIXTURE = {
     "executed_notebooks": "notebook",  # executes every notebook when the copies are stale
     "engine": "docker",  # tests/notebooks/test_exercises_02.py: the real Docker engine
+    "kubernetes_copy": "notebook",  # tests/notebooks/test_notebooks.py: nbval over a copy
+    "server": "network",  # a real server for the test module (test_serve.py, the drills)
+    "bounded_server": "network",  # tests/pipeline/test_serve.py: a server with tight limits
     "browser": "browser",
 }
 PIPELINE_RUNS = {

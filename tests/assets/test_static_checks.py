@@ -9,6 +9,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 from crypto_workshop.offline import lint_dockerfiles, validate_manifests
@@ -93,6 +94,7 @@ def test_dockerfiles_pin_their_base_images():
             assert ":" in base and not base.endswith(":latest"), f"{dockerfile}: {base}"
 
 
+@pytest.mark.slow  # a secrets scan of the whole tree
 def test_no_secrets_in_the_tree():
     """detect-secrets over the whole tree finds nothing, and the baseline says so too."""
     baseline = json.loads((ROOT / ".secrets.baseline").read_text())

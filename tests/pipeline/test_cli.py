@@ -150,6 +150,7 @@ TRIAL_FLAGS = (
 )
 
 
+@pytest.mark.slow  # real tuning and training through the CLI
 def test_tune_train_and_trial_commands(tmp_path):
     data = tmp_path / "data"
     assert cli("transform", "--input", str(SAMPLE_PATH), "--output-dir", str(data)).returncode == 0

@@ -267,6 +267,7 @@ def test_the_server_listens_on_loopback_only(server):
         assert s.connect_ex(("127.0.0.2", port)) != 0  # another loopback address
 
 
+@pytest.mark.network  # a real server on every interface
 def test_host_opens_every_interface_and_refusals_are_one_log_line(trained, tmp_path):
     log_path = tmp_path / "server.log"
     bad = [

@@ -403,6 +403,7 @@ def test_the_exported_model_follows_the_umask(tmp_path):
     assert (tmp_path / "model" / "variables").stat().st_mode & 0o777 == 0o775
 
 
+@pytest.mark.slow  # fresh interpreters importing TensorFlow
 def test_tune_and_train_do_not_import_each_other():
     """Each step loads what it needs: the splits, params and plots have homes of their own."""
     import subprocess
