@@ -241,7 +241,8 @@ def tune(
         The best params, every trial, the plots and the importances.
 
     Raises:
-        SourceError, DataError: The splits are missing or too small.
+        SourceError, DataError: The splits are missing, too small or changed after the
+            transform (``splits.load_splits``).
         TrainingError: Every trial failed.
     """
     config = config or TuneConfig()
