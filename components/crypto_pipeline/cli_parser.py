@@ -94,13 +94,12 @@ def settings_flags(
     settings = STEP_SETTINGS[step]
     kinds = typing.get_type_hints(settings)
     for f in dataclasses.fields(settings):
-        flag = f.metadata.get("flag", "")
+        flag = settings.flag(f.name)
         if flag is None or f.name in skip:
             continue
         name = f"{step}.{f.name}"
         default = (defaults or {}).get(f.name)
         shown = getattr(settings(), f.name) if default is None else default
-        flag = flag or f.name.replace("_", "-")
         parser.add_argument(
             f"--{prefix}{flag}",
             *(RUN_ALIASES.get(name, ()) if prefix else ()),

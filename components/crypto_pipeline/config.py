@@ -148,12 +148,12 @@ class IngestConfig(Settings):
     )
 
     def __post_init__(self):
-        _positive(max_source_mb=self.max_mb)
+        _positive(self, "max_mb")
         if isinstance(self.max_seconds, bool) or not (
             isinstance(self.max_seconds, int | float) and 0 < self.max_seconds <= MAX_SOURCE_SECONDS
         ):
             raise ConfigError(
-                f"max_source_seconds={self.max_seconds!r} must be a number of seconds above 0 "
+                f"max_seconds={self.max_seconds!r} must be a number of seconds above 0 "
                 f"and at most {MAX_SOURCE_SECONDS:g} (7 days)",
                 "pass --max-source-seconds with a positive number up to "
                 f"{MAX_SOURCE_SECONDS:g}, e.g. --max-source-seconds 3600",
@@ -179,7 +179,7 @@ class TuneConfig(Settings):
     seed: int = setting(42, help="seeds the sampler and every trial's training")
 
     def __post_init__(self):
-        _positive(trials=self.trials, epochs=self.epochs, patience=self.patience)
+        _positive(self, "trials", "epochs", "patience")
         _seed(self.seed)
 
 
@@ -198,7 +198,7 @@ class TrainConfig(Settings):
     seed: int = setting(42, help="seeds weights and shuffling: the same seed, the same metrics")
 
     def __post_init__(self):
-        _positive(epochs=self.epochs, patience=self.patience)
+        _positive(self, "epochs", "patience")
         _seed(self.seed)
 
 
@@ -206,13 +206,20 @@ def _whole(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _positive(**values: int) -> None:
-    """The rule for counts (trials, epochs, patience, seconds): a whole number, at least 1."""
-    for name, value in values.items():
+def _positive(settings: Settings, *names: str) -> None:
+    """The rule for counts (trials, epochs, patience, seconds): a whole number, at least 1.
+
+    Each of the fields NAMES of SETTINGS must keep it; the fix names the field's option.
+    """
+    for name in names:
+        value = getattr(settings, name)
         if not _whole(value) or value < 1:
+            option = settings.flag(name)
             raise ConfigError(
                 f"{name}={value!r} must be a whole number of at least 1",
-                f"pass --{name.replace('_', '-')} with a positive integer",
+                f"pass --{option} with a positive integer"
+                if option
+                else f"set {name} to a positive integer",
             )
 
 
@@ -274,7 +281,7 @@ class DeployConfig(Settings):
             raise ConfigError(
                 f"unknown deploy target {self.target!r}", "use --target local or cluster"
             )
-        _positive(ready_timeout=self.ready_timeout)
+        _positive(self, "ready_timeout")
 
 
 STEP_SETTINGS: dict[str, type[Settings]] = {

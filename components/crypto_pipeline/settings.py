@@ -42,6 +42,15 @@ class Settings:
     __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
     """Each subclass is a dataclass: its fields are the settings."""
 
+    @classmethod
+    def flag(cls, name: str) -> str | None:
+        """The option of field NAME in its step's command, dashes left out.
+
+        ``max-source-mb`` for ``max_mb``; ``None`` where the field has no option.
+        """
+        flag = cls.__dataclass_fields__[name].metadata.get("flag", "")
+        return None if flag is None else flag or name.replace("_", "-")
+
     def to_dict(self) -> dict[str, Any]:
         """The settings, field by field, as JSON values."""
         return {f.name: plain_value(getattr(self, f.name)) for f in dataclasses.fields(self)}

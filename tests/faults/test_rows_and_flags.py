@@ -186,20 +186,20 @@ _SECONDS_FIX = (
 )
 SOURCE_LIMITS = {
     ("--max-source-mb", "0"): (
-        "error: max_source_mb=0 must be a whole number of at least 1",
+        "error: max_mb=0 must be a whole number of at least 1",
         "  fix: pass --max-source-mb with a positive integer",
     ),
     ("--max-source-seconds", "nan"): (
-        f"error: max_source_seconds=nan {_SECONDS_RULE}",
+        f"error: max_seconds=nan {_SECONDS_RULE}",
         f"  fix: {_SECONDS_FIX}",
     ),
     ("--max-source-seconds", "-1"): (
-        f"error: max_source_seconds=-1.0 {_SECONDS_RULE}",
+        f"error: max_seconds=-1.0 {_SECONDS_RULE}",
         f"  fix: {_SECONDS_FIX}",
     ),
     # beyond what a timer counts: threading's OverflowError, once reported as "could not reach"
     ("--max-source-seconds", "1e10"): (
-        f"error: max_source_seconds=10000000000.0 {_SECONDS_RULE}",
+        f"error: max_seconds=10000000000.0 {_SECONDS_RULE}",
         f"  fix: {_SECONDS_FIX}",
     ),
 }

@@ -110,10 +110,10 @@ def test_the_image_tag_is_the_packages_version():
 @pytest.mark.parametrize(
     ("settings", "named"),
     [
-        ({"max_mb": 0}, "max_source_mb=0"),
-        ({"max_seconds": 0}, "max_source_seconds=0"),
-        ({"max_seconds": float("nan")}, "max_source_seconds=nan"),
-        ({"max_seconds": True}, "max_source_seconds=True"),
+        ({"max_mb": 0}, "max_mb=0"),
+        ({"max_seconds": 0}, "max_seconds=0"),
+        ({"max_seconds": float("nan")}, "max_seconds=nan"),
+        ({"max_seconds": True}, "max_seconds=True"),
     ],
 )
 def test_source_limits_are_positive(settings, named):
