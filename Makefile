@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 LEARNER := $(VENV)/.learner
 FULL := $(VENV)/.full
 # The version's one home: crypto_pipeline.__version__ (pyproject.toml reads it too).
-VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' components/crypto_pipeline/__init__.py)
+VERSION := $(shell python3 scripts/image_tag.py --version)
 
 .PHONY: help setup setup-dev pipeline pipeline-docker images serve compile check-compiled notebooks slides site browser lab test test-fast test-containers cluster-e2e security-scan lint typecheck format bench bench-serving bench-pipeline results sample lock clean
 

@@ -23,7 +23,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 REGISTRY="${REGISTRY:-localhost:${REGISTRY_PORT:-5001}/kubeflow-for-poets}"
-VERSION="$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$ROOT/components/crypto_pipeline/__init__.py")"
+VERSION="$(python3 "$ROOT/scripts/image_tag.py" --version)"
 TAG="${TAG:-$(python3 "$ROOT/scripts/image_tag.py")}"
 read -r -a IMAGES <<< "${IMAGES:-ingest transform train serve}"
 push=0

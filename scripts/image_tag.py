@@ -1,6 +1,7 @@
 """Prints the step images' tag: the package version and a digest of what the images hold.
 
-    python3 scripts/image_tag.py          # e.g. <version>-3f2a9c41d07e
+    python3 scripts/image_tag.py            # e.g. <version>-3f2a9c41d07e
+    python3 scripts/image_tag.py --version  # the bare version, crypto_pipeline.__version__
 
 The digest covers every file the step images are built from (their Dockerfiles and the
 files beside them, the package, pyproject.toml, README.md and the Linux locks), so a
@@ -35,8 +36,8 @@ def image_inputs(root: Path = ROOT) -> list[Path]:
     return files
 
 
-def image_tag(root: Path = ROOT) -> str:
-    """``<version>-<12 hex digits>``: crypto_pipeline.__version__ and the inputs' digest."""
+def package_version(root: Path = ROOT) -> str:
+    """``crypto_pipeline.__version__``, the version's one home, read without importing it."""
     # A regular expression, not an import: any python3 runs this, before any environment.
     home = root / "components" / "crypto_pipeline" / "__init__.py"
     match = re.search(r'^__version__ = "([^"]+)"', home.read_text(), re.M)
@@ -45,7 +46,12 @@ def image_tag(root: Path = ROOT) -> str:
             f'error: {home} has no __version__ = "…" line\n'
             'fix: put the version back there: __version__ = "X.Y.Z" (pyproject.toml reads it)'
         )
-    version = match[1]
+    return match[1]
+
+
+def image_tag(root: Path = ROOT) -> str:
+    """``<version>-<12 hex digits>``: crypto_pipeline.__version__ and the inputs' digest."""
+    version = package_version(root)
     digest = hashlib.sha256()
     for path in image_inputs(root):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
@@ -56,7 +62,13 @@ def image_tag(root: Path = ROOT) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--list", action="store_true", help="print the files it covers")
+    parser.add_argument(
+        "--version", action="store_true", help="print the bare version (the reused tag) only"
+    )
     args = parser.parse_args()
+    if args.version:
+        print(package_version())
+        return
     if args.list:
         print("\n".join(p.relative_to(ROOT).as_posix() for p in image_inputs()))
     print(image_tag())

@@ -63,7 +63,7 @@ WORK="$ROOT/.tools/containers"
 BASE=poets-standin/debian:bookworm
 IMAGES="kubeflow-for-poets"
 # The bare version (crypto_pipeline.__version__), as `make compile` and build_images.sh tag.
-TAG="$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$ROOT/components/crypto_pipeline/__init__.py")"
+TAG="$(python3 "$ROOT/scripts/image_tag.py" --version)"
 REGISTRY_PORT=5001
 KIND_REGISTRY_PORT=5000  # kind-registry's port in cluster/containerd-hosts.toml
 WORKER_POOL_PORT=50000  # Beam's SDK worker pool, as Beam's SDK images start it

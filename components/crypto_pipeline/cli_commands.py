@@ -1,4 +1,4 @@
-"""The pipeline's commands: ``run``, each step's own, ``compile`` and ``submit``.
+"""The pipeline's commands: ``run``, each step's own, ``compile``, ``submit`` and ``sample``.
 
 Each takes the parsed flags (``cli_parser``), builds its settings (``cli_settings``) before
 it reads anything, does its work and prints what it did.
@@ -27,6 +27,7 @@ from crypto_pipeline.config import (
 )
 from crypto_pipeline.errors import ConfigError, PipelineError
 from crypto_pipeline.hyperparameters import SEARCH_SPACE
+from crypto_pipeline.sample_data import write_sample
 from crypto_pipeline.schema import FORMATS
 
 
@@ -290,3 +291,9 @@ def submit(args: argparse.Namespace) -> None:
     )
     if args.wait:
         print(f"run {result.run_id}: {wait(result, args.timeout)}")
+
+
+def sample(args: argparse.Namespace) -> None:
+    """``sample``: the bundled synthetic sample, written again."""
+    path = write_sample(Path(args.output))
+    print(f"wrote the synthetic sample (not real market data) to {path}")

@@ -26,8 +26,10 @@ from crypto_pipeline.config import (
     DEFAULT_REGISTRY,
     DEFAULT_TAG,
     RUNNERS,
+    SEARCH_ONLY,
     STEP_SETTINGS,
     PipelineConfig,
+    step_image,
 )
 from crypto_pipeline.hyperparameters import SEARCH_SPACE
 from crypto_pipeline.images import default_tag
@@ -155,8 +157,8 @@ def _run(sub) -> None:
         p.add_argument(
             f"--{name}",
             type=int,
-            help=f"{name} of {' and '.join(steps)}, unless --{steps[0]}-{name} and the like "
-            f"say otherwise (default: {shown})",
+            help=f"{name} of {' and '.join(steps)}, unless --{RUN_PREFIXES[steps[0]]}{name} and "
+            f"the like say otherwise (default: {shown})",
         )
     p.add_argument(
         "--runner",
@@ -209,7 +211,7 @@ def _tune(sub) -> None:
     p.add_argument("--katib-manifest", metavar="PATH", help="write the Katib Experiment YAML here")
     p.add_argument(
         "--katib-image",
-        default=f"{DEFAULT_REGISTRY}/train:{default_tag()}",
+        default=step_image("tune", tag=default_tag()),
         help="training image for Katib trials (default: %(default)s)",
     )
     p.add_argument(
@@ -253,7 +255,7 @@ def _model_steps(sub) -> None:
         "'eval_loss=<value>' after every epoch, for Katib's stdout metrics collector.",
     )
     p.add_argument("--data-dir", required=True, help="a transform output folder")
-    settings_flags(p, "tune", skip=("trials",))
+    settings_flags(p, "tune", skip=SEARCH_ONLY)
     for h in SEARCH_SPACE:
         kind = {"int": int, "float": float}.get(h.kind, int)
         p.add_argument(f"--{h.flag}", dest=h.name, type=kind, required=True, help=h.help)
@@ -272,7 +274,7 @@ def _deploy(sub) -> None:
     )
     p.add_argument("--model", required=True, help="a SavedModel folder (train's model/)")
     p.add_argument("--output-dir", required=True)
-    settings_flags(p, "deploy", defaults={"image": f"{DEFAULT_REGISTRY}/serve:{default_tag()}"})
+    settings_flags(p, "deploy", defaults={"image": step_image("deploy", tag=default_tag())})
     p.set_defaults(func=cli_commands.deploy)
 
 
@@ -387,4 +389,4 @@ def _serving(sub) -> None:
         description="Writes the deterministic synthetic sample (not real market data).",
     )
     p.add_argument("--output", default=str(SAMPLE_PATH), help="default: the bundled file")
-    p.set_defaults(func=cli_serving.sample)
+    p.set_defaults(func=cli_commands.sample)

@@ -1,4 +1,4 @@
-"""The serving commands: ``serve`` a model, ``predict`` with it, ``sample`` the data again.
+"""The serving commands: ``serve`` a model, ``predict`` with it.
 
 ``serve`` takes the latest run's model unless told which.
 """
@@ -11,7 +11,6 @@ from pathlib import Path
 
 from crypto_pipeline.errors import ConfigError
 from crypto_pipeline.files import is_remote, local_path
-from crypto_pipeline.sample_data import write_sample
 
 
 def latest_summary(pipeline_root: str) -> dict:
@@ -119,9 +118,3 @@ def predict(args: argparse.Namespace) -> None:
     print(
         f"predicted close: {close:,.2f} (open {args.open:g}, high {args.high:g}, low {args.low:g})"
     )
-
-
-def sample(args: argparse.Namespace) -> None:
-    """``sample``: the bundled synthetic sample, written again."""
-    path = write_sample(Path(args.output))
-    print(f"wrote the synthetic sample (not real market data) to {path}")

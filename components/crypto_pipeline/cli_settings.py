@@ -79,14 +79,14 @@ def step_settings(args: argparse.Namespace, kind: type[S], **values: Any) -> S:
     return kind.from_dict({**given(args, step), **values}, step)
 
 
-def coin(given: str | None, header: Callable[[], Header | None], source: str, how: str) -> str:
-    """The coin to keep: as given, or the default for a file whose slug column names coins.
+def coin(named: str | None, header: Callable[[], Header | None], source: str, how: str) -> str:
+    """The coin to keep: as NAMED, or the default for a file whose slug column names coins.
 
     A single-asset file does not say which coin it holds: it must be named, never guessed.
-    ``header`` reads the file's header; it is called only when no coin is given.
+    ``header`` reads the file's header; it is called only when no coin is named.
     """
-    if given is not None:
-        return given
+    if named is not None:
+        return named
     found = header()
     if found is not None and found.single_asset:
         from crypto_pipeline.urls import mask_credentials

@@ -3,10 +3,12 @@
 import ast
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from crypto_pipeline.config import DEFAULT_REGISTRY, DEFAULT_TAG
+from crypto_pipeline.files import staged_files
 from crypto_pipeline.pipeline import build_pipeline
 
 COMPILED_HEADER = (
@@ -27,10 +29,13 @@ def compile_pipeline(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.yaml")  # the compiler insists on .yaml
-    compiler.Compiler().compile(build_pipeline(registry, tag, cache_deploy=False), str(tmp))
-    path.write_text(COMPILED_HEADER + _sorted_defaults(tmp.read_text()))
-    tmp.unlink()
+    with tempfile.TemporaryDirectory() as work:
+        compiled = Path(work, "pipeline.yaml")  # the compiler insists on .yaml
+        compiler.Compiler().compile(
+            build_pipeline(registry, tag, cache_deploy=False), str(compiled)
+        )
+        with staged_files(path) as (staged,):
+            staged.write_text(COMPILED_HEADER + _sorted_defaults(compiled.read_text()))
     return path
 
 

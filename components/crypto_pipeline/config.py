@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from crypto_pipeline import __version__
 from crypto_pipeline.dates import DATE_FORMATS, DateFormat
@@ -24,9 +24,24 @@ DEFAULT_REGISTRY = "localhost:5001/kubeflow-for-poets"
 """Where the component images live: by default a local registry beside a kind cluster."""
 DEFAULT_TAG = __version__
 """The images' version tag: the package's version."""
-DEFAULT_TRAINING_IMAGE = f"{DEFAULT_REGISTRY}/train:{DEFAULT_TAG}"
+STEP_IMAGES = {
+    "ingest": "ingest",
+    "transform": "transform",
+    "tune": "train",
+    "train": "train",
+    "deploy": "serve",
+}
+"""The image (under the registry) that each step runs in: tune and train share TensorFlow."""
+
+
+def step_image(step: str, registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_TAG) -> str:
+    """The image a step runs in, as the compiled pipeline names it: ``registry/<image>:tag``."""
+    return f"{registry}/{STEP_IMAGES[step]}:{tag}"
+
+
+DEFAULT_TRAINING_IMAGE = step_image("train")
 """The image that tune and train (and Katib's trials) run in."""
-DEFAULT_SERVING_IMAGE = f"{DEFAULT_REGISTRY}/serve:{DEFAULT_TAG}"
+DEFAULT_SERVING_IMAGE = step_image("deploy")
 """The image of the model server, locally in Docker and as KServe's predictor."""
 DEFAULT_NAMESPACE = "kubeflow"
 """Where the cluster's objects go: KFP standalone's namespace (a profile's in multi-user)."""
@@ -183,6 +198,11 @@ class TuneConfig(Settings):
         _seed(self.seed)
 
 
+SEARCH_ONLY = ("trials",)
+"""The fields of ``TuneConfig`` that only the search uses; one trial (``crypto-pipeline
+trial``, a Katib trial's command) takes the others."""
+
+
 @dataclass(frozen=True)
 class TrainConfig(Settings):
     """How the final model trains with the best hyperparameters.
@@ -248,7 +268,8 @@ class DeployConfig(Settings):
             able to read ``storage_uri``: ``scripts/cluster.sh storage`` gives it KFP's
             object store (SeaweedFS in KFP 2.16); on GKE, workload identity. Empty: the
             namespace's default.
-        image: The serve image, which KServe runs as a custom predictor.
+        image: The serve image, which KServe runs as a custom predictor. In a
+            ``PipelineConfig``, the default follows its ``registry`` and ``tag``.
         target: ``local`` writes the manifest; ``cluster`` also applies it and waits
             until the model is served.
         ready_timeout: With ``cluster``: seconds to wait for the InferenceService to be
@@ -268,7 +289,10 @@ class DeployConfig(Settings):
         PREDICTOR_SERVICE_ACCOUNT,
         help="the predictor's service account, which can read the storage (see cluster/)",
     )
-    image: str = setting(DEFAULT_SERVING_IMAGE, help="the serve image KServe runs")
+    image: str = setting(
+        DEFAULT_SERVING_IMAGE,
+        help="the serve image KServe runs (in run: the serve image of --registry and --tag)",
+    )
     target: str = setting(
         "local", help="local: write the manifest; cluster: also apply it and wait until served"
     )
@@ -333,6 +357,11 @@ class PipelineConfig:
             raise ConfigError(
                 f"unknown runner {self.runner!r}", "use --runner subprocess or docker"
             )
+        if self.deploy.image == DEFAULT_SERVING_IMAGE:
+            # Unless another serve image is named, KServe runs the serve image of this
+            # run's registry and tag, where the steps' images are.
+            serve = step_image("deploy", self.registry, self.tag)
+            object.__setattr__(self, "deploy", replace(self.deploy, image=serve))
 
 
 def cluster_uri(uri: str) -> str:

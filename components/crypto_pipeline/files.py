@@ -1,8 +1,9 @@
 """Where a path lives, and writes that readers see whole or not at all.
 
 ``is_remote`` is the one rule for local versus remote: a URI with a scheme other than
-``file://`` (``gs://``, ``s3://``, ``http://``, ``memory://``) is remote; a plain path and a
-``file://`` URI are local (``local_path`` turns the latter into a path).
+``file://`` and ``local://`` (``gs://``, ``s3://``, ``http://``, ``memory://``) is remote; a
+plain path and a ``file://`` or ``local://`` URI (fsspec's two names for this machine's
+disk; a scheme in any case) are local, and ``local_path`` turns the latter into a path.
 
 ``staged_files`` and ``staged_folder`` write beside the target, then swap it in with one
 rename: a reader, or a run killed halfway, sees the old content or the new one, never
@@ -19,17 +20,21 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+LOCAL_SCHEMES = ("file", "local")
+"""The schemes of this machine's disk (``file:///a``, and fsspec's ``local:///a``)."""
+
 
 def is_remote(uri: str | os.PathLike[str]) -> bool:
-    """Whether URI names a bucket or server (a scheme other than ``file://``)."""
-    text = os.fspath(uri)
-    return "://" in text and not text.startswith("file://")
+    """Whether URI names a bucket or server (a scheme other than ``LOCAL_SCHEMES``)."""
+    scheme, sep, _ = os.fspath(uri).partition("://")
+    return bool(sep) and scheme.lower() not in LOCAL_SCHEMES
 
 
 def local_path(uri: str | os.PathLike[str]) -> str:
     """The path of a local URI: ``file:///a/b`` -> ``/a/b``; a plain path as it is."""
     text = os.fspath(uri)
-    return text.removeprefix("file://")
+    scheme, sep, path = text.partition("://")
+    return path if sep and scheme.lower() in LOCAL_SCHEMES else text
 
 
 @contextlib.contextmanager
@@ -82,6 +87,16 @@ def swap_in(staging: str | os.PathLike[str], target: str | os.PathLike[str]) -> 
     os.replace(staging, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def swap_link(link: str | os.PathLike[str], target: str) -> None:
+    """Points the symbolic link LINK at TARGET (a name in LINK's folder) in one rename.
+
+    Readers follow the old target or the new one, never none.
+    """
+    moving = staging_beside(link)
+    moving.symlink_to(target)
+    os.replace(moving, link)
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ from crypto_pipeline.config import (
     DATA_PVC,
     DEFAULT_NAMESPACE,
     DEFAULT_TRAINING_IMAGE,
+    SEARCH_ONLY,
     TuneConfig,
 )
 from crypto_pipeline.files import is_remote, local_path
@@ -118,8 +119,9 @@ def _trial_template(config: TuneConfig, data_dir: str, image: str, data_pvc: str
     Where ``data_dir`` is a path, the pod mounts the claim ``data_pvc`` there read-only.
     """
     command = ["crypto-pipeline", "trial", "--data-dir", data_dir]
-    command += ["--epochs", str(config.epochs), "--patience", str(config.patience)]
-    command += ["--seed", str(config.seed)]
+    for name, value in config.to_dict().items():
+        if name not in SEARCH_ONLY:
+            command += [f"--{config.flag(name)}", str(value)]
     command += [f"--{h.flag}=${{trialParameters.{_camel(h.name)}}}" for h in SEARCH_SPACE]
     training: dict[str, Any] = {"name": "training", "image": image}
     pod_volumes: dict[str, Any] = {}

@@ -20,6 +20,7 @@ from typing import Any
 
 from crypto_pipeline.config import DEFAULT_REGISTRY, DEFAULT_TAG, PipelineConfig
 from crypto_pipeline.errors import Interrupted, PipelineError
+from crypto_pipeline.files import swap_link
 from crypto_pipeline.fingerprint import source_fingerprint
 from crypto_pipeline.local_cache import drop_stale_cache, record_artifacts
 from crypto_pipeline.local_docker import docker_runner
@@ -281,8 +282,5 @@ def run_config(
     summary["runner"] = config.runner
     (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     latest = root / "latest"
-    moving = root / f".latest-{run.run_dir.name}"
-    moving.unlink(missing_ok=True)
-    moving.symlink_to(run.run_dir.name)
-    moving.replace(latest)  # atomic: readers see the old run or the new one, never none
+    swap_link(latest, run.run_dir.name)
     return {**summary, "latest": str(latest)}

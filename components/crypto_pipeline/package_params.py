@@ -2,7 +2,7 @@
 
 Each step's settings travel as one struct parameter (``pipeline.pipeline_arguments``);
 ``--param`` sets one of them as ``STEP.FIELD=VALUE`` (``tune.patience=30``), typed and
-checked by the rules of the step's settings (``config.Settings.from_dict``), and a
+checked by the rules of the step's settings (``settings.Settings.from_dict``), and a
 parameter of its own as ``KEY=VALUE`` (``source_uri=gs://…``).
 """
 

@@ -8,9 +8,9 @@ The same pipeline
   (``crypto_pipeline.compiled``), each step in its image (``registry/<image>:<tag>``);
   ``crypto_pipeline.submit`` starts it on a KFP host.
 
-Images: ingest -> ``ingest``, transform -> ``transform``, tune and train -> ``train``
-(they share TensorFlow), deploy -> ``serve``. They hold the package and kfp, and no
-credentials. The parameters' defaults are those of ``PipelineConfig``.
+Images (``config.STEP_IMAGES``): ingest -> ``ingest``, transform -> ``transform``, tune
+and train -> ``train`` (they share TensorFlow), deploy -> ``serve``. They hold the package
+and kfp, and no credentials. The parameters' defaults are those of ``PipelineConfig``.
 
 Parameters: ``source_uri``, ``source_fingerprint`` and one struct per step (``ingest``,
 ``transform``, ``tune``, ``train``, ``deploy``: ``config.STEP_SETTINGS``), each the step's
@@ -29,23 +29,17 @@ from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Model
 
 from crypto_pipeline import steps
-from crypto_pipeline.config import DEFAULT_REGISTRY, DEFAULT_TAG, STEP_SETTINGS, PipelineConfig
+from crypto_pipeline.config import (
+    DEFAULT_REGISTRY,
+    DEFAULT_TAG,
+    STEP_IMAGES,
+    STEP_SETTINGS,
+    PipelineConfig,
+    step_image,
+)
 
 PIPELINE_NAME = "crypto-pipeline"
-STEP_IMAGES = {
-    "ingest": "ingest",
-    "transform": "transform",
-    "tune": "train",
-    "train": "train",
-    "deploy": "serve",
-}
-"""The image (under the registry) that each step runs in."""
 STEPS = tuple(STEP_IMAGES)
-
-
-def step_image(step: str, registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_TAG) -> str:
-    """The image a step runs in, as the compiled pipeline names it: ``registry/<image>:tag``."""
-    return f"{registry}/{STEP_IMAGES[step]}:{tag}"
 
 
 def pipeline_arguments(config: PipelineConfig) -> dict[str, Any]:
@@ -85,8 +79,8 @@ def build_pipeline(
     tune_op = component(steps.tune_step, "tune")
     train_op = component(steps.train_step, "train")
     deploy_op = component(steps.deploy_step, "deploy")
-    d = pipeline_arguments(PipelineConfig())  # the defaults, from the one settings object
-    d["deploy"]["image"] = step_image("deploy", registry, tag)  # deploy's own image
+    # The defaults, from the one settings object (deploy's image: the serve image here).
+    d = pipeline_arguments(PipelineConfig(registry=registry, tag=tag))
 
     class Outputs(NamedTuple):
         raw: Dataset

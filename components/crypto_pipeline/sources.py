@@ -154,15 +154,8 @@ def fsspec_options(uri: str, max_seconds: float) -> dict[str, Any]:
 
 
 def local_source(uri: str) -> Path | None:
-    """The path of a source on this machine (a plain path, ``file://``, ``local://``).
-
-    ``local://`` is remote by ``files.is_remote``, but fsspec reads it from this machine's
-    disk: it is checked as a local path, like the others.
-    """
-    if not is_remote(uri):
-        return Path(local_path(uri)).expanduser()
-    scheme, _, rest = uri.partition("://")
-    return Path(rest).expanduser() if scheme.lower() == "local" else None
+    """The path of a source on this machine (a plain path, ``file://``, ``local://``)."""
+    return None if is_remote(uri) else Path(local_path(uri)).expanduser()
 
 
 def open_source(uri: str, max_seconds: float = DEFAULT_MAX_SECONDS, started: float | None = None):

@@ -33,8 +33,6 @@ import logging
 import math
 import os
 import platform
-import shutil
-import uuid
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -44,6 +42,7 @@ import numpy as np
 from crypto_pipeline import features
 from crypto_pipeline.config import TrainConfig
 from crypto_pipeline.errors import ConfigError, DataError, read_step_output
+from crypto_pipeline.files import staged_folder
 from crypto_pipeline.hyperparameters import Params
 from crypto_pipeline.model import FitResult, Standardizer, build_serving, fit, least_squares
 from crypto_pipeline.plots import plot_training
@@ -248,24 +247,19 @@ def _follow_umask(folder: Path) -> None:
 
 
 def _export(serving, model_dir: Path, meta: dict[str, Any]) -> None:
-    """Exports the SavedModel next to its final place, then swaps it in."""
-    staging = model_dir.with_name(f".{model_dir.name}.staging-{uuid.uuid4().hex[:8]}")
+    """Exports the SavedModel beside its final place, then swaps it in."""
     # TensorFlow logs "Assets written to: <staging>" at INFO despite verbose=False, and
     # sets its logger to INFO itself inside Jupyter: quiet it for the export only.
     tf_logger = logging.getLogger("tensorflow")
     level = tf_logger.level
     tf_logger.setLevel(max(level, logging.WARNING))
     try:
-        serving.export(str(staging), format="tf_saved_model", verbose=False)
-        (staging / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
-        _follow_umask(staging)
-        if model_dir.exists():
-            shutil.rmtree(model_dir)
-        os.replace(staging, model_dir)
+        with staged_folder(model_dir) as staging:
+            serving.export(str(staging), format="tf_saved_model", verbose=False)
+            (staging / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+            _follow_umask(staging)
     finally:
         tf_logger.setLevel(level)
-        if staging.exists():
-            shutil.rmtree(staging)
 
 
 def load_model(model_dir: str | os.PathLike[str]):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from crypto_pipeline.config import DeployConfig
+from crypto_pipeline.config import DEFAULT_SERVING_IMAGE, DeployConfig
 from crypto_pipeline.inference_service import inference_service, manifest_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +27,7 @@ isvc_docker = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(isvc_docker)
 
 STORAGE = "pvc://crypto-models/crypto/3"
-IMAGE = "localhost:5001/kubeflow-for-poets/serve:0.1.0"
+IMAGE = DEFAULT_SERVING_IMAGE
 EXPECTED = [
     "--name",
     "kserve-container",

@@ -1,6 +1,7 @@
 """Dockerfiles, shell scripts and Kubernetes manifests, checked with the real tools."""
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -232,8 +233,9 @@ def test_the_version_has_one_home():
         and not (re.match(r"[^:]*Dockerfile:\d+:#", line))
     ]
     assert elsewhere == [], f"write crypto_pipeline.__version__ instead of {version}"
+    assert '"crypto_pipeline" / "__init__.py"' in (ROOT / "scripts/image_tag.py").read_text()
     for reader in ("Makefile", "scripts/build_images.sh", "scripts/test_containers.sh"):
-        assert "crypto_pipeline/__init__.py" in (ROOT / reader).read_text(), reader
+        assert re.search(r'image_tag\.py"? --version', (ROOT / reader).read_text()), reader
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert project["project"]["dynamic"] == ["version"]
     dynamic = project["tool"]["setuptools"]["dynamic"]["version"]
@@ -251,3 +253,36 @@ def test_make_reads_the_version_from_its_home():
     import crypto_pipeline
 
     assert done.stdout.strip() == crypto_pipeline.__version__, done.stderr
+
+
+PROJECT_IMAGE = re.compile(
+    r"kubeflow-for-poets/(?:ingest|transform|train|serve|workshop):(\d+\.\d+\.\d+)"
+)
+"""A project image named with a version (the tutorial's own images keep their tags)."""
+NOT_THE_PROJECT_S_TEXT = {".git", ".venv", ".tools", "runs", "build", "locks", "node_modules"}
+TEXT_SUFFIXES = {".md", ".ipynb", ".yaml", ".yml", ".sh", ".py", ".json"}
+
+
+def _project_texts():
+    """The project's text files, without walking into environments, runs and outputs."""
+    for folder, subfolders, files in os.walk(ROOT):
+        subfolders[:] = [d for d in subfolders if d not in NOT_THE_PROJECT_S_TEXT | {"executed"}]
+        for name in files:
+            if Path(name).suffix in TEXT_SUFFIXES or name == "Dockerfile":
+                yield Path(folder, name)
+
+
+def test_the_project_s_images_are_named_with_the_package_s_version():
+    from crypto_pipeline import __version__
+
+    stale = [
+        f"{path.relative_to(ROOT)}: {found.group(0)}"
+        for path in _project_texts()
+        for found in PROJECT_IMAGE.finditer(path.read_text(errors="replace"))
+        if found.group(1) != __version__
+    ]
+    assert not stale, (
+        f"these name a project image with another version than __version__ {__version__} "
+        f"(crypto_pipeline/__init__.py): write {__version__} there, or run `make compile` "
+        f"and `make notebooks` for the generated ones: {stale}"
+    )

@@ -54,7 +54,7 @@ def test_the_empty_answer_says_what_to_write(empty):
         (("  predictor:", "  predictor:\n    minReplica: 1"), "'minReplica' was unexpected"),
         (("containers:", "container:"), "'container' was unexpected"),
         (("name: kserve-container", "name: crypto"), "named kserve-container"),
-        (("serve:0.1.0", "nginx-server:0.1.0"), "the project's serve image"),
+        (("/serve:", "/nginx-server:"), "the project's serve image"),
         (("STORAGE_URI", "MODEL_URI"), "set the container's STORAGE_URI variable"),
         (("crypto/1", "crypto/2"), "STORAGE_URI is gs://my-bucket/models/crypto/2"),
         (('"/mnt/models"', '"/models"'), "must load the model from /mnt/models"),

@@ -150,6 +150,20 @@ TRIAL_FLAGS = (
 )
 
 
+def test_run_s_registry_and_tag_reach_the_serve_image_kserve_runs():
+    from crypto_pipeline.cli_parser import build_parser
+    from crypto_pipeline.cli_settings import run_settings
+
+    def settings(*flags):
+        args = build_parser().parse_args(["run", "--coin", "bitcoin", *flags])
+        args.beam_args = []  # as main sets them: no Beam options
+        return run_settings(args)
+
+    moved = ("--registry", "registry.example/poets", "--tag", "2.0")
+    assert settings(*moved).deploy.image == "registry.example/poets/serve:2.0"
+    assert settings(*moved, "--deploy-image", "other/serve:3").deploy.image == "other/serve:3"
+
+
 @pytest.mark.slow  # real tuning and training through the CLI
 def test_tune_train_and_trial_commands(tmp_path):
     data = tmp_path / "data"

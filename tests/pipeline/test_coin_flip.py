@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from crypto_pipeline import __version__
 from crypto_pipeline.compiled import compiled_tasks
 from crypto_workshop import coin_flip
 
@@ -56,4 +57,4 @@ def test_compiled_crypto_pipeline_tasks_and_images():
         f"{s}-step" for s in ("ingest", "transform", "tune", "train", "deploy")
     ]
     assert by_task["train-step"]["after"] == "transform-step, tune-step"
-    assert by_task["tune-step"]["image"].endswith("/train:0.1.0")
+    assert by_task["tune-step"]["image"].endswith(f"/train:{__version__}")

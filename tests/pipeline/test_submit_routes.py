@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from test_pipeline import COMMITTED, kfp_api
 
+from crypto_pipeline import __version__
 from crypto_pipeline.cli import main
 from crypto_pipeline.submit import ROUTES, TOKEN_AUDIENCE
 
@@ -103,7 +104,7 @@ def test_a_package_with_the_reused_tag_is_refused(httpserver, capsys):
     host = httpserver.url_for("").rstrip("/")
     assert main(["submit", "--host", host, "--package", str(COMMITTED)]) == 1
     err = capsys.readouterr().err
-    assert "names its images by the reused tag 0.1.0" in err and "build_images.sh" in err
+    assert f"names its images by the reused tag {__version__}" in err and "build_images.sh" in err
     assert not httpserver.log  # nothing reached the API
     argv = ["submit", "--host", host, "--package", str(COMMITTED), "--allow-version-tag"]
     assert main(argv) == 0

@@ -6,6 +6,7 @@ from crypto_pipeline.config import (
     DEFAULT_TAG,
     SEED_MAX,
     STEP_SETTINGS,
+    DeployConfig,
     IngestConfig,
     PipelineConfig,
     Split,
@@ -99,6 +100,13 @@ def test_settings_from_a_dict_are_checked(data, problem):
     assert raised.value.problem.startswith(problem), raised.value.problem
     if "patiense" in problem:
         assert raised.value.fix.startswith("did you mean patience?")
+
+
+def test_the_serve_image_follows_the_run_s_registry_and_tag_unless_one_is_named():
+    moved = PipelineConfig(registry="registry.example/poets", tag="9.9.9")
+    assert moved.deploy.image == "registry.example/poets/serve:9.9.9"
+    named = DeployConfig(image="other.example/serve:1")
+    assert PipelineConfig(registry="registry.example/poets", deploy=named).deploy == named
 
 
 def test_the_image_tag_is_the_packages_version():

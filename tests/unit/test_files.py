@@ -1,4 +1,5 @@
-"""files.staged_folder: a folder written beside its target and swapped in whole."""
+"""files: the one rule for local versus remote; a folder written beside its target and swapped
+in whole."""
 
 from __future__ import annotations
 
@@ -10,7 +11,33 @@ from pathlib import Path
 
 import pytest
 
-from crypto_pipeline.files import staged_folder
+from crypto_pipeline.files import is_remote, local_path, staged_folder
+
+
+@pytest.mark.parametrize(
+    ("uri", "path"),
+    [
+        ("runs/models", "runs/models"),
+        ("/data/transform", "/data/transform"),
+        ("file:///data/transform", "/data/transform"),
+        ("FILE:///data/transform", "/data/transform"),  # a scheme's case does not matter
+        ("local:///data/transform", "/data/transform"),  # fsspec's other name for the disk
+        ("Local://runs/models", "runs/models"),
+        ("a:b/c.csv", "a:b/c.csv"),  # a colon in a file name is no scheme
+    ],
+)
+def test_paths_and_local_uris_are_local(uri: str, path: str) -> None:
+    assert not is_remote(uri)
+    assert local_path(uri) == path
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["gs://bucket/raw.csv", "S3://bucket/raw.csv", "https://example.com/raw.csv", "memory://x"],
+)
+def test_buckets_and_servers_are_remote(uri: str) -> None:
+    assert is_remote(uri)
+    assert local_path(uri) == uri
 
 
 def test_a_finished_folder_replaces_the_target(tmp_path: Path) -> None:

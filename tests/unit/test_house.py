@@ -97,6 +97,7 @@ def test_local_or_remote_has_one_rule():
         if path.name == "files.py":
             continue
         text = path.read_text()
-        assert not re.search(r"""["']://["'] (not )?in\b""", text), (
+        decides = r"""["']://["'] (not )?in\b|(startswith|removeprefix)\(\s*["'](file|local)://"""
+        assert not re.search(decides, text, re.IGNORECASE), (
             f"{_name(path)} decides local versus remote itself: use files.is_remote"
         )
