@@ -77,7 +77,7 @@ lab: setup  ## open JupyterLab on the notebooks, with the project's environment 
 PARALLEL = -n $(or $(TEST_PROCESSES),$(1)) --dist loadfile
 
 test: lint security-scan  ## lint, scan, then run every test and validate the notebooks (nbval), in 3 processes (TEST_PROCESSES=N) (~15 min)
-	$(BIN)/pytest $(call PARALLEL,3)
+	$(BIN)/pytest $(call PARALLEL,3) --durations=20
 
 # The slow kinds are pyproject.toml's markers; tests/conftest.py marks the notebooks (nbval)
 # and the tests named there. test-fast lists the slowest tests: mark what grows slow.
