@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -153,6 +154,35 @@ def pytest_collection_modifyitems(config, items):
                 f"{module} has no {', '.join(sorted(missing))}: a test named in PIPELINE_RUNS "
                 "(tests/conftest.py) was renamed or removed; name it as it is now there"
             )
+    _heaviest_files_first(items)
+
+
+HEAVY_KINDS = {
+    "pipeline_run": 50,  # a whole run: 40 to 120 s on 2 busy cores
+    "slow": 30,
+    "browser": 5,
+    "docker": 3,
+    "notebook": 2,
+    "network": 2,
+    "drill": 2,
+}
+"""About how many seconds a test of each slow kind takes (its heaviest kind counts)."""
+QUICK_TEST = 0.2
+"""About how many seconds any other test takes."""
+
+
+def _heaviest_files_first(items) -> None:
+    """Orders the test files by their slow kinds' weight, heaviest first, each file whole.
+
+    pytest-xdist (``--dist loadfile``) hands out whole files in this order as its processes
+    come free: the long files start at once, and the short ones fill in at the end, instead
+    of one long file running alone after the others are done.
+    """
+    weight: Counter = Counter()
+    for item in items:
+        kinds = [HEAVY_KINDS.get(mark.name, 0) for mark in item.iter_markers()]
+        weight[item.path] += max([QUICK_TEST, *kinds])
+    items.sort(key=lambda item: -weight[item.path])  # stable: a file's tests stay in order
 
 
 def pinned_versions() -> dict[str, str]:
