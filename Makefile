@@ -74,7 +74,8 @@ lab: setup  ## open JupyterLab on the notebooks, with the project's environment 
 # module fixtures made once).
 # make test: three on two cores, as many of its tests wait; test-fast: one per core, as its
 # tests compute.
-PARALLEL = -n $(or $(TEST_PROCESSES),$(1)) --dist loadfile
+# The files go out in tests/conftest.py's order (heaviest first), not xdist's (most tests).
+PARALLEL = -n $(or $(TEST_PROCESSES),$(1)) --dist loadfile --no-loadscope-reorder
 
 test: lint security-scan  ## lint, scan, then run every test and validate the notebooks (nbval), in 3 processes (TEST_PROCESSES=N) (~15 min)
 	$(BIN)/pytest $(call PARALLEL,3) --durations=20

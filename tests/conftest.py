@@ -174,14 +174,16 @@ QUICK_TEST = 0.2
 def _heaviest_files_first(items) -> None:
     """Orders the test files by their slow kinds' weight, heaviest first, each file whole.
 
-    pytest-xdist (``--dist loadfile``) hands out whole files in this order as its processes
-    come free: the long files start at once, and the short ones fill in at the end, instead
+    pytest-xdist (``--dist loadfile --no-loadscope-reorder``, the Makefile's) hands out
+    whole files in this order as its processes come free: the long files start at once, and the short ones fill in at the end, instead
     of one long file running alone after the others are done.
     """
     weight: Counter = Counter()
     for item in items:
-        kinds = [HEAVY_KINDS.get(mark.name, 0) for mark in item.iter_markers()]
-        weight[item.path] += max([QUICK_TEST, *kinds])
+        marks = list(item.iter_markers())
+        if any(m.name == "skip" or (m.name == "skipif" and m.args[:1] == (True,)) for m in marks):
+            continue  # skipped here: it takes no time
+        weight[item.path] += max([QUICK_TEST, *(HEAVY_KINDS.get(m.name, 0) for m in marks)])
     items.sort(key=lambda item: -weight[item.path])  # stable: a file's tests stay in order
 
 

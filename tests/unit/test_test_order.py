@@ -25,8 +25,9 @@ def test_the_heaviest_files_come_first_each_whole_and_in_its_own_order():
         _Item("c.py", "c1", "browser", "network"),
         _Item("d.py", "d1"),
         _Item("d.py", "d2"),
+        _Item("e.py", "e1", "pipeline_run", "skip"),  # skipped here: no weight
     ]
     _heaviest_files_first(items)
     # b: a whole run; c: a browser test (its heaviest kind); a and d: two quick tests each,
     # in the order they were collected
-    assert [item.name for item in items] == ["b1", "b2", "c1", "a1", "a2", "d1", "d2"]
+    assert [item.name for item in items] == ["b1", "b2", "c1", "a1", "a2", "d1", "d2", "e1"]
