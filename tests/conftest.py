@@ -175,8 +175,9 @@ def _heaviest_files_first(items) -> None:
     """Orders the test files by their slow kinds' weight, heaviest first, each file whole.
 
     pytest-xdist (``--dist loadfile --no-loadscope-reorder``, the Makefile's) hands out
-    whole files in this order as its processes come free: the long files start at once, and the short ones fill in at the end, instead
-    of one long file running alone after the others are done.
+    whole files in this order as its processes come free: the long files start at once,
+    and the short ones fill in at the end, instead of one long file running alone after
+    the others are done.
     """
     weight: Counter = Counter()
     for item in items:
