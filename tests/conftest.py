@@ -217,7 +217,9 @@ def experiment_validator():
 
 
 needs_root = pytest.mark.skipif(
-    os.geteuid() != 0, reason="mounting a read-only or a small tmpfs needs root (CI has it)"
+    os.geteuid() != 0,
+    reason="needs root (CI has it): to mount a read-only or small tmpfs, or to run a child "
+    "process as another user",
 )
 
 

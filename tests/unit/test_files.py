@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import needs_root
 from crypto_pipeline.files import is_remote, local_path, staged_folder
 
 
@@ -76,10 +77,7 @@ def shared_folder() -> Iterator[Path]:
     shutil.rmtree(shared)
 
 
-@pytest.mark.skipif(
-    not hasattr(os, "geteuid") or os.geteuid() != 0,
-    reason="writing as another user needs root, to switch user in a child process",
-)
+@needs_root
 def test_a_writer_running_as_another_user_can_make_the_folder(shared_folder: Path) -> None:
     # As Beam's workers on a portable runner do: another uid, through a shared mount.
     target = shared_folder / "out"
