@@ -17,7 +17,7 @@
 #
 # The step images then go where a cluster gets them: a real OCI registry on localhost:5001
 # (Debian's docker-registry, started and stopped here): pushed, the local tags removed,
-# pulled back. The whole pipeline then runs with kfp.local's DockerRunner, every step in
+# pulled back by name (the layers stay: containerd below downloads each one). The whole pipeline then runs with kfp.local's DockerRunner, every step in
 # its image as the image's user (like a pod), and its metrics are compared with a
 # subprocess run of the same seed.
 #
@@ -27,12 +27,14 @@
 #   this machine, and its SDK workers run in a worker pool in the transform image
 #   (`docker run IMAGE --worker_pool`, --environment_type=EXTERNAL); its splits, rejects and
 #   stats must equal the DirectRunner's byte for byte (stats.json: all but runner, seconds).
-# - containerd pulls each pushed step image through the hosts.toml that scripts/cluster.sh
+# - containerd fetches each pushed step image through the hosts.toml that scripts/cluster.sh
 #   gives kind's nodes (cluster/containerd-hosts.toml: localhost:5001 is
-#   http://kind-registry:5000): Debian's ctr with --hosts-dir, the name kind-registry
-#   resolving to a second registry process on port 5000 over the same storage, only for
-#   ctr (a mount namespace with its own /etc/hosts). The digest must be the registry's, and
-#   the port-5000 registry's log must show the pull.
+#   http://kind-registry:5000): Debian's ctr content fetch with --hosts-dir (a pull's
+#   download: manifest, config and every layer, each checked against its digest; a node's
+#   unpacking is not rehearsed), the name kind-registry resolving to a second registry
+#   process on port 5000 over the same storage, only for ctr (a mount namespace with its
+#   own /etc/hosts). The digest must be the registry's, and the port-5000 registry's log
+#   must show the requests.
 # - The serve image runs with the exact container spec of the InferenceService that the
 #   docker run's deploy step wrote (tests/containers/isvc_docker.py maps every field to
 #   docker run, and refuses one it cannot map), the model at /mnt/models as KServe's
@@ -53,9 +55,9 @@
 #   --refresh-recordings  write this run's Docker outputs to notebooks/recorded/02-docker.json
 # Needs root (dockerd, debootstrap, unshare). Starts dockerd when none runs and stops it at
 # the end; removes the containers it starts and stops the processes, whatever happens; ends
-# with the time each part took. Step images cannot serve as a build cache once they have
-# been pushed and pulled back, so each run first removes the step images an earlier run
-# left, and stops early when the engine's disk is too full to build.
+# with the time each part took. Each run first removes the step images an earlier run left
+# (every build starts from the base, as on a fresh machine), and stops early when the
+# engine's disk is too full to build.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -401,7 +403,10 @@ make_room() {  # remove the step images earlier runs left, then check the free d
   local old root free
   # A pulled image keeps no build cache, so older step images are only dead weight: every
   # image of $STEP_REGISTRY, tagged or superseded, and exited containers of failed builds.
-  old=$(docker images -q --filter "reference=$STEP_REGISTRY/*" | sort -u)
+  old=$({
+    docker images -q --filter "reference=$STEP_REGISTRY/*"
+    docker images -q --filter "reference=poets-kept/*"
+  } | sort -u)
   if [[ -n "$old" ]]; then
     # shellcheck disable=SC2086  # one id per word
     docker rmi -f $old > /dev/null 2>&1 || true
@@ -441,10 +446,15 @@ build_push_pull() {  # build_push_pull IMAGE...: build, push, drop the local tag
   ((failed)) && exit 1
   pass "built and pushed $* side by side in $((SECONDS - started)) s"
   took "build and push: $*" "$started"
+  started=$SECONDS
   echo "    registry catalog: $(wget -q -O - "http://127.0.0.1:$REGISTRY_PORT/v2/_catalog")"
+  # The name comes back from the registry; the layers stay here under a second name, so
+  # the pull fetches the manifest and config, not gigabytes of layers again: containerd
+  # downloads every layer below, each checked against its digest.
   for image in "$@"; do
     ref="$STEP_REGISTRY/$image:$TAG"
     ids[$image]=$(docker image inspect -f '{{.Id}}' "$ref")
+    docker tag "$ref" "poets-kept/$image:$TAG"
     docker rmi "$ref" > /dev/null
     if docker image inspect "$ref" > /dev/null 2>&1; then
       fail "$ref is still here after docker rmi"
@@ -458,7 +468,9 @@ build_push_pull() {  # build_push_pull IMAGE...: build, push, drop the local tag
     else
       fail "pull of $ref from the registry"
     fi
+    docker rmi "poets-kept/$image:$TAG" > /dev/null
   done
+  took "the step images pulled back by name" "$started"
 }
 
 check_component() {  # check_component IMAGE COMMAND EXPECTED: run COMMAND with /out shared
@@ -519,7 +531,7 @@ registry_digest() {  # registry_digest PORT NAME TAG: the manifest digest the re
     awk 'tolower($1) == "docker-content-digest:" {print $2}' | tr -d '\r'
 }
 
-check_containerd_hosts() {  # check_containerd_hosts IMAGE...: ctr pulls through kind's hosts.toml
+check_containerd_hosts() {  # check_containerd_hosts IMAGE...: ctr fetches through kind's hosts.toml
   local hosts_toml="$ROOT/cluster/containerd-hosts.toml" dir="$WORK/containerd-pull"
   local namespace=poets-rehearsal image ref want got log t0 out ctr_socket
   local direct_log="$WORK/registry/registry.log" direct
@@ -551,9 +563,12 @@ check_containerd_hosts() {  # check_containerd_hosts IMAGE...: ctr pulls through
     want=$(registry_digest "$REGISTRY_PORT" "$IMAGES/$image" "$TAG")
     t0=$SECONDS
     direct=$(grep -c 'useragent="containerd/' "$direct_log" || true)
-    if ! out=$("${in_kind[@]}" ctr --address "$ctr_socket" --namespace "$namespace" images pull \
+    # A pull's download: the manifest, the config and every layer, each checked against its
+    # digest. (A node then unpacks the layers: containerd's own work on verified bytes,
+    # which hosts.toml does not touch.)
+    if ! out=$("${in_kind[@]}" ctr --address "$ctr_socket" --namespace "$namespace" content fetch \
       --hosts-dir "$dir/certs.d" "$ref" 2>&1); then
-      fail "ctr pull of $ref through hosts.toml:"
+      fail "ctr fetch of $ref through hosts.toml:"
       tail -5 <<< "$out" >&2
       continue
     fi
@@ -564,12 +579,12 @@ check_containerd_hosts() {  # check_containerd_hosts IMAGE...: ctr pulls through
       && grep -F "uri=\"/v2/$IMAGES/$image/manifests/$TAG?ns=localhost%3A$REGISTRY_PORT\"" \
         "$log" | grep -q 'http.request.host="kind-registry:' \
       && [[ "$(grep -c 'useragent="containerd/' "$direct_log")" == "$direct" ]]; then
-      pass "ctr pulled $ref in $((SECONDS - t0)) s: every request went to" \
+      pass "ctr fetched $ref in $((SECONDS - t0)) s: every request went to" \
         "kind-registry:$KIND_REGISTRY_PORT (its log: ?ns=localhost:$REGISTRY_PORT), none to" \
         "localhost:$REGISTRY_PORT;" \
         "digest ${got:0:19}… is the registry's"
     else
-      fail "ctr pull of $ref: digest $got (the registry's: $want); see $log for" \
+      fail "ctr fetch of $ref: digest $got (the registry's: $want); see $log for" \
         "requests to kind-registry, $direct_log for requests to localhost:$REGISTRY_PORT"
     fi
     ctr --address "$ctr_socket" --namespace "$namespace" images rm --sync "$ref" > /dev/null 2>&1
@@ -587,18 +602,43 @@ listening() {  # listening PORT: something accepts connections on 127.0.0.1:PORT
   (: > "/dev/tcp/127.0.0.1/$1") 2> /dev/null
 }
 
-wait_listening() {  # wait_listening PORT SECONDS
+wait_listening() {  # wait_listening PORT SECONDS [PID]: gives up early when PID has ended
   local _
   for _ in $(seq 1 "$2"); do
     listening "$1" && return 0
+    [[ -z "${3:-}" ]] || kill -0 "$3" 2> /dev/null || return 1
     sleep 1
+  done
+  return 1
+}
+
+start_worker_pool() {  # start_worker_pool IMAGE NAME DIR: sets pool_port, where it listens
+  local try _
+  # Port 50000 first, as Beam's SDK images listen; it lies in Linux's range for outgoing
+  # connections (32768-60999), so any connection on this busy machine may hold it, or the
+  # free port picked instead, by the time the pool binds it: then another port.
+  pool_port=$WORKER_POOL_PORT
+  for try in 1 2 3; do
+    listening "$pool_port" && pool_port=$(free_port)
+    docker rm -f "$2" > /dev/null 2>&1 || true
+    containers+=("$2")
+    docker run -d --name "$2" --network host -v "$3:$3" "$1" \
+      --worker_pool "--service_port=$pool_port" > /dev/null || return 1
+    for _ in $(seq 1 60); do
+      listening "$pool_port" && return 0
+      [[ "$(docker inspect -f '{{.State.Running}}' "$2" 2> /dev/null)" == true ]] || break
+      sleep 1
+    done
+    docker logs "$2" 2>&1 | grep -q "Failed to bind to address" || return 1
+    echo "    port $pool_port was taken when the pool bound it (try $try); another port"
+    pool_port=$(free_port)
   done
   return 1
 }
 
 check_beam_portable() {  # the transform on Beam's portable route, against the DirectRunner
   local image="$STEP_REGISTRY/transform:$TAG" dir="$WORK/portable" name=poets-beam-worker-pool
-  local job_port pool_port=$WORKER_POOL_PORT out differ owner
+  local job_port pool_port out differ owner try
   local raw="$dir/raw/crypto-markets.csv"
   # The workers (uid 10001 in the image) read the input and write the output where this
   # machine does: the folder is mounted at the same path, writable for every user.
@@ -609,21 +649,24 @@ check_beam_portable() {  # the transform on Beam's portable route, against the D
     return 0
   fi
   chmod -R a+rX "$dir/raw"
-  listening "$pool_port" && pool_port=$(free_port)  # 50000 is taken: another port
-  containers+=("$name")
-  if ! docker run -d --name "$name" --network host -v "$dir:$dir" "$image" \
-    --worker_pool "--service_port=$pool_port" > /dev/null; then
-    fail "docker run $image --worker_pool"
+  if ! start_worker_pool "$image" "$name" "$dir"; then
+    fail "Beam's worker pool (docker run $image --worker_pool) did not start;" \
+      "see docker logs $name"
+    docker logs "$name" 2>&1 | tail -10 >&2
     return 0
   fi
-  job_port=$(free_port)
-  "$ROOT/.venv/bin/python" -m apache_beam.runners.portability.local_job_service_main \
-    --port "$job_port" > "$dir/job-service.log" 2>&1 &
-  job_service_pid=$!
-  if ! wait_listening "$pool_port" 60 || ! wait_listening "$job_port" 60; then
-    fail "Beam's job service (localhost:$job_port) or the worker pool (localhost:$pool_port)" \
-      "did not start; see $dir/job-service.log and docker logs $name"
-    docker logs "$name" 2>&1 | tail -10 >&2
+  for try in 1 2 3; do  # a free port may be taken by the time it binds it, as above
+    job_port=$(free_port)
+    "$ROOT/.venv/bin/python" -m apache_beam.runners.portability.local_job_service_main \
+      --port "$job_port" > "$dir/job-service.log" 2>&1 &
+    job_service_pid=$!
+    wait_listening "$job_port" 60 "$job_service_pid" && break
+    kill "$job_service_pid" 2> /dev/null || true
+    job_service_pid=""
+  done
+  if [[ -z "$job_service_pid" ]]; then
+    fail "Beam's job service did not start (3 tries); see $dir/job-service.log"
+    tail -10 "$dir/job-service.log" >&2
     return 0
   fi
   pass "the transform image as Beam's SDK worker pool: docker run IMAGE --worker_pool" \
@@ -1028,36 +1071,32 @@ check_devcontainer() {  # .devcontainer/devcontainer.json, opened by the Dev Con
   fi
 }
 
-install_tools
-start_docker
-make_standins
+start_engine() {
+  install_tools
+  start_docker
+  make_standins
+  start_registry  # notebook 02 pushes to it, and the step images go through it
+}
 
-start_registry  # notebook 02 pushes to it, and the step images go through it
+timed "the Docker engine, the stand-in bases and the registry" start_engine
 say "docker-intro"
 check_hello_world
 check_nginx
-check_docker_notebook
+timed "notebook 02 against the engine" check_docker_notebook
 
 say "step images, named as the compiled pipeline names them ($STEP_REGISTRY/<image>:$TAG)"
+steps=(ingest transform train serve)
+[[ "$skip_tf" == 0 ]] || steps=(ingest transform)
 make_room
-if [[ "$skip_tf" == 1 ]]; then
-  build_push_pull ingest transform
-else
-  build_push_pull ingest transform train serve
-fi
-say "containerd pulls them as kind's nodes do: through cluster/containerd-hosts.toml"
-if [[ "$skip_tf" == 1 ]]; then
-  timed "containerd pulls the step images through kind's hosts.toml" \
-    check_containerd_hosts ingest transform
-else
-  timed "containerd pulls the step images through kind's hosts.toml" \
-    check_containerd_hosts ingest transform train serve
-fi
+build_push_pull "${steps[@]}"
+say "containerd fetches them as kind's nodes do: through cluster/containerd-hosts.toml"
+timed "containerd fetches the step images through kind's hosts.toml" \
+  check_containerd_hosts "${steps[@]}"
 say "each step image runs its step (/out is shared between them)"
 rm -rf "$WORK/shared" && mkdir -p "$WORK/shared" && chmod 777 "$WORK/shared"
-check_component ingest \
+timed "the ingest image runs its step" check_component ingest \
   "crypto-pipeline ingest --source sample --output-dir /out/raw" "ingested 7,805 rows"
-check_component transform \
+timed "the transform image runs its step" check_component transform \
   "crypto-pipeline transform --input /out/raw/crypto-markets.csv --output-dir /out/data" \
   "kept 1,793 rows of bitcoin"
 say "Beam's portable route (Flink, Spark): the transform's workers in the transform image"
@@ -1067,21 +1106,21 @@ if [[ "$skip_tf" == 1 ]]; then
 else
   params='{"num_layers": 2, "first_layer_size": 32, "layer_size_scale": 0.5,
     "learning_rate": 0.003, "batch_size": 32}'
-  check_component train \
+  timed "the train image runs its step" check_component train \
     "echo '$params' > /tmp/params.json && crypto-pipeline train --data-dir /out/data \
      --params /tmp/params.json --output-dir /out/train --epochs 5" \
     "baseline: least_squares"
   timed "a Katib trial's container in the train image" check_katib_trial
-  check_deploy_defaults
+  timed "the deploy step's defaults in the serve image" check_deploy_defaults
   say "the whole pipeline with kfp.local's DockerRunner, then the serve image as KServe runs it"
-  check_docker_pipeline
+  timed "the pipeline: DockerRunner and subprocess runs" check_docker_pipeline
   timed "the serve image as the InferenceService's container" check_serve
-  check_docker_kill
+  timed "kill -9 of a docker run mid-step" check_docker_kill
 fi
 
 say "the workshop image: JupyterLab, the tutorial and the learner's environment"
-check_workshop
-check_devcontainer
+timed "the workshop image (its build included): JupyterLab, every notebook" check_workshop
+timed "the dev container: up, set-up, a pipeline run" check_devcontainer
 
 print_times
 if ((failures)); then
