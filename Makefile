@@ -17,13 +17,13 @@ setup: $(LEARNER)  ## create .venv from this platform's learner lock (locks/); p
 
 setup-dev: $(FULL)  ## the same, with the tests, linters and scanners (locks/<platform>/full.txt) (~1.5 min on top)
 
+# setup_env.py writes the stamps (.full marks .learner too), and makes a second make that
+# sets up the same venv at the same time wait for the first.
 $(LEARNER): pyproject.toml $(wildcard locks/*/learner.txt)
 	$(PYTHON) scripts/setup_env.py learner --venv $(VENV)
-	touch $@
 
 $(FULL): pyproject.toml $(wildcard locks/*/full.txt)
 	$(PYTHON) scripts/setup_env.py full --venv $(VENV)
-	touch $@ $(LEARNER)
 
 pipeline: setup  ## run the pipeline locally (kfp.local) on the bundled synthetic sample, offline (~1 min; cached: 3 s)
 	$(BIN)/crypto-pipeline run
@@ -88,7 +88,9 @@ test-fast: setup-dev  ## the unit, pipeline and asset tests, none of the slow ki
 	@SECONDS=0; $(BIN)/pytest $(call PARALLEL,auto) -q -p no:cacheprovider --durations=8 -m "$(FAST)"; \
 	status=$$?; echo "make test-fast: $$SECONDS s (make test runs the slow kinds too)"; exit $$status
 
-test-containers: setup  ## build every image, push and pull it through a local registry, run the pipeline in them, the workshop image and its dev container (root) (~20 min)
+# The script runs make setup itself, once the step images' builds (which need no venv) have
+# started: .ci/run starts it beside make setup-dev.
+test-containers:  ## build every image, push and pull it through a local registry, run the pipeline in them, the workshop image and its dev container (root) (~20 min)
 	bash scripts/test_containers.sh
 
 cluster-e2e: setup  ## on kind: KFP, KServe (KATIB=1: Katib), the images, a run, its predictor against local serving; timed, then deleted (KEEP=1 keeps it; needs Docker, kind, kubectl); make cluster-e2e --dry-run prints it all

@@ -48,9 +48,11 @@ done
 source "$ROOT/scripts/show.sh"
 
 run() {
+  local started=$SECONDS
   show "$@"
   if [[ "$dry_run" == 0 ]]; then
     "$@"
+    echo "  ($1 $2 took $((SECONDS - started)) s)"
   fi
 }
 

@@ -5,13 +5,17 @@
 
 The lock is locks/<platform>/<set>.txt (scripts/lock.py writes them). At the end it prints
 the time it took, what came over the network and what from pip's cache or a local wheel
-folder, and the size of .venv. Standard library only: it runs before any venv exists.
+folder, and the size of .venv, and marks the venv ready for make (.venv/.learner, and
+.venv/.full for the full set). Two set-ups of one venv at once (two makes side by side)
+take turns: the second waits, then finds the venv ready. Standard library only: it runs
+before any venv exists.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import os
 import platform
 import re
@@ -106,6 +110,52 @@ def megabytes(values: list[float]) -> str:
     return f"{sum(values) / 1e6:,.0f} MB in {len(values)} files"
 
 
+# Each set and the sets it includes: the files make reads to know a venv is ready.
+STAMPS = {"learner": (".learner",), "full": (".full", ".learner")}
+
+
+def is_ready(venv: Path, name: str) -> bool:
+    """Whether the set's stamp is newer than what it was made from, as make decides."""
+    stamp = venv / STAMPS[name][0]
+    inputs = [ROOT / "pyproject.toml", *ROOT.glob(f"locks/*/{name}.txt")]
+    return stamp.exists() and all(stamp.stat().st_mtime >= p.stat().st_mtime for p in inputs)
+
+
+@contextlib.contextmanager
+def one_at_a_time(venv: Path):
+    """Holds the venv's lock: a second set-up of the same venv waits for the first."""
+    venv.mkdir(parents=True, exist_ok=True)
+    with open(venv / ".setup.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting: another set-up of {venv} is under way (another make beside this)")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def install(venv: Path, name: str) -> None:
+    platform_dir = platform_name(platform.system(), platform.machine())
+    lock = ROOT / "locks" / platform_dir / f"{name}.txt"
+    started = time.monotonic()
+    if not (venv / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pinned = len(re.findall(r"^[A-Za-z0-9_.\-]+==", lock.read_text(), re.MULTILINE))
+    print(f"installing {pinned} pinned packages from {lock.relative_to(ROOT)} into {venv}")
+    seen = sources(pip(venv, "install", "-r", str(lock)))
+    pip(venv, "install", "--no-deps", "--quiet", "-e", str(ROOT))
+    seconds = time.monotonic() - started
+    size = folder_bytes(venv)
+    print(
+        f"set-up ({name}, {platform_dir}) took {seconds:.0f} s: downloaded "
+        f"{megabytes(seen['network'])}; from pip's cache {megabytes(seen['cache'])}; "
+        f"from local wheel folders {megabytes(seen['local'])}; "
+        f"{venv} is {size / 1e9:.2f} GB ({size / 2**30:.2f} GiB)"
+    )
+    for stamp in STAMPS[name]:
+        (venv / stamp).touch()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("set", choices=["learner", "full"])
@@ -116,23 +166,12 @@ def main() -> int:
             f"needs Python 3.11, and {sys.executable} is {platform.python_version()}",
             "install Python 3.11 and pass it: make setup PYTHON=/path/to/python3.11",
         )
-    name = platform_name(platform.system(), platform.machine())
-    lock = ROOT / "locks" / name / f"{args.set}.txt"
-    started = time.monotonic()
-    if not (args.venv / "bin" / "python").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(args.venv)], check=True)
-    pinned = len(re.findall(r"^[A-Za-z0-9_.\-]+==", lock.read_text(), re.MULTILINE))
-    print(f"installing {pinned} pinned packages from {lock.relative_to(ROOT)} into {args.venv}")
-    seen = sources(pip(args.venv, "install", "-r", str(lock)))
-    pip(args.venv, "install", "--no-deps", "--quiet", "-e", str(ROOT))
-    seconds = time.monotonic() - started
-    size = folder_bytes(args.venv)
-    print(
-        f"set-up ({args.set}, {name}) took {seconds:.0f} s: downloaded "
-        f"{megabytes(seen['network'])}; from pip's cache {megabytes(seen['cache'])}; "
-        f"from local wheel folders {megabytes(seen['local'])}; "
-        f"{args.venv} is {size / 1e9:.2f} GB ({size / 2**30:.2f} GiB)"
-    )
+    platform_name(platform.system(), platform.machine())  # a clear failure before any work
+    with one_at_a_time(args.venv):
+        if is_ready(args.venv, args.set):
+            print(f"{args.venv} is ready ({args.set}, newer than its lock): nothing to install")
+        else:
+            install(args.venv, args.set)
     return 0
 
 

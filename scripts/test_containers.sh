@@ -12,8 +12,8 @@
 #
 # Notebook 02 then runs top to bottom against the engine (require_docker=True), so its
 # Docker cells run for real, its builds with BuildKit (DOCKER_BUILDKIT=1, through Debian's
-# docker client, which has BuildKit built in); it needs the project's .venv (`make
-# test-containers` makes it).
+# docker client, which has BuildKit built in); it needs the project's .venv (this script
+# runs `make setup` once the step images' builds are under way).
 #
 # The step images then go where a cluster gets them: a real OCI registry on localhost:5001
 # (Debian's docker-registry, started and stopped here): pushed, the local tags removed,
@@ -91,6 +91,8 @@ kind_registry_pid=""
 containerd_pid=""
 job_service_pid=""
 containers=()
+declare -A builds=()  # the step images' build_images.sh processes, by image
+builds_started=0
 failures=0
 times=()  # "PART SECONDS", printed at the end
 script_started=$SECONDS
@@ -427,15 +429,20 @@ make_room() {  # remove the step images earlier runs left, then check the free d
   fi
 }
 
-build_push_pull() {  # build_push_pull IMAGE...: build, push, drop the local tags, pull back
-  local ref image started=$SECONDS failed=0
-  local -A ids=() builds=()
+start_builds() {  # start_builds IMAGE...: build and push each step image, in the background
+  local image
+  builds_started=$SECONDS
   # Side by side, one build_images.sh each: much of a build waits on downloads.
   for image in "$@"; do
     IMAGES="$image" REGISTRY="$STEP_REGISTRY" TAG="$TAG" bash "$ROOT/scripts/build_images.sh" \
       --push > "$WORK/build-$image.log" 2>&1 &
     builds[$image]=$!
   done
+}
+
+pull_back() {  # pull_back IMAGE...: wait for the builds, drop the local tags, pull back by name
+  local ref image started failed=0
+  local -A ids=()
   for image in "$@"; do
     if ! wait "${builds[$image]}"; then
       fail "build or push of $image; see $WORK/build-$image.log"
@@ -444,8 +451,8 @@ build_push_pull() {  # build_push_pull IMAGE...: build, push, drop the local tag
     fi
   done
   ((failed)) && exit 1
-  pass "built and pushed $* side by side in $((SECONDS - started)) s"
-  took "build and push: $*" "$started"
+  pass "built and pushed $* side by side in $((SECONDS - builds_started)) s"
+  took "build and push: $* (beside the parts above)" "$builds_started"
   started=$SECONDS
   echo "    registry catalog: $(wget -q -O - "http://127.0.0.1:$REGISTRY_PORT/v2/_catalog")"
   # The name comes back from the registry; the layers stay here under a second name, so
@@ -1071,6 +1078,14 @@ check_devcontainer() {  # .devcontainer/devcontainer.json, opened by the Dev Con
   fi
 }
 
+make_setup() {  # the project's .venv, for notebook 02 and the pipeline's runs
+  # The builds need none, so they are under way first; make waits while another make sets
+  # the same venv up (.ci/run's make setup-dev).
+  "${MAKE:-make}" -C "$ROOT" --no-print-directory setup && return 0
+  echo "error: make setup failed: notebook 02 and the pipeline's runs need .venv" >&2
+  exit 1
+}
+
 start_engine() {
   install_tools
   start_docker
@@ -1079,16 +1094,20 @@ start_engine() {
 }
 
 timed "the Docker engine, the stand-in bases and the registry" start_engine
+steps=(ingest transform train serve)
+[[ "$skip_tf" == 0 ]] || steps=(ingest transform)
+say "step images, named as the compiled pipeline names them ($STEP_REGISTRY/<image>:$TAG):" \
+  "built and pushed from now on, beside the parts below"
+make_room
+start_builds "${steps[@]}"
+timed "the project's environment (make setup)" make_setup
 say "docker-intro"
 check_hello_world
 check_nginx
 timed "notebook 02 against the engine" check_docker_notebook
 
-say "step images, named as the compiled pipeline names them ($STEP_REGISTRY/<image>:$TAG)"
-steps=(ingest transform train serve)
-[[ "$skip_tf" == 0 ]] || steps=(ingest transform)
-make_room
-build_push_pull "${steps[@]}"
+say "step images: pushed; their names pulled back from the registry"
+pull_back "${steps[@]}"
 say "containerd fetches them as kind's nodes do: through cluster/containerd-hosts.toml"
 timed "containerd fetches the step images through kind's hosts.toml" \
   check_containerd_hosts "${steps[@]}"
@@ -1119,7 +1138,7 @@ else
 fi
 
 say "the workshop image: JupyterLab, the tutorial and the learner's environment"
-timed "the workshop image (its build included): JupyterLab, every notebook" check_workshop
+timed "the workshop image (build included): JupyterLab, notebooks" check_workshop
 timed "the dev container: up, set-up, a pipeline run" check_devcontainer
 
 print_times

@@ -1,6 +1,7 @@
 """The locks of every platform, their conda files and pyproject.toml describe one environment."""
 
 import importlib.util
+import os
 import re
 import socket
 import subprocess
@@ -236,3 +237,31 @@ Requirement already satisfied: pip in ./.venv/lib/python3.11/site-packages (24.0
 """
     seen = setup_env.sources(output)
     assert seen == {"network": [137e3], "cache": [255.3e6], "local": [1234]}
+
+
+def test_a_venv_is_ready_only_when_its_stamp_is_newer_than_its_locks(tmp_path):
+    assert not setup_env.is_ready(tmp_path, "learner")
+    (tmp_path / ".learner").touch()
+    assert setup_env.is_ready(tmp_path, "learner")
+    assert not setup_env.is_ready(tmp_path, "full")
+    older = (ROOT / "pyproject.toml").stat().st_mtime - 60
+    os.utime(tmp_path / ".learner", (older, older))
+    assert not setup_env.is_ready(tmp_path, "learner")
+
+
+def test_a_second_set_up_of_one_venv_waits_for_the_first_then_finds_it_ready(tmp_path):
+    """Two makes at once (make test-containers beside make setup-dev): the second waits."""
+    venv = tmp_path / "venv"
+    with setup_env.one_at_a_time(venv):
+        second = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "setup_env.py"), "learner", "--venv", venv],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert "waiting: another set-up of" in second.stdout.readline()
+        for stamp in setup_env.STAMPS["full"]:  # what the first one leaves when it ends
+            (venv / stamp).touch()
+    out, _ = second.communicate(timeout=300)
+    assert second.returncode == 0
+    assert "is ready (learner, newer than its lock): nothing to install" in out
+    assert not (venv / "bin").exists(), "it installed nothing"
