@@ -27,6 +27,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from setup_env import EXCLUDED  # noqa: E402  (what the locks leave out, and why)
+
 ROOT = Path(__file__).resolve().parents[1]
 LOCKS = ROOT / "locks"
 PYTHON = "3.11"
@@ -147,7 +150,12 @@ def compile_lock(platform: str, extra: str, output: Path, constraints: Path | No
         command += ["--no-binary", name]
     if constraints is not None:
         command += ["-c", str(constraints)]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        excludes = Path(tmp) / "excludes.txt"
+        excludes.write_text("".join(f"{name}\n" for name in EXCLUDED))
+        done = subprocess.run(
+            [*command, "--excludes", str(excludes)], cwd=ROOT, capture_output=True, text=True
+        )
     if done.returncode == 0 and constraints is not None:
         # The annotations name the constraints file by the path passed: name the committed one.
         text = output.read_text().replace(f"-c {constraints}", f"-c locks/{platform}/full.txt")

@@ -110,6 +110,14 @@ def megabytes(values: list[float]) -> str:
     return f"{sum(values) / 1e6:,.0f} MB in {len(values)} files"
 
 
+# Packages every lock leaves out (scripts/lock.py), each with its reason: installed as it is
+# (--no-deps), a lock brings none of them, and a set-up removes one an older set-up left.
+EXCLUDED = {
+    "rfc3987-syntax": "jupyter-events asks for jsonschema[format-nongpl], whose IRI check "
+    "builds a parser at import: 2 s in every process that imports kfp (kfp, then kubernetes, "
+    "then kubernetes-validate, then jsonschema), so in each step of every local run; no "
+    "schema here or in Jupyter uses the iri formats, and jsonschema skips them without it",
+}
 # Each set and the sets it includes: the files make reads to know a venv is ready.
 STAMPS = {"learner": (".learner",), "full": (".full", ".learner")}
 
@@ -142,8 +150,10 @@ def install(venv: Path, name: str) -> None:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pinned = len(re.findall(r"^[A-Za-z0-9_.\-]+==", lock.read_text(), re.MULTILINE))
     print(f"installing {pinned} pinned packages from {lock.relative_to(ROOT)} into {venv}")
-    seen = sources(pip(venv, "install", "-r", str(lock)))
+    # The lock as it is: every package it needs is pinned there, and nothing else comes in.
+    seen = sources(pip(venv, "install", "--no-deps", "-r", str(lock)))
     pip(venv, "install", "--no-deps", "--quiet", "-e", str(ROOT))
+    pip(venv, "uninstall", "--yes", "--quiet", *EXCLUDED)  # not installed: a warning only
     seconds = time.monotonic() - started
     size = folder_bytes(venv)
     print(

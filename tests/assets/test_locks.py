@@ -265,3 +265,23 @@ def test_a_second_set_up_of_one_venv_waits_for_the_first_then_finds_it_ready(tmp
     assert second.returncode == 0
     assert "is ready (learner, newer than its lock): nothing to install" in out
     assert not (venv / "bin").exists(), "it installed nothing"
+
+
+def test_no_lock_pins_what_the_set_up_leaves_out():
+    for platform in lock.PLATFORMS:
+        for name in ("full.txt", "learner.txt"):
+            pinned = set(setup_env.EXCLUDED) & set(locked(platform, name))
+            assert not pinned, f"locks/{platform}/{name} pins {pinned}: fix: make lock"
+
+
+def test_importing_kfp_in_the_project_s_venv_builds_no_iri_parser():
+    """Every step of a local run imports kfp; rfc3987-syntax would add 2 s to each."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import kfp.dsl, sys; print('rfc3987_syntax' in sys.modules)"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.stdout.strip() == "False", (
+        f"{sys.executable} imports rfc3987_syntax with kfp ({done.stderr[-500:]}): "
+        "fix: make setup-dev (a set-up removes it: scripts/setup_env.py EXCLUDED)"
+    )
