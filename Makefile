@@ -90,7 +90,7 @@ test-fast: setup-dev  ## the unit, pipeline and asset tests, none of the slow ki
 
 # The script runs make setup itself, once the step images' builds (which need no venv) have
 # started: .ci/run starts it beside make setup-dev.
-test-containers:  ## build every image, push and pull it through a local registry, run the pipeline in them, the workshop image and its dev container (root) (~20 min)
+test-containers:  ## build every image, push and pull it through a local registry, run the pipeline in them, the workshop image and its dev container (root) (~15 min)
 	bash scripts/test_containers.sh
 
 cluster-e2e: setup  ## on kind: KFP, KServe (KATIB=1: Katib), the images, a run, its predictor against local serving; timed, then deleted (KEEP=1 keeps it; needs Docker, kind, kubectl); make cluster-e2e --dry-run prints it all
