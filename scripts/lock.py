@@ -106,8 +106,9 @@ def render_top_environment(learner_locks: dict[str, str]) -> str:
         "# Usage, from the repository's root, on Linux x86-64 or ARM or macOS arm64:",
         "#   conda env create -f environment.yml",
         "#   conda activate kubeflow-for-poets",
-        "# pip installs exactly your platform's pins (the markers pick them): the same set",
-        "# as locks/<platform>/environment.yml and `make setup`.",
+        "# pip installs your platform's pins (the markers pick them): the same set as",
+        "# locks/<platform>/environment.yml and `make setup`, but for what pip adds as their",
+        "# dependencies and `make setup` leaves out (rfc3987-syntax: scripts/setup_env.py).",
     ]
     return conda_environment(lines, [f'"{pin}"' for pin in marked_pins(learner_locks)], ".")
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import os
 import platform
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,7 +99,7 @@ def pip(venv: Path, *args: str) -> str:
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
         fail(
-            f"pip install {' '.join(args[1:])} failed:\n{tail}",
+            f"pip {' '.join(args)} failed:\n{tail}",
             "a network error: run it again (pip keeps what it fetched); a build error on "
             f"Linux ARM: apt install gcc python3-dev ({DOCS})",
         )
@@ -130,16 +130,30 @@ def is_ready(venv: Path, name: str) -> bool:
 
 
 @contextlib.contextmanager
-def one_at_a_time(venv: Path):
-    """Holds the venv's lock: a second set-up of the same venv waits for the first."""
+def one_at_a_time(venv: Path) -> Iterator[bool]:
+    """Holds the venv's lock: a second set-up of the same venv waits for the first.
+
+    Yields whether it had to wait (then the other set-up may have done the work).
+    """
+    import fcntl  # POSIX only: imported here, so that Windows gets platform_name's answer
+
     venv.mkdir(parents=True, exist_ok=True)
-    with open(venv / ".setup.lock", "w") as lock:
+    # Read-only: a lock file another user made (sudo make …) locks all the same.
+    descriptor = os.open(venv / ".setup.lock", os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            waited = False
         except BlockingIOError:
-            print(f"waiting: another set-up of {venv} is under way (another make beside this)")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+            print(
+                f"waiting: another set-up of {venv} is under way (another make beside this)",
+                flush=True,
+            )
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            waited = True
+        yield waited
+    finally:
+        os.close(descriptor)
 
 
 def install(venv: Path, name: str) -> None:
@@ -177,8 +191,8 @@ def main() -> int:
             "install Python 3.11 and pass it: make setup PYTHON=/path/to/python3.11",
         )
     platform_name(platform.system(), platform.machine())  # a clear failure before any work
-    with one_at_a_time(args.venv):
-        if is_ready(args.venv, args.set):
+    with one_at_a_time(args.venv) as waited:
+        if waited and is_ready(args.venv, args.set):
             print(f"{args.venv} is ready ({args.set}, newer than its lock): nothing to install")
         else:
             install(args.venv, args.set)

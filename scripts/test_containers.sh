@@ -17,9 +17,10 @@
 #
 # The step images then go where a cluster gets them: a real OCI registry on localhost:5001
 # (Debian's docker-registry, started and stopped here): pushed, the local tags removed,
-# pulled back by name (the layers stay: containerd below downloads each one). The whole pipeline then runs with kfp.local's DockerRunner, every step in
-# its image as the image's user (like a pod), and its metrics are compared with a
-# subprocess run of the same seed.
+# pulled back by name (manifest and config; the layers stay here, and containerd below
+# downloads each one and checks its digest). The whole pipeline then runs with kfp.local's
+# DockerRunner, every step in its image as the image's user (like a pod), and its metrics
+# are compared with a subprocess run of the same seed.
 #
 # Three rehearsals of how a cluster runs those images:
 # - Beam's portable route (Flink, Spark, Dataflow Runner v2 run Python pipelines through it):
@@ -123,6 +124,10 @@ print_times() {
 }
 
 cleanup() {
+  local pid
+  for pid in "${builds[@]}"; do  # an early exit leaves no build behind
+    kill "$pid" 2> /dev/null || true
+  done
   for c in "${containers[@]}"; do
     docker rm -f "$c" > /dev/null 2>&1 || true
   done
@@ -155,8 +160,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+free_port() {  # a port nothing listens on, below Linux's range for outgoing connections
+  # (32768-60999), where no client's connection can take it before the server binds it
+  python3 - << 'PY'
+import random, socket
+for port in random.sample(range(20000, 32768), 200):
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            continue
+    print(port)
+    break
+PY
 }
 
 install_tools() {
@@ -432,16 +448,23 @@ make_room() {  # remove the step images earlier runs left, then check the free d
 start_builds() {  # start_builds IMAGE...: build and push each step image, in the background
   local image
   builds_started=$SECONDS
-  # Side by side, one build_images.sh each: much of a build waits on downloads.
+  # Side by side, one build_images.sh each: much of a build waits on downloads. Each
+  # leaves the second it ended in build-IMAGE.ended.
   for image in "$@"; do
-    IMAGES="$image" REGISTRY="$STEP_REGISTRY" TAG="$TAG" bash "$ROOT/scripts/build_images.sh" \
-      --push > "$WORK/build-$image.log" 2>&1 &
+    rm -f "$WORK/build-$image.ended"
+    (
+      status=0
+      IMAGES="$image" REGISTRY="$STEP_REGISTRY" TAG="$TAG" bash "$ROOT/scripts/build_images.sh" \
+        --push > "$WORK/build-$image.log" 2>&1 || status=$?
+      echo "$SECONDS" > "$WORK/build-$image.ended"
+      exit "$status"
+    ) &
     builds[$image]=$!
   done
 }
 
 pull_back() {  # pull_back IMAGE...: wait for the builds, drop the local tags, pull back by name
-  local ref image started failed=0
+  local ref image started failed=0 ended=0 at
   local -A ids=()
   for image in "$@"; do
     if ! wait "${builds[$image]}"; then
@@ -449,10 +472,12 @@ pull_back() {  # pull_back IMAGE...: wait for the builds, drop the local tags, p
       tail -20 "$WORK/build-$image.log" >&2
       failed=1
     fi
+    unset "builds[$image]"
+    read -r at < "$WORK/build-$image.ended" && ((at > ended)) && ended=$at
   done
   ((failed)) && exit 1
-  pass "built and pushed $* side by side in $((SECONDS - builds_started)) s"
-  took "build and push: $* (beside the parts above)" "$builds_started"
+  pass "built and pushed $* side by side in $((ended - builds_started)) s"
+  times+=("build and push: $* (beside the parts above)|$((ended - builds_started))")
   started=$SECONDS
   echo "    registry catalog: $(wget -q -O - "http://127.0.0.1:$REGISTRY_PORT/v2/_catalog")"
   # The name comes back from the registry; the layers stay here under a second name, so
@@ -620,10 +645,10 @@ wait_listening() {  # wait_listening PORT SECONDS [PID]: gives up early when PID
 }
 
 start_worker_pool() {  # start_worker_pool IMAGE NAME DIR: sets pool_port, where it listens
-  local try _
+  local try _ logs
   # Port 50000 first, as Beam's SDK images listen; it lies in Linux's range for outgoing
-  # connections (32768-60999), so any connection on this busy machine may hold it, or the
-  # free port picked instead, by the time the pool binds it: then another port.
+  # connections (32768-60999), so any connection on this busy machine may hold it by the
+  # time the pool binds it: then a free port below that range.
   pool_port=$WORKER_POOL_PORT
   for try in 1 2 3; do
     listening "$pool_port" && pool_port=$(free_port)
@@ -636,7 +661,8 @@ start_worker_pool() {  # start_worker_pool IMAGE NAME DIR: sets pool_port, where
       [[ "$(docker inspect -f '{{.State.Running}}' "$2" 2> /dev/null)" == true ]] || break
       sleep 1
     done
-    docker logs "$2" 2>&1 | grep -q "Failed to bind to address" || return 1
+    logs=$(docker logs "$2" 2>&1)
+    grep -q "Failed to bind to address" <<< "$logs" || return 1
     echo "    port $pool_port was taken when the pool bound it (try $try); another port"
     pool_port=$(free_port)
   done
@@ -662,7 +688,7 @@ check_beam_portable() {  # the transform on Beam's portable route, against the D
     docker logs "$name" 2>&1 | tail -10 >&2
     return 0
   fi
-  for try in 1 2 3; do  # a free port may be taken by the time it binds it, as above
+  for try in 1 2 3; do  # another server may take a free port before it binds it
     job_port=$(free_port)
     "$ROOT/.venv/bin/python" -m apache_beam.runners.portability.local_job_service_main \
       --port "$job_port" > "$dir/job-service.log" 2>&1 &
@@ -1079,10 +1105,12 @@ check_devcontainer() {  # .devcontainer/devcontainer.json, opened by the Dev Con
 }
 
 make_setup() {  # the project's .venv, for notebook 02 and the pipeline's runs
-  # The builds need none, so they are under way first; make waits while another make sets
-  # the same venv up (.ci/run's make setup-dev).
-  "${MAKE:-make}" -C "$ROOT" --no-print-directory setup && return 0
-  echo "error: make setup failed: notebook 02 and the pipeline's runs need .venv" >&2
+  # The builds need none, so they are under way first. setup_env.py waits while another
+  # set-up of the same venv runs; SETUP_TARGET=setup-dev (.ci/run) asks for the same set
+  # as the make setup-dev beside it, so that whichever comes second finds it ready.
+  "${MAKE:-make}" -C "$ROOT" --no-print-directory "${SETUP_TARGET:-setup}" && return 0
+  echo "error: make ${SETUP_TARGET:-setup} failed: notebook 02 and the pipeline's runs need" \
+    ".venv" >&2
   exit 1
 }
 

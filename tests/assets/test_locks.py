@@ -3,6 +3,7 @@
 import importlib.util
 import os
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -252,15 +253,22 @@ def test_a_venv_is_ready_only_when_its_stamp_is_newer_than_its_locks(tmp_path):
 def test_a_second_set_up_of_one_venv_waits_for_the_first_then_finds_it_ready(tmp_path):
     """Two makes at once (make test-containers beside make setup-dev): the second waits."""
     venv = tmp_path / "venv"
-    with setup_env.one_at_a_time(venv):
+    with setup_env.one_at_a_time(venv) as waited:
+        assert not waited
         second = subprocess.Popen(
             [sys.executable, str(ROOT / "scripts" / "setup_env.py"), "learner", "--venv", venv],
             stdout=subprocess.PIPE,
             text=True,
         )
-        assert "waiting: another set-up of" in second.stdout.readline()
-        for stamp in setup_env.STAMPS["full"]:  # what the first one leaves when it ends
-            (venv / stamp).touch()
+        try:
+            ready, _, _ = select.select([second.stdout], [], [], 120)
+            assert ready, "no word from the second set-up in 120 s"
+            assert "waiting: another set-up of" in second.stdout.readline()
+            for stamp in setup_env.STAMPS["full"]:  # what the first one leaves when it ends
+                (venv / stamp).touch()
+        except BaseException:
+            second.kill()  # it would install the whole set once the lock is free
+            raise
     out, _ = second.communicate(timeout=300)
     assert second.returncode == 0
     assert "is ready (learner, newer than its lock): nothing to install" in out
