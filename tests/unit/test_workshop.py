@@ -338,6 +338,9 @@ def test_comparable_masks_what_changes_between_two_runs():
     health = '127.0.0.1 - - [01/Dec/2026:09:01:12 +0000] "GET / HTTP/1.1" 200 339 "-" "Wget"\n'
     assert comparable(health + second) == comparable(first)
     assert comparable("uid=101") != comparable("uid=0")
+    page = "<html>\n<p>Kubeflow for Poets</p>\n</html>\n"
+    assert comparable(page + "curl: (52) Empty reply from server\n") == comparable(page)
+    assert comparable(page) != comparable("<html>\n<p>another page</p>\n</html>\n")
 
 
 def test_comparable_reads_buildkit_steps_in_any_order_cached_or_not():

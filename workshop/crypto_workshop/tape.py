@@ -38,6 +38,10 @@ _VOLATILE = (  # what differs between two runs of the same command
     (re.compile(r": (Pushed|Layer already exists)$", re.M), ": <pushed>"),
     # a HEALTHCHECK's requests in nginx's log: as many as its interval allowed
     (re.compile(r'^.*"Wget[^\n]*\n?', re.M), ""),
+    # curl's word on an attempt that --retry then repeated (`curl: (52) Empty reply from
+    # server` while nginx starts): as many as the start took. One that failed for good
+    # still differs, in its exit status.
+    (re.compile(r"^curl: \(\d+\) [^\n]*\n?", re.M), ""),
     (re.compile(r"\b(sha256:)?[0-9a-f]{12,64}\b"), "<id>"),
     (
         re.compile(r"\d{4}[-/]\d{2}[-/]\d{2}([T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})?)?"),
