@@ -477,7 +477,7 @@ pull_back() {  # pull_back IMAGE...: wait for the builds, drop the local tags, p
   done
   ((failed)) && exit 1
   pass "built and pushed $* side by side in $((ended - builds_started)) s"
-  times+=("build and push: $* (beside the parts above)|$((ended - builds_started))")
+  times+=("build and push, side by side: $*|$((ended - builds_started))")
   started=$SECONDS
   echo "    registry catalog: $(wget -q -O - "http://127.0.0.1:$REGISTRY_PORT/v2/_catalog")"
   # The name comes back from the registry; the layers stay here under a second name, so
