@@ -634,18 +634,26 @@ listening() {  # listening PORT: something accepts connections on 127.0.0.1:PORT
   (: > "/dev/tcp/127.0.0.1/$1") 2> /dev/null
 }
 
-wait_listening() {  # wait_listening PORT SECONDS [PID]: gives up early when PID has ended
+wait_listening() {  # wait_listening PORT SECONDS [ALIVE...]: gives up once ALIVE fails
   local _
   for _ in $(seq 1 "$2"); do
     listening "$1" && return 0
-    [[ -z "${3:-}" ]] || kill -0 "$3" 2> /dev/null || return 1
+    (($# == 2)) || "${@:3}" || return 1
     sleep 1
   done
   return 1
 }
 
+running() {  # running CONTAINER: it has not exited
+  [[ "$(docker inspect -f '{{.State.Running}}' "$1" 2> /dev/null)" == true ]]
+}
+
+alive() {  # alive PID: the process has not ended
+  kill -0 "$1" 2> /dev/null
+}
+
 start_worker_pool() {  # start_worker_pool IMAGE NAME DIR: sets pool_port, where it listens
-  local try _ logs
+  local try logs
   # Port 50000 first, as Beam's SDK images listen; it lies in Linux's range for outgoing
   # connections (32768-60999), so any connection on this busy machine may hold it by the
   # time the pool binds it: then a free port below that range.
@@ -656,11 +664,7 @@ start_worker_pool() {  # start_worker_pool IMAGE NAME DIR: sets pool_port, where
     containers+=("$2")
     docker run -d --name "$2" --network host -v "$3:$3" "$1" \
       --worker_pool "--service_port=$pool_port" > /dev/null || return 1
-    for _ in $(seq 1 60); do
-      listening "$pool_port" && return 0
-      [[ "$(docker inspect -f '{{.State.Running}}' "$2" 2> /dev/null)" == true ]] || break
-      sleep 1
-    done
+    wait_listening "$pool_port" 60 running "$2" && return 0
     logs=$(docker logs "$2" 2>&1)
     grep -q "Failed to bind to address" <<< "$logs" || return 1
     echo "    port $pool_port was taken when the pool bound it (try $try); another port"
@@ -693,7 +697,7 @@ check_beam_portable() {  # the transform on Beam's portable route, against the D
     "$ROOT/.venv/bin/python" -m apache_beam.runners.portability.local_job_service_main \
       --port "$job_port" > "$dir/job-service.log" 2>&1 &
     job_service_pid=$!
-    wait_listening "$job_port" 60 "$job_service_pid" && break
+    wait_listening "$job_port" 60 alive "$job_service_pid" && break
     kill "$job_service_pid" 2> /dev/null || true
     job_service_pid=""
   done

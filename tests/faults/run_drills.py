@@ -52,12 +52,19 @@ def marked(run_name: str) -> list[psutil.Process]:
     return found
 
 
-def wait_for_line(process: subprocess.Popen, text: str, log: Path, timeout_s: float = 120):
+def wait_until(found, process: subprocess.Popen, log: Path, timeout_s: float = 120):
+    """What ``found()`` returns once it is truthy; fails, showing LOG, when the run ends
+    first or after TIMEOUT_S (a ceiling for a hang, far above a loaded machine's wait)."""
     deadline = time.monotonic() + timeout_s
-    while text not in log.read_text():
+    while not (result := found()):
         assert process.poll() is None, log.read_text()
         assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.2)
+    return result
+
+
+def wait_for_line(process: subprocess.Popen, text: str, log: Path, timeout_s: float = 120):
+    wait_until(lambda: text in log.read_text(), process, log, timeout_s)
 
 
 def running_tune(root: Path, log: Path, **popen) -> subprocess.Popen:

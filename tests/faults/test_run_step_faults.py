@@ -6,12 +6,11 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import psutil
 import pytest
-from run_drills import QUICK, command, marked, run, running_tune, summary_of
+from run_drills import QUICK, command, marked, run, running_tune, summary_of, wait_until
 
 from conftest import needs_root, tmpfs
 
@@ -60,10 +59,7 @@ def test_a_step_killed_midway_is_named_and_its_output_pointed_at(tmp_path):
     out = tmp_path / "out.txt"
     process = running_tune(root, out)
     (run_dir,) = [p for p in root.glob("crypto-pipeline-*") if p.is_dir()]
-    deadline = time.monotonic() + 60
-    while not (steps := marked(run_dir.name)):
-        assert time.monotonic() < deadline, out.read_text()
-        time.sleep(0.2)
+    steps = wait_until(lambda: marked(run_dir.name), process, out, timeout_s=60)
     for step in steps:
         with contextlib.suppress(psutil.Error):
             step.kill()
