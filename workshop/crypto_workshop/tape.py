@@ -75,9 +75,23 @@ def comparable(output: str) -> str:
         output = pattern.sub(mask, output)
     if _BUILDKIT_STEP.match(output):  # the first step to finish, whichever it is
         lines = set(_BUILDKIT_STEP.sub("#N ", output).splitlines()) - {""}
-        # a status printed while it ran, then again once done (`writing image …`): once
-        output = "\n".join(sorted(line for line in lines if f"{line} done" not in lines))
+        output = "\n".join(sorted(line for line in lines if not _superseded(line, lines)))
     return output.strip()
+
+
+_ELAPSED = re.compile(r" \d+\.\d+s$")
+
+
+def _superseded(line: str, lines: set[str]) -> bool:
+    """Whether LINE is a status BuildKit printed while it ran, then again once done.
+
+    As many as the step's time allowed: `writing image <id>`, then `writing image <id>
+    done`; `transferring context: 0.0s`, then `transferring context: <size> done`.
+    """
+    if line.endswith(" done"):
+        return False
+    finished = re.compile(re.escape(_ELAPSED.sub("", line)) + r"( \S+)? done")
+    return any(finished.fullmatch(other) for other in lines)
 
 
 class Tape:
